@@ -1,0 +1,134 @@
+"""The reference engine: one run, plain and sequential, exactly SPEC 4.
+
+Kept forever as the implementation that faster engines are checked against; clarity
+over speed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from bnmodels.config import RunConfig
+from bnmodels.data import Split
+from bnmodels.model import MLP, build_model
+
+
+def history_columns(depth: int) -> list[str]:
+    """Per-epoch columns of a run's history, in order (layer 1 is the first hidden Linear,
+    layer depth+1 the output Linear)."""
+    layers = range(1, depth + 2)
+    return (
+        ["train_mse", "test_mse"]
+        + [f"weight_std_l{i}" for i in layers]
+        + [f"grad_std_l{i}" for i in layers]
+        + ["dead_fraction"]
+    )
+
+
+@dataclass
+class RunResult:
+    """What one run produced; `history[col]` has one value per epoch (NaN once diverged)."""
+
+    config: RunConfig
+    history: dict[str, np.ndarray]
+    diverged: bool
+    state_dict: dict[str, torch.Tensor]  # final weights, loads into build_model(config, ...)
+    # End-of-training diagnostics: per BN layer running_mean/running_var, per Linear the
+    # last step's weight gradient (what the course's weights_vp draws).
+    final: dict[str, list[list[float]]] = field(default_factory=dict)
+
+    @property
+    def final_train_mse(self) -> float:
+        return float(self.history["train_mse"][-1])
+
+    @property
+    def final_test_mse(self) -> float:
+        return float(self.history["test_mse"][-1])
+
+    @property
+    def best_test_mse(self) -> float:
+        t = self.history["test_mse"]
+        return float(np.nanmin(t)) if np.isfinite(t).any() else math.nan
+
+
+def batch_slices(n_train: int, batch_size: int) -> list[tuple[int, int]]:
+    """(start, stop) of each batch in an epoch; a last batch of one row is skipped (SPEC 4)."""
+    return [
+        (s, min(s + batch_size, n_train))
+        for s in range(0, n_train, batch_size)
+        if min(s + batch_size, n_train) - s >= 2
+    ]
+
+
+def _std(t: torch.Tensor) -> float:
+    return float(t.detach().std()) if t.numel() > 1 else 0.0
+
+
+@torch.no_grad()
+def evaluate(model: MLP, x: torch.Tensor, y: torch.Tensor) -> tuple[float, list[torch.Tensor]]:
+    """Eval-mode MSE over all rows, and each hidden block's activation output."""
+    model.eval()
+    acts, h = [], x
+    for block in model.blocks:
+        z = block.linear(h)
+        if block.bn == "pre":
+            z = block.norm(z)
+        a = block.act(z)
+        acts.append(a)
+        h = block.norm(a) if block.bn == "post" else a
+    return float(nn.functional.mse_loss(model.out(h), y)), acts
+
+
+def train_reference(cfg: RunConfig, data: Split, dtype: torch.dtype = torch.float32) -> RunResult:
+    """Train one run per SPEC 4 and return its history, diverged flag and final weights."""
+    data = data.to(dtype=dtype)
+    model = build_model(cfg, data.x_train.shape[1]).to(dtype)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr)
+    gs = torch.Generator().manual_seed(cfg.seed)
+    n_train = data.x_train.shape[0]
+    slices = batch_slices(n_train, cfg.batch_size)
+    cols = history_columns(cfg.depth)
+    hist = {c: np.full(cfg.epochs, np.nan) for c in cols}
+    diverged = False
+    for epoch in range(cfg.epochs):
+        model.train()
+        perm = torch.randperm(n_train, generator=gs)
+        for s, e in slices:
+            idx = perm[s:e]
+            loss = nn.functional.mse_loss(model(data.x_train[idx]), data.y_train[idx])
+            if not torch.isfinite(loss):
+                diverged = True
+                break
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        if diverged:
+            break
+        train_mse, acts = evaluate(model, data.x_train, data.y_train)
+        test_mse, _ = evaluate(model, data.x_test, data.y_test)
+        if not (math.isfinite(train_mse) and math.isfinite(test_mse)):
+            diverged = True
+            break
+        hist["train_mse"][epoch], hist["test_mse"][epoch] = train_mse, test_mse
+        for i, lin in enumerate(model.linears(), start=1):
+            hist[f"weight_std_l{i}"][epoch] = _std(lin.weight)
+            hist[f"grad_std_l{i}"][epoch] = _std(lin.weight.grad)
+        if cfg.activation == "relu":
+            # A unit is dead when its ReLU output is zero on every train row.
+            dead = torch.cat([(a <= 0).all(dim=0) for a in acts])
+            hist["dead_fraction"][epoch] = float(dead.to(torch.float64).mean())
+    final = {
+        "bn_running_mean": [n.running_mean.tolist() for n in model.norms()],
+        "bn_running_var": [n.running_var.tolist() for n in model.norms()],
+        "weight_grad": [
+            (lin.weight.grad.flatten().tolist() if lin.weight.grad is not None else [])
+            for lin in model.linears()
+        ],
+    }
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return RunResult(cfg, hist, diverged, state, final)
