@@ -27,7 +27,7 @@ CONFIG_KEYS = (
     "dataset", "normalization", "activation", "bn", "depth", "width", "init",
     "momentum", "batch_size", "lr", "epochs", "seed",
 )  # fmt: skip
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # also a file and DVC key name
 
 
 class ParamsError(ValueError):
@@ -198,7 +198,7 @@ def _int_at_least(lo):
 
 
 def _name(v):
-    return None if isinstance(v, str) and NAME_RE.match(v) else "a name of letters, digits, _ . -"
+    return None if isinstance(v, str) and NAME_RE.match(v) else "a name of letters, digits, _ -"
 
 
 def _lr(v):
@@ -273,7 +273,7 @@ def _dataset(name: str, d: Any, err: _Errors) -> DatasetSpec | None:
     p = f"datasets.{name}"
     n0 = len(err.items)
     if not NAME_RE.match(str(name)):
-        err.add(p, name, "a data set name of letters, digits, _ . -")
+        err.add(p, name, "a data set name of letters, digits, _ -")
     if not isinstance(d, dict):
         err.add(p, d, "a mapping of " + ", ".join(DATASET_KEYS[:7]))
         return None
@@ -392,7 +392,7 @@ def validate(raw: Any, file: str = "params.yaml") -> Params:
     for sname, s in (_section(raw, "sweeps", err) or {}).items():
         sname, p = str(sname), f"sweeps.{sname}"
         if not NAME_RE.match(sname):
-            err.add(p, sname, "a sweep name of letters, digits, _ . -")
+            err.add(p, sname, "a sweep name of letters, digits, _ -")
             continue
         if s is None:
             s = {}

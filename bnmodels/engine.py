@@ -8,13 +8,12 @@ weights (those of the reference model of its seed), its own batches (from its ow
 generator), its own BatchNorm statistics, learning rate, momentum and divergence.
 
 Within a group, runs may differ in activation, BN mode, init, lr, momentum, seed, data
-set and normalization. Runs are sorted by (BN mode, momentum) so that each BatchNorm
-segment is one `F.batch_norm` call over (batch, runs*width) channels; activations are
-mixed with `torch.where`.
+set and normalization. Runs are sorted by BN mode so that each mode's BatchNorm acts on
+one contiguous slice of runs; activations are mixed with `torch.where`.
 
-Every op acts on each run's lanes independently (batched matmul per run, per-channel
-batch norm, elementwise ops, reductions over one run's rows), so a run's arithmetic does
-not depend on what else is in its group; tests check that bit for bit.
+Every op acts on each run's lanes independently (batched matmul per run, batch norm over
+each run's own rows, elementwise ops, reductions over one run's rows), so a run's
+arithmetic does not depend on what else is in its group; tests check that bit for bit.
 """
 
 from __future__ import annotations
@@ -34,6 +33,13 @@ from bnmodels.model import build_model
 from bnmodels.train import RunResult, batch_slices, history_columns
 
 BN_EPS = 1e-5
+# CPU elementwise kernels compute full SIMD chunks (up to 2 x 16 floats with AVX-512) with
+# vector code and the leftover tail with scalar code, and the two round differently
+# (sigmoid, tanh, fused multiply-adds). Which elements fall in the tail depends on the
+# tensor's total size, so on CPU groups are padded with copies of their last run to a
+# multiple of RUN_PAD: then every tensor's size is a multiple of 32 elements and no run
+# ever lands in a scalar tail, whatever its company.
+RUN_PAD = 32
 
 
 def group_key(cfg: RunConfig, data: Split) -> tuple:
@@ -47,7 +53,29 @@ class _Segment:
     start: int
     stop: int
     pos: str  # "pre" | "post"
-    momentum: float
+
+
+def _batch_norm(x, st: dict, training: bool):
+    """BatchNorm1d over each run's own batch: x (S, B, w), state tensors (S, 1, w).
+
+    Written out rather than `F.batch_norm` over (B, S*w) channels: that kernel's backward
+    reduces differently depending on the channel count, so a run's gradients would depend
+    on how many runs share its segment. Means and sums over dim 1 reduce one run's rows
+    in the same order whatever S is.
+    """
+    if not training:
+        return (x - st["running_mean"]) / torch.sqrt(st["running_var"] + BN_EPS) * st[
+            "weight"
+        ] + st["bias"]
+    mean = x.mean(dim=1, keepdim=True)  # (S, 1, w)
+    xc = x - mean
+    var = (xc * xc).mean(dim=1, keepdim=True)  # biased, as BatchNorm normalizes with
+    y = xc / torch.sqrt(var + BN_EPS) * st["weight"] + st["bias"]
+    with torch.no_grad():  # running statistics use the unbiased variance, like PyTorch
+        n, m = x.shape[1], st["momentum"]
+        st["running_mean"].copy_(m * mean + (1 - m) * st["running_mean"])
+        st["running_var"].copy_(m * var * (n / (n - 1)) + (1 - m) * st["running_var"])
+    return y
 
 
 class _Init:
@@ -100,24 +128,24 @@ class _Group:
         lr = torch.tensor([c.lr for c in cfgs], **kw)
         self.lr_w = lr.view(R, 1, 1)
 
-        # BatchNorm segments (runs are pre-sorted by bn mode and momentum).
+        # BatchNorm segments: runs are pre-sorted by bn mode, so each mode is one slice.
         self.segments = []
-        for (bn, mom), idx in itertools.groupby(
-            range(R), key=lambda i: (cfgs[i].bn, cfgs[i].momentum)
-        ):
+        for bn, idx in itertools.groupby(range(R), key=lambda i: cfgs[i].bn):
             idx = list(idx)
             if bn != "none":
-                self.segments.append(_Segment(idx[0], idx[-1] + 1, bn, mom))
+                self.segments.append(_Segment(idx[0], idx[-1] + 1, bn))
         w = self.width
-        # Per hidden layer, per segment: gamma, beta, running mean/var, each (S*w,).
+        mom = torch.tensor([c.momentum for c in cfgs], **kw).view(R, 1, 1)
+        # Per hidden layer, per segment: gamma, beta, running mean/var, each (S, 1, w).
         self.bn_state = [
             [
                 {
-                    "weight": torch.ones((s.stop - s.start) * w, **kw),
-                    "bias": torch.zeros((s.stop - s.start) * w, **kw),
-                    "running_mean": torch.zeros((s.stop - s.start) * w, **kw),
-                    "running_var": torch.ones((s.stop - s.start) * w, **kw),
-                    "lr": lr[s.start : s.stop].repeat_interleave(w),
+                    "weight": torch.ones(s.stop - s.start, 1, w, **kw),
+                    "bias": torch.zeros(s.stop - s.start, 1, w, **kw),
+                    "running_mean": torch.zeros(s.stop - s.start, 1, w, **kw),
+                    "running_var": torch.ones(s.stop - s.start, 1, w, **kw),
+                    "momentum": mom[s.start : s.stop],
+                    "lr": self.lr_w[s.start : s.stop],
                 }
                 for s in self.segments
             ]
@@ -165,12 +193,7 @@ class _Group:
             if seg.start > cursor:
                 pieces.append(z[cursor : seg.start])
             x = z[seg.start : seg.stop]  # (S, B, w)
-            S, B, w = x.shape
-            # Channels are (run, unit) pairs: (B, S*w), so each run keeps its own stats.
-            y = F.batch_norm(x.transpose(0, 1).reshape(B, S * w), st["running_mean"],
-                             st["running_var"], st["weight"], st["bias"], training,
-                             seg.momentum, BN_EPS)  # fmt: skip
-            pieces.append(y.view(B, S, w).transpose(0, 1))
+            pieces.append(_batch_norm(x, st, training))
             cursor = seg.stop
         if not pieces:
             return z
@@ -212,9 +235,12 @@ def train_group(cfgs: Sequence[RunConfig], datas: Sequence[Split], device="cpu",
                 dtype=torch.float32, init: _Init | None = None,
                 on_epoch: Callable[[int], None] | None = None) -> list[RunResult]:  # fmt: skip
     """Train runs of one group (equal `group_key`) side by side; results in input order."""
-    order = sorted(range(len(cfgs)), key=lambda i: (cfgs[i].bn, cfgs[i].momentum))
+    order = sorted(range(len(cfgs)), key=lambda i: cfgs[i].bn)
     cs = [cfgs[i] for i in order]
     ds = [datas[i] for i in order]
+    if torch.device(device).type == "cpu":
+        pad = -len(cs) % RUN_PAD
+        cs, ds = cs + [cs[-1]] * pad, ds + [ds[-1]] * pad
     g = _Group(cs, ds, torch.device(device), dtype, init or _Init())
     R, c0 = g.R, cs[0]
     n_train = ds[0].x_train.shape[0]
@@ -274,16 +300,16 @@ def train_group(cfgs: Sequence[RunConfig], datas: Sequence[Split], device="cpu",
     mask = ep >= first_bad.unsqueeze(1)
     for c in cols:
         hist[c][mask] = math.nan
-    results = _unstack(g, cs, hist, first_bad < c0.epochs, last_grads, n_steps=len(slices))
+    n = len(order)  # results of the padding runs are never built
+    results = _unstack(g, cs[:n], hist, first_bad < c0.epochs, last_grads, n_steps=len(slices))
     out = [None] * len(cfgs)
-    for pos, i in enumerate(order):
+    for pos, i in enumerate(order):  # padding runs, at the end, are dropped
         out[i] = results[pos]
     return out
 
 
 def _unstack(g: _Group, cs, hist, diverged, last_grads, n_steps) -> list[RunResult]:
     """Per-run results with state dicts in the reference model's layout."""
-    w = g.width
     W = [t.detach().cpu() for t in g.weights]
     Bs = [t.detach().cpu() for t in g.biases]
     LG = [t.cpu() for t in last_grads]
@@ -306,7 +332,7 @@ def _unstack(g: _Group, cs, hist, diverged, last_grads, n_steps) -> list[RunResu
                 si, q = bn_of_run[r]
                 st = bn_cpu[j][si]
                 for name in ("weight", "bias", "running_mean", "running_var"):
-                    state[f"blocks.{j}.norm.{name}"] = st[name][q * w : (q + 1) * w].clone()
+                    state[f"blocks.{j}.norm.{name}"] = st[name][q, 0].clone()
                 state[f"blocks.{j}.norm.num_batches_tracked"] = torch.tensor(steps)
                 rm.append(state[f"blocks.{j}.norm.running_mean"].tolist())
                 rv.append(state[f"blocks.{j}.norm.running_var"].tolist())

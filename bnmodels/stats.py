@@ -1,0 +1,233 @@
+"""Effect sizes over seeds with 95% confidence intervals, and verdicts computed from them.
+
+Training is chaotic (SPEC, Precision): one run says little, so every comparison here is
+between distributions over seeds, and every interval is a Student t-interval (exact for
+normal data, deterministic, no resampling to make byte-stable).
+
+Conventions:
+
+- An effect is `b - a`: the change from configuration `a` (the baseline) to `b`.
+- MSE is compared on the log scale: it spans orders of magnitude (0.1 to 1e4 in one
+  sweep), effects on it are multiplicative ("BN halves the error"), and the log of an
+  error ratio is far closer to normal than the raw difference, so a t-interval on it is
+  honest and one exploded seed does not swamp the mean. `exp(effect) - 1` is the change
+  of the geometric mean.
+- Runs are paired by seed where they share data order and initialization: with the same
+  seed and data set, two runs draw the same batches, and their Linear layers start from
+  the same weights (BatchNorm layers draw no random numbers), so pairing removes the
+  seed-to-seed spread from the comparison.
+- NaN means diverged or missing: such values (pairs, when paired) are dropped and
+  counted, never propagated.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats as sps
+
+CONFIDENCE = 0.95
+
+SUPPORTED = "supported"
+NOT_SUPPORTED = "not supported"
+INCONCLUSIVE = "inconclusive"
+
+# What a claim asserts about the sign of an effect (b - a).
+DECREASE = "decrease"
+INCREASE = "increase"
+NO_DIFFERENCE = "no difference"  # |effect| below a margin
+
+
+@dataclass(frozen=True)
+class Effect:
+    """A mean difference with its confidence interval."""
+
+    estimate: float
+    ci_low: float
+    ci_high: float
+    n: int  # pairs used (paired) or runs used on both sides (unpaired)
+    n_dropped: int  # pairs or values dropped as NaN (diverged, missing)
+    paired: bool
+
+
+def finite(x) -> np.ndarray:
+    """The finite values of `x` as a float array."""
+    x = np.asarray(x, dtype=float).ravel()
+    return x[np.isfinite(x)]
+
+
+def log_mse(x) -> np.ndarray:
+    """Natural log of MSE values; non-positive or non-finite values become NaN."""
+    x = np.asarray(x, dtype=float)
+    out = np.full(x.shape, np.nan)
+    ok = np.isfinite(x) & (x > 0)
+    out[ok] = np.log(x[ok])
+    return out
+
+
+def t_interval(x, confidence: float = CONFIDENCE) -> tuple[float, float, float, int]:
+    """(mean, ci_low, ci_high, n) of the finite values of `x`.
+
+    n < 2 gives a NaN interval; identical values give a zero-width one.
+    """
+    x = finite(x)
+    n = len(x)
+    if n == 0:
+        return math.nan, math.nan, math.nan, 0
+    mean = float(np.mean(x))
+    if n == 1:
+        return mean, math.nan, math.nan, 1
+    se = float(np.std(x, ddof=1)) / math.sqrt(n)
+    half = float(sps.t.ppf(0.5 + confidence / 2, n - 1)) * se
+    return mean, mean - half, mean + half, n
+
+
+def paired_effect(a, b, confidence: float = CONFIDENCE) -> Effect:
+    """Mean of the per-pair differences `b[i] - a[i]` with a paired t-interval."""
+    a = np.asarray(a, dtype=float).ravel()
+    b = np.asarray(b, dtype=float).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"paired samples differ in length: {a.size} and {b.size}")
+    d = b - a
+    ok = np.isfinite(d)
+    est, lo, hi, n = t_interval(d[ok], confidence)
+    return Effect(est, lo, hi, n, int((~ok).sum()), paired=True)
+
+
+def unpaired_effect(a, b, confidence: float = CONFIDENCE) -> Effect:
+    """Difference of means `mean(b) - mean(a)` with a Welch t-interval."""
+    a_all, b_all = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
+    a, b = finite(a_all), finite(b_all)
+    dropped = (a_all.size - a.size) + (b_all.size - b.size)
+    n = a.size + b.size
+    if a.size == 0 or b.size == 0:
+        return Effect(math.nan, math.nan, math.nan, n, dropped, paired=False)
+    est = float(b.mean() - a.mean())
+    if a.size < 2 or b.size < 2:
+        return Effect(est, math.nan, math.nan, n, dropped, paired=False)
+    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return Effect(est, est, est, n, dropped, paired=False)
+    # Welch-Satterthwaite degrees of freedom
+    df = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
+    half = float(sps.t.ppf(0.5 + confidence / 2, df)) * se
+    return Effect(est, est - half, est + half, n, dropped, paired=False)
+
+
+def verdict(ci_low: float, ci_high: float, claimed: str, margin: float = 0.0) -> str:
+    """Judge a claim from the confidence interval of its effect.
+
+    `claimed` is DECREASE or INCREASE (the sign the claim predicts): supported when the
+    interval excludes 0 on that side, not supported when it excludes 0 on the other,
+    inconclusive otherwise. NO_DIFFERENCE (an equivalence claim): supported when the
+    interval lies inside (-margin, margin), not supported when it lies wholly outside it.
+    """
+    if not (math.isfinite(ci_low) and math.isfinite(ci_high)):
+        return INCONCLUSIVE
+    if claimed == DECREASE:
+        ci_low, ci_high = -ci_high, -ci_low
+    elif claimed == NO_DIFFERENCE:
+        if -margin < ci_low and ci_high < margin:
+            return SUPPORTED
+        if ci_low >= margin or ci_high <= -margin:
+            return NOT_SUPPORTED
+        return INCONCLUSIVE
+    elif claimed != INCREASE:
+        raise ValueError(f"claimed must be {DECREASE!r}, {INCREASE!r} or {NO_DIFFERENCE!r}")
+    if ci_low > 0:
+        return SUPPORTED
+    if ci_high < 0:
+        return NOT_SUPPORTED
+    return INCONCLUSIVE
+
+
+def effect_verdict(effect: Effect, claimed: str, margin: float = 0.0) -> str:
+    return verdict(effect.ci_low, effect.ci_high, claimed, margin)
+
+
+def combine_verdicts(verdicts) -> str:
+    """A claim made of parts that must all hold: any part refuted refutes it."""
+    verdicts = list(verdicts)
+    if not verdicts:
+        return INCONCLUSIVE
+    if NOT_SUPPORTED in verdicts:
+        return NOT_SUPPORTED
+    if all(v == SUPPORTED for v in verdicts):
+        return SUPPORTED
+    return INCONCLUSIVE
+
+
+def epochs_to_threshold(curves, threshold: float):
+    """First epoch (1-based) at which each curve is at or below `threshold`; NaN if never.
+
+    `curves` is (runs, epochs), or one curve (epochs,) giving one number; NaN entries
+    (epochs after a run diverged) never count as reached.
+    """
+    c = np.asarray(curves, dtype=float)
+    c2 = np.atleast_2d(c)
+    hit = np.zeros(c2.shape, dtype=bool)
+    np.less_equal(c2, threshold, out=hit, where=np.isfinite(c2))
+    first = np.argmax(hit, axis=1).astype(float) + 1
+    first[~hit.any(axis=1)] = np.nan
+    return first if c.ndim > 1 else first[0]
+
+
+def censor(epochs, n_epochs: int) -> np.ndarray:
+    """Not-reached (NaN) epochs-to-threshold counted as `n_epochs + 1`, for averaging."""
+    e = np.asarray(epochs, dtype=float)
+    return np.where(np.isnan(e), n_epochs + 1.0, e)
+
+
+def slopes(x, y) -> np.ndarray:
+    """Least-squares slope of each row of `y` (units, points) against `x` (points,).
+
+    NaN points are left out of their row's fit; a row with under 2 points gives NaN.
+    Per-seed slopes turn "the effect grows with x" into one number per seed, so a
+    t-interval over seeds tests it.
+    """
+    x = np.asarray(x, dtype=float)
+    y = np.atleast_2d(np.asarray(y, dtype=float))
+    out = np.full(y.shape[0], np.nan)
+    for i, row in enumerate(y):
+        ok = np.isfinite(row)
+        if ok.sum() >= 2 and np.ptp(x[ok]) > 0:
+            xc = x[ok] - x[ok].mean()
+            out[i] = float(xc @ (row[ok] - row[ok].mean()) / (xc @ xc))
+    return out
+
+
+def quantile(x, q: float) -> float:
+    """Quantile of the finite values (NaN when none), without NumPy's all-NaN warning."""
+    x = finite(x)
+    return float(np.quantile(x, q)) if x.size else math.nan
+
+
+def describe(x, confidence: float = CONFIDENCE) -> dict[str, float]:
+    """Mean, median and geometric mean with its t-interval (log scale) of positive values.
+
+    The interval is for the geometric mean, the scale on which MSE is compared here.
+    """
+    x = finite(x)
+    logs = finite(log_mse(x))
+    g, glo, ghi, _ = t_interval(logs, confidence)
+    return {
+        "n": int(x.size),
+        "mean": float(x.mean()) if x.size else math.nan,
+        "median": quantile(x, 0.5),
+        "geomean": math.exp(g) if math.isfinite(g) else math.nan,
+        "ci_low": math.exp(glo) if math.isfinite(glo) else math.nan,
+        "ci_high": math.exp(ghi) if math.isfinite(ghi) else math.nan,
+    }
+
+
+def round_sig(x: float, digits: int = 6) -> float | None:
+    """Round to `digits` significant digits; NaN and infinities become None (JSON null)."""
+    if x is None:
+        return None
+    x = float(x)
+    if not math.isfinite(x):
+        return None
+    return float(f"{x:.{digits}g}")

@@ -1,0 +1,36 @@
+"""Stage plan: validate all of params.yaml, then write each sweep's plan (its runs and data).
+
+This is the gate before any training (SPEC 6): bad params stop here, with every problem
+listed, before a train stage deletes or touches anything. A sweep's plan file is
+byte-identical while its runs are, so DVC retrains exactly the sweeps that changed.
+"""
+
+from pathlib import Path
+
+import click
+
+from _common import clean_errors
+from bnmodels.config import load_params
+from bnmodels.io import atomic_write_text
+from bnmodels.sweep import make_plans, plan_text
+
+
+@click.command()
+@click.option("--params", "params_file", default="params.yaml", show_default=True)
+@click.option("--processed", required=True, help="processed data folder")
+@click.option("--out", required=True, help="folder for <sweep>.json plans")
+@clean_errors
+def main(params_file: str, processed: str, out: str):
+    plans = make_plans(load_params(params_file), Path(processed), file=params_file)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*.json"):
+        if old.stem not in plans:
+            old.unlink()
+    for name, plan in plans.items():
+        atomic_write_text(out / f"{name}.json", plan_text(plan))
+    click.echo(f"{len(plans)} sweeps, {sum(len(p['runs']) for p in plans.values())} runs planned")
+
+
+if __name__ == "__main__":
+    main()
