@@ -149,7 +149,12 @@ _Loader.add_implicit_resolver(
 
 
 def _no_duplicate_keys(loader, node, deep=False):
-    keys = [loader.construct_object(k, deep=deep) for k, _ in node.value]
+    # Merge keys (`<<: *anchor`) may be overridden by explicit keys: not duplicates.
+    keys = [
+        loader.construct_object(k, deep=deep)
+        for k, _ in node.value
+        if k.tag != "tag:yaml.org,2002:merge"
+    ]
     dup = sorted({str(k) for k in keys if keys.count(k) > 1})
     if dup:
         raise yaml.constructor.ConstructorError(
@@ -359,9 +364,8 @@ def validate(raw: Any, file: str = "params.yaml") -> Params:
     for name, d in (_section(raw, "datasets", err) or {}).items():
         if (spec := _dataset(str(name), d, err)) is not None:
             datasets[str(name)] = spec
-    known_ds = set(datasets) | {
-        str(n) for n in (raw.get("datasets") or {}) if isinstance(raw.get("datasets"), dict)
-    }
+    raw_ds = raw.get("datasets")
+    known_ds = set(datasets) | ({str(n) for n in raw_ds} if isinstance(raw_ds, dict) else set())
 
     def check_value(key, v, path):
         if allowed := RUN_CHECKS[key](v):
@@ -412,14 +416,14 @@ def validate(raw: Any, file: str = "params.yaml") -> Params:
                     continue
                 for i, x in enumerate(v):
                     ok &= check_value(k, x, f"{p}.{k}[{i}]")
-                seen = set()
+                seen = []  # a list: a bad value may be unhashable
                 for i, x in enumerate(v):
                     if _coerce(k, x) in seen:
                         err.raw(f"{p}.{k}[{i}]",
                                 f"{_show(x)} repeats an earlier value of the axis "
                                 "(equal configurations are the same run)")  # fmt: skip
                         ok = False
-                    seen.add(_coerce(k, x))
+                    seen.append(_coerce(k, x))
                 axes[k] = tuple(_coerce(k, x) for x in v)
             else:
                 ok &= check_value(k, v, f"{p}.{k}")
@@ -442,8 +446,11 @@ def validate(raw: Any, file: str = "params.yaml") -> Params:
             ds = datasets.get(r.dataset)
             if ds is not None and r.batch_size > ds.n_train:
                 bad_bs.setdefault((r.batch_size, r.dataset), ds.n_train)
-        for (bs, dsn), n_train in sorted(bad_bs.items()):
-            err.raw(f"{p}.batch_size",
+        # Report where the clash is written: a default batch size too large for the
+        # defaults' own data set is reported once, at defaults.batch_size.
+        where = "batch_size" if "batch_size" in s else "dataset" if "dataset" in s else None
+        for (bs, dsn), n_train in sorted(bad_bs.items()) if where else ():
+            err.raw(f"{p}.{where}",
                     f"{bs} is larger than the {n_train} train rows of data set {dsn!r}; "
                     f"expected 2 <= batch_size <= {n_train}")  # fmt: skip
         if not bad_bs:

@@ -8,8 +8,10 @@ weights (those of the reference model of its seed), its own batches (from its ow
 generator), its own BatchNorm statistics, learning rate, momentum and divergence.
 
 Within a group, runs may differ in activation, BN mode, init, lr, momentum, seed, data
-set and normalization. Runs are sorted by BN mode so that each mode's BatchNorm acts on
-one contiguous slice of runs; activations are mixed with `torch.where`.
+set and normalization: BatchNorm (before or after the activation) and the activations
+are computed for the whole group and selected per run with `torch.where`, so that every
+op acts on the whole, padded group (see RUN_PAD); a run without BN at a position simply
+ignores that position's result.
 
 Every op acts on each run's lanes independently (batched matmul per run, batch norm over
 each run's own rows, elementwise ops, reductions over one run's rows), so a run's
@@ -18,14 +20,11 @@ arithmetic does not depend on what else is in its group; tests check that bit fo
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from bnmodels.config import RunConfig
 from bnmodels.data import Split
@@ -48,34 +47,49 @@ def group_key(cfg: RunConfig, data: Split) -> tuple:
             data.x_train.shape[0], data.x_test.shape[0])  # fmt: skip
 
 
-@dataclass(frozen=True)
-class _Segment:
-    start: int
-    stop: int
-    pos: str  # "pre" | "post"
+def _bn_forward(x, st: dict, training: bool):
+    """BatchNorm1d over each run's own rows: x (R, B, w), state tensors (R, 1, w).
 
-
-def _batch_norm(x, st: dict, training: bool):
-    """BatchNorm1d over each run's own batch: x (S, B, w), state tensors (S, 1, w).
-
-    Written out rather than `F.batch_norm` over (B, S*w) channels: that kernel's backward
+    Written out rather than `F.batch_norm` over (B, R*w) channels: that kernel's backward
     reduces differently depending on the channel count, so a run's gradients would depend
-    on how many runs share its segment. Means and sums over dim 1 reduce one run's rows
-    in the same order whatever S is.
+    on how many runs share its group. Means and sums over dim 1 reduce one run's rows in
+    the same order whatever R is. Returns (y, cache for the backward pass).
     """
     if not training:
-        return (x - st["running_mean"]) / torch.sqrt(st["running_var"] + BN_EPS) * st[
-            "weight"
-        ] + st["bias"]
-    mean = x.mean(dim=1, keepdim=True)  # (S, 1, w)
+        return torch.addcmul(st["bias"], (x - st["running_mean"]) * torch.rsqrt(
+            st["running_var"] + BN_EPS), st["weight"]), None  # fmt: skip
+    n = x.shape[1]
+    mean = x.mean(dim=1, keepdim=True)  # (R, 1, w)
     xc = x - mean
-    var = (xc * xc).mean(dim=1, keepdim=True)  # biased, as BatchNorm normalizes with
-    y = xc / torch.sqrt(var + BN_EPS) * st["weight"] + st["bias"]
-    with torch.no_grad():  # running statistics use the unbiased variance, like PyTorch
-        n, m = x.shape[1], st["momentum"]
-        st["running_mean"].copy_(m * mean + (1 - m) * st["running_mean"])
-        st["running_var"].copy_(m * var * (n / (n - 1)) + (1 - m) * st["running_var"])
-    return y
+    var = (xc * xc).mean(dim=1, keepdim=True)  # biased: what BatchNorm normalizes with
+    inv = torch.rsqrt(var + BN_EPS)
+    xhat = xc * inv  # (R, B, w)
+    # Running statistics use the unbiased variance, like PyTorch.
+    st["running_mean"].lerp_(mean, st["momentum"])
+    st["running_var"].lerp_(var * (n / (n - 1)), st["momentum"])
+    return torch.addcmul(st["bias"], xhat, st["weight"]), (xhat, inv)
+
+
+def _bn_backward(g, st: dict, cache):
+    """Gradient wrt the BN input of g (R, B, w) = dL/dy; SGD-updates gamma and beta."""
+    xhat, inv = cache
+    n = g.shape[1]
+    g_gamma = (g * xhat).sum(dim=1, keepdim=True)  # (R, 1, w)
+    g_beta = g.sum(dim=1, keepdim=True)
+    # dL/dx = gamma * inv * (g - mean(g) - xhat * mean(g * xhat))
+    gx = torch.sub(g, torch.addcmul(g_beta, xhat, g_gamma), alpha=1 / n) * (inv * st["weight"])
+    st["weight"].addcmul_(g_gamma, st["lr"], value=-1)
+    st["bias"].addcmul_(g_beta, st["lr"], value=-1)
+    return gx
+
+
+_ACT = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}
+# Derivatives from the activation's output a: sigmoid a(1-a), tanh 1-a^2, relu [a > 0].
+_ACT_GRAD = {
+    "sigmoid": torch.ops.aten.sigmoid_backward,
+    "tanh": torch.ops.aten.tanh_backward,
+    "relu": lambda g, a: torch.ops.aten.threshold_backward(g, a, 0),
+}
 
 
 class _Init:
@@ -128,95 +142,117 @@ class _Group:
         lr = torch.tensor([c.lr for c in cfgs], **kw)
         self.lr_w = lr.view(R, 1, 1)
 
-        # BatchNorm segments: runs are pre-sorted by bn mode, so each mode is one slice.
-        self.segments = []
-        for bn, idx in itertools.groupby(range(R), key=lambda i: cfgs[i].bn):
-            idx = list(idx)
-            if bn != "none":
-                self.segments.append(_Segment(idx[0], idx[-1] + 1, bn))
+        # BatchNorm state per position (pre, post) and hidden layer, each (R, 1, w); a
+        # run uses the state of its own position, the other one idles.
         w = self.width
         mom = torch.tensor([c.momentum for c in cfgs], **kw).view(R, 1, 1)
-        # Per hidden layer, per segment: gamma, beta, running mean/var, each (S, 1, w).
-        self.bn_state = [
-            [
-                {
-                    "weight": torch.ones(s.stop - s.start, 1, w, **kw),
-                    "bias": torch.zeros(s.stop - s.start, 1, w, **kw),
-                    "running_mean": torch.zeros(s.stop - s.start, 1, w, **kw),
-                    "running_var": torch.ones(s.stop - s.start, 1, w, **kw),
-                    "momentum": mom[s.start : s.stop],
-                    "lr": self.lr_w[s.start : s.stop],
-                }
-                for s in self.segments
-            ]
-            for _ in range(self.depth)
-        ]
+        self.bn_mask = {}  # position -> (R, 1, 1) bool, only for positions some run uses
+        self.bn_state = {}
+        for pos in ("pre", "post"):
+            if any(c.bn == pos for c in cfgs):
+                self.bn_mask[pos] = torch.tensor([c.bn == pos for c in cfgs],
+                                                 device=device).view(R, 1, 1)  # fmt: skip
+                self.bn_state[pos] = [
+                    {
+                        "weight": torch.ones(R, 1, w, **kw),
+                        "bias": torch.zeros(R, 1, w, **kw),
+                        "running_mean": torch.zeros(R, 1, w, **kw),
+                        "running_var": torch.ones(R, 1, w, **kw),
+                        "momentum": mom,
+                        "lr": self.lr_w,
+                    }  # fmt: skip
+                    for _ in range(self.depth)
+                ]
         acts = [c.activation for c in cfgs]
-        self.single_act = acts[0] if len(set(acts)) == 1 else None
-        self.act_masks = {
-            a: torch.tensor([x == a for x in acts], device=device).view(R, 1, 1)
-            for a in ("sigmoid", "tanh")
-        }
+        # Activations in use, each with its (R, 1, 1) mask; the last needs no mask.
+        used = [a for a in ("sigmoid", "tanh", "relu") if a in acts]
+        self.act_masks = [
+            (a, torch.tensor([x == a for x in acts], device=device).view(R, 1, 1)) for a in used
+        ]
         self.relu_runs = torch.tensor([a == "relu" for a in acts], device=device)
 
-    # -- parameters -------------------------------------------------------------------
-    def params(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """(parameter, its per-element learning rate, broadcastable)."""
-        out = [(p, self.lr_w) for p in self.weights + self.biases]
-        for layer in self.bn_state:
-            for st in layer:
-                out += [(st["weight"], st["lr"]), (st["bias"], st["lr"])]
-        return out
+    # -- forward and backward, written out --------------------------------------------
+    # Autograd would record ~3x more ops per step; these networks are so small that op
+    # count, not arithmetic, sets the speed. Tests check the gradients against autograd's
+    # reference engine in float64.
 
-    def requires_grad_(self, flag=True):
-        for p, _ in self.params():
-            p.requires_grad_(flag)
-
-    # -- forward ----------------------------------------------------------------------
     def _act(self, z):
-        if self.single_act is not None:
-            return {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}[
-                self.single_act
-            ](z)
-        return torch.where(
-            self.act_masks["sigmoid"],
-            torch.sigmoid(z),
-            torch.where(self.act_masks["tanh"], torch.tanh(z), torch.relu(z)),
-        )
+        (last, _), *rest = self.act_masks[::-1]
+        a = _ACT[last](z)
+        for name, mask in rest:
+            a = torch.where(mask, _ACT[name](z), a)
+        return a
 
-    def _bn(self, z, layer: int, pos: str, training: bool):
-        """Apply each `pos` segment's BatchNorm to its runs' lanes of z (R, B, w)."""
-        pieces, cursor = [], 0
-        for seg, st in zip(self.segments, self.bn_state[layer], strict=True):
-            if seg.pos != pos:
-                continue
-            if seg.start > cursor:
-                pieces.append(z[cursor : seg.start])
-            x = z[seg.start : seg.stop]  # (S, B, w)
-            pieces.append(_batch_norm(x, st, training))
-            cursor = seg.stop
-        if not pieces:
+    def _act_grad(self, g, a):
+        (last, _), *rest = self.act_masks[::-1]
+        gz = _ACT_GRAD[last](g, a)
+        for name, mask in rest:
+            gz = torch.where(mask, _ACT_GRAD[name](g, a), gz)
+        return gz
+
+    def _bn(self, z, layer: int, pos: str, training: bool, tape: list | None):
+        """z (R, B, w) with BatchNorm applied for the runs that have it at `pos`."""
+        if pos not in self.bn_mask:
             return z
-        if cursor < self.R:
-            pieces.append(z[cursor:])
-        return torch.cat(pieces) if len(pieces) > 1 else pieces[0]
+        y, cache = _bn_forward(z, self.bn_state[pos][layer], training)
+        if tape is not None:
+            tape.append(cache)
+        return torch.where(self.bn_mask[pos], y, z)
 
-    def forward(self, h, training: bool):
-        """h (R, B, F) -> predictions (R, B, 1) and each hidden activation (R, B, w)."""
+    def _bn_grad(self, g, layer: int, pos: str, cache: list):
+        if pos not in self.bn_mask:
+            return g
+        gx = _bn_backward(g, self.bn_state[pos][layer], cache[0])
+        return torch.where(self.bn_mask[pos], gx, g)
+
+    @torch.no_grad()
+    def predict(self, h, training: bool = False, tape: list | None = None):
+        """h (R, B, F) -> predictions (R, B, 1) and each hidden activation (R, B, w).
+        With a `tape`, records per layer (input, activation, BN caches) for `sgd_step`."""
         acts = []
         for j in range(self.depth):
+            pre, post = [], []  # BN caches
             z = torch.baddbmm(self.biases[j], h, self.weights[j])  # (R, B, w)
-            z = self._bn(z, j, "pre", training)
+            z = self._bn(z, j, "pre", training, pre if tape is not None else None)
             a = self._act(z)
             acts.append(a)
-            h = self._bn(a, j, "post", training)
+            if tape is not None:
+                tape.append((h, a, pre, post))
+            h = self._bn(a, j, "post", training, post if tape is not None else None)
+        if tape is not None:
+            tape.append((h, None, None, None))
         return torch.baddbmm(self.biases[-1], h, self.weights[-1]), acts
+
+    @torch.no_grad()
+    def sgd_step(self, xb, yb, want_grads: bool = False) -> list | None:
+        """One SGD step of every run on its own batch (xb (R, B, F), yb (R, B, 1)).
+        Returns the weight gradients of this step if asked (for diagnostics)."""
+        tape = []
+        pred, _ = self.predict(xb, training=True, tape=tape)
+        g = (pred - yb) * (2.0 / xb.shape[1])  # d(mean squared error)/d(pred), (R, B, 1)
+        grads = [None] * (self.depth + 1) if want_grads else None
+        for j in range(self.depth, -1, -1):
+            h, a, pre, post = tape[j]  # h: this layer's input
+            if j < self.depth:
+                g = self._bn_grad(g, j, "post", post)
+                g = self._act_grad(g, a)
+                g = self._bn_grad(g, j, "pre", pre)
+            W = self.weights[j]
+            g_in = torch.bmm(g, W.transpose(1, 2)) if j > 0 else None  # before W changes
+            if want_grads:
+                grads[j] = torch.bmm(h.transpose(1, 2), g)  # (R, in, out)
+            gl = g * self.lr_w  # the step folded into the gradient, (R, B, out)
+            W.baddbmm_(h.transpose(1, 2), gl, alpha=-1)
+            self.biases[j].sub_(gl.sum(dim=1, keepdim=True))
+            g = g_in
+        return grads
 
     @torch.no_grad()
     def evaluate(self, x, y):
         """Eval-mode MSE per run (R,) and hidden activations."""
-        pred, acts = self.forward(x, training=False)
-        return F.mse_loss(pred, y, reduction="none").mean(dim=(1, 2)), acts
+        pred, acts = self.predict(x)
+        d = pred - y
+        return (d * d).mean(dim=(1, 2)), acts
 
 
 def _perms(cfgs: Sequence[RunConfig], n_train: int, epochs: int):
@@ -235,9 +271,7 @@ def train_group(cfgs: Sequence[RunConfig], datas: Sequence[Split], device="cpu",
                 dtype=torch.float32, init: _Init | None = None,
                 on_epoch: Callable[[int], None] | None = None) -> list[RunResult]:  # fmt: skip
     """Train runs of one group (equal `group_key`) side by side; results in input order."""
-    order = sorted(range(len(cfgs)), key=lambda i: cfgs[i].bn)
-    cs = [cfgs[i] for i in order]
-    ds = [datas[i] for i in order]
+    cs, ds = list(cfgs), list(datas)
     if torch.device(device).type == "cpu":
         pad = -len(cs) % RUN_PAD
         cs, ds = cs + [cs[-1]] * pad, ds + [ds[-1]] * pad
@@ -248,38 +282,31 @@ def train_group(cfgs: Sequence[RunConfig], datas: Sequence[Split], device="cpu",
     cols = history_columns(c0.depth)
     hist = {c: torch.full((R, c0.epochs), math.nan, dtype=torch.float64) for c in cols}
     dev = g.device
-    bad = torch.zeros(R, dtype=torch.bool, device=dev)  # non-finite loss seen so far
     first_bad = torch.full((R,), c0.epochs, dtype=torch.long)  # first epoch not recorded
     x_train = g.x_train[g.data_idx]  # (R, n_train, F)
     y_train = g.y_train[g.data_idx]
     x_test, y_test = g.x_test[g.data_idx], g.y_test[g.data_idx]
     rows = torch.arange(R, device=dev).unsqueeze(1)  # (R, 1)
-    g.requires_grad_(True)
     grad_std = [torch.zeros(R, dtype=dtype, device=dev) for _ in g.weights]
     last_grads = [torch.zeros_like(w) for w in g.weights]
 
     for epoch, perm in enumerate(_perms(cs, n_train, c0.epochs)):
         perm = perm.to(dev)
+        # Each run's rows in its own epoch order, so that batches are plain slices.
+        xp, yp = x_train[rows, perm], y_train[rows, perm]  # (R, n_train, F), (R, n_train, 1)
         for k, (s, e) in enumerate(slices):
-            idx = perm[:, s:e]  # (R, B)
-            xb, yb = x_train[rows, idx], y_train[rows, idx]  # (R, B, F), (R, B, 1)
-            pred, _ = g.forward(xb, training=True)
-            loss = F.mse_loss(pred, yb, reduction="none").mean(dim=(1, 2))  # (R,)
-            bad |= ~torch.isfinite(loss)
-            loss.sum().backward()  # each run's grads are those of its own loss
-            with torch.no_grad():
-                if k == len(slices) - 1:
-                    for j, w in enumerate(g.weights):
-                        grad_std[j] = w.grad.flatten(1).std(dim=1)
-                        last_grads[j] = w.grad.detach().clone()
-                for p, lr in g.params():
-                    p.sub_(p.grad * lr)
-                    p.grad = None
+            grads = g.sgd_step(xp[:, s:e], yp[:, s:e], want_grads=k == len(slices) - 1)
+        for j, gw in enumerate(grads):
+            grad_std[j] = gw.flatten(1).std(dim=1)
+            last_grads[j] = gw
         train_mse, acts = g.evaluate(x_train, y_train)
         test_mse, _ = g.evaluate(x_test, y_test)
         with torch.no_grad():
-            ok = ~bad & torch.isfinite(train_mse) & torch.isfinite(test_mse)
-            bad |= ~ok
+            # A non-finite loss makes the step's gradients, hence the weights, non-finite;
+            # so a run is bad once a parameter or a metric is (SPEC 4: divergence).
+            ok = torch.isfinite(train_mse) & torch.isfinite(test_mse)
+            for p in g.weights + g.biases:
+                ok &= torch.isfinite(p.flatten(1)).all(dim=1)
             hist["train_mse"][:, epoch] = train_mse.double().cpu()
             hist["test_mse"][:, epoch] = test_mse.double().cpu()
             for j, w in enumerate(g.weights, start=1):
@@ -294,18 +321,13 @@ def train_group(cfgs: Sequence[RunConfig], datas: Sequence[Split], device="cpu",
             first_bad[newly] = epoch
         if on_epoch:
             on_epoch(epoch)
-    g.requires_grad_(False)
     # Runs are marked diverged from their first bad epoch on (SPEC 4).
     ep = torch.arange(c0.epochs).unsqueeze(0)
     mask = ep >= first_bad.unsqueeze(1)
     for c in cols:
         hist[c][mask] = math.nan
-    n = len(order)  # results of the padding runs are never built
-    results = _unstack(g, cs[:n], hist, first_bad < c0.epochs, last_grads, n_steps=len(slices))
-    out = [None] * len(cfgs)
-    for pos, i in enumerate(order):  # padding runs, at the end, are dropped
-        out[i] = results[pos]
-    return out
+    n = len(cfgs)  # results of the padding runs, at the end, are never built
+    return _unstack(g, cs[:n], hist, first_bad < c0.epochs, last_grads, n_steps=len(slices))
 
 
 def _unstack(g: _Group, cs, hist, diverged, last_grads, n_steps) -> list[RunResult]:
@@ -314,12 +336,8 @@ def _unstack(g: _Group, cs, hist, diverged, last_grads, n_steps) -> list[RunResu
     Bs = [t.detach().cpu() for t in g.biases]
     LG = [t.cpu() for t in last_grads]
     hist_np = {c: v.numpy() for c, v in hist.items()}
-    bn_of_run = {}
-    for si, seg in enumerate(g.segments):
-        for r in range(seg.start, seg.stop):
-            bn_of_run[r] = (si, r - seg.start)
-    bn_cpu = [[{k: v.detach().cpu() for k, v in st.items()} for st in layer]
-              for layer in g.bn_state]  # fmt: skip
+    bn_cpu = {pos: [{k: v.detach().cpu() for k, v in st.items()} for st in layers]
+              for pos, layers in g.bn_state.items()}  # fmt: skip
     steps = cs[0].epochs * n_steps
     results = []
     for r, cfg in enumerate(cs):
@@ -328,11 +346,10 @@ def _unstack(g: _Group, cs, hist, diverged, last_grads, n_steps) -> list[RunResu
         for j in range(g.depth):
             state[f"blocks.{j}.linear.weight"] = W[j][r].T.contiguous()
             state[f"blocks.{j}.linear.bias"] = Bs[j][r, 0].clone()
-            if r in bn_of_run:
-                si, q = bn_of_run[r]
-                st = bn_cpu[j][si]
+            if cfg.bn != "none":
+                st = bn_cpu[cfg.bn][j]
                 for name in ("weight", "bias", "running_mean", "running_var"):
-                    state[f"blocks.{j}.norm.{name}"] = st[name][q, 0].clone()
+                    state[f"blocks.{j}.norm.{name}"] = st[name][r, 0].clone()
                 state[f"blocks.{j}.norm.num_batches_tracked"] = torch.tensor(steps)
                 rm.append(state[f"blocks.{j}.norm.running_mean"].tolist())
                 rv.append(state[f"blocks.{j}.norm.running_var"].tolist())

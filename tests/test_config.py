@@ -193,6 +193,15 @@ def test_batch_size_in_defaults_larger_than_the_train_set_is_reported(write_para
     assert_reported(path, errors, "defaults.batch_size", "30", ["28"])
 
 
+def test_batch_size_in_defaults_too_large_is_reported_only_where_it_is_written(
+    write_params, raw_params
+):
+    raw_params["defaults"]["batch_size"] = 30  # no sweep sets batch_size
+    path, errors = problems(write_params, raw_params)
+    assert_reported(path, errors, "defaults.batch_size", "30", ["28"])
+    assert len(errors) == 1, errors
+
+
 def test_every_problem_is_collected_not_just_the_first(write_params, raw_params):
     raw_params["datasets"]["quad2"]["noise"] = 0.1
     raw_params["defaults"]["lr"] = 0
@@ -352,10 +361,7 @@ def test_run_key_changes_when_any_one_configuration_key_changes(raw_params, key,
 def test_run_key_is_readable_and_the_same_in_another_process(raw_params):
     cfg = validate(raw_params).sweeps["placement"].runs[0]
     assert cfg.dataset in cfg.run_key and cfg.activation in cfg.run_key
-    code = (
-        "from bnmodels.config import RunConfig\n"
-        f"print(RunConfig(**{cfg.as_dict()!r}).run_key)\n"
-    )
+    code = f"from bnmodels.config import RunConfig\nprint(RunConfig(**{cfg.as_dict()!r}).run_key)\n"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True,
         env={"PYTHONHASHSEED": "12345", "PATH": ""}, cwd=REPO,
@@ -399,25 +405,34 @@ def test_the_repository_params_file_is_valid():
         assert all(r.dataset in params.datasets for r in sweep.runs)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="bug: config.validate iterates a scalar `datasets:` value (known_ds) -> TypeError",
-)
 def test_scalar_datasets_section_is_a_params_error(write_params, raw_params):
     raw_params["datasets"] = 5
     path, errors = problems(write_params, raw_params)
     assert_reported(path, errors, "datasets", "5", ["mapping"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="bug: config.validate puts axis values in a set (duplicate check) -> TypeError "
-    "for a list or mapping inside an axis",
-)
 @pytest.mark.parametrize("bad", [["none", "pre"], {"a": 1}])
 def test_nested_list_or_mapping_inside_an_axis_is_a_params_error(write_params, raw_params, bad):
     raw_params["sweeps"]["placement"]["bn"] = ["none", bad]
     path, errors = problems(write_params, raw_params)
     assert_reported(path, errors, "sweeps.placement.bn[1]", None, ["pre"])
+
+
+def test_yaml_merge_keys_are_accepted(write_params):
+    text = """
+datasets:
+  quad2: &quad2
+    {num_examples: 40, w: [2, -1], bias: false, delta: 0.01, deg: 2, seed: 420,
+     train_fraction: 0.7}
+  quad2_other_seed:
+    <<: *quad2
+    seed: 421
+defaults: {dataset: quad2, normalization: none, activation: sigmoid, bn: none, depth: 1,
+           width: 4, init: default, momentum: 0.1, batch_size: 10, lr: 0.03, epochs: 2,
+           seed: 24}
+sweeps:
+  both: {dataset: [quad2, quad2_other_seed]}
+"""
+    params = load_params(write_params(text))
+    assert params.datasets["quad2_other_seed"].seed == 421
+    assert params.datasets["quad2_other_seed"].w == params.datasets["quad2"].w

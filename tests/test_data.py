@@ -55,7 +55,7 @@ GENERATION_CASES = {
     "deg 3, five features": {"deg": 3, "w": [2, -1, 3, 1, 2]},
     "large noise": {"delta": 0.5},
     "no noise": {"delta": 0},
-    "scale and shift as numbers": {"feature_scale": 10, "feature_shift": -3.5},
+    "scale and shift as numbers": {"feature_scale": 0.3, "feature_shift": -3.7},
     "scale and shift as lists": {"feature_scale": [10, 0.1], "feature_shift": [30, 5]},
     "bias with lists": {"w": [1, 2, -0.25], "bias": True, "feature_scale": [0.3, 7],
                         "feature_shift": [1, -2]},

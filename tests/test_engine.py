@@ -16,8 +16,12 @@ from bnmodels.train import train_reference
 torch.set_num_threads(1)
 
 ALL_SHAPES = list(
-    itertools.product(["sigmoid", "relu", "tanh"], ["none", "pre", "post"],
-                      ["default", "xavier", "kaiming"], [1, 2, 3, 4])  # fmt: skip
+    itertools.product(
+        ["sigmoid", "relu", "tanh"],
+        ["none", "pre", "post"],
+        ["default", "xavier", "kaiming"],
+        [1, 2, 3, 4],
+    )  # fmt: skip
 )
 
 
@@ -135,11 +139,15 @@ def _same_bits(a, b):
 def test_a_run_alone_and_among_200_others_is_bit_for_bit_the_same(split):
     rng = np.random.default_rng(0)
     others = [
-        cfg(activation=rng.choice(["sigmoid", "relu", "tanh"]).item(),
+        cfg(
+            activation=rng.choice(["sigmoid", "relu", "tanh"]).item(),
             bn=rng.choice(["none", "pre", "post"]).item(),
             init=rng.choice(["default", "xavier", "kaiming"]).item(),
-            momentum=float(rng.choice([0.1, 0.5])), lr=float(rng.choice([0.01, 0.1, 0.5])),
-            seed=int(rng.integers(0, 50)), epochs=8)  # fmt: skip
+            momentum=float(rng.choice([0.1, 0.5])),
+            lr=float(rng.choice([0.01, 0.1, 0.5])),
+            seed=int(rng.integers(0, 50)),
+            epochs=8,
+        )  # fmt: skip
         for _ in range(200)
     ]
     others = list(dict.fromkeys(others))

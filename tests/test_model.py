@@ -26,7 +26,9 @@ def linears_and_norms(module: nn.Module):
     return lins, norms
 
 
-SHAPES = list(itertools.product(["none", "pre", "post"], [1, 2, 3], ["default", "xavier", "kaiming"]))
+SHAPES = list(
+    itertools.product(["none", "pre", "post"], [1, 2, 3], ["default", "xavier", "kaiming"])
+)
 
 
 @pytest.mark.parametrize(("bn", "depth", "init"), SHAPES)

@@ -37,8 +37,8 @@ def split() -> Split:
 
 def random_split(n_train: int, n_test: int = 5, features: int = 2) -> Split:
     g = torch.Generator().manual_seed(n_train)
-    return Split(*(torch.randn(n, k, generator=g) for n, k in
-                   ((n_train, features), (n_train, 1), (n_test, features), (n_test, 1))))  # fmt: skip
+    shapes = ((n_train, features), (n_train, 1), (n_test, features), (n_test, 1))
+    return Split(*(torch.randn(*shape, generator=g) for shape in shapes))
 
 
 def relative(a, b) -> np.ndarray:
@@ -74,8 +74,9 @@ def diagnostics_recorder(x_train):
 CASES = [
     config(activation=a, bn=b, init=i, depth=1 + n % 3)
     for n, (a, b, i) in enumerate(
-        itertools.product(["sigmoid", "relu", "tanh"], ["none", "pre", "post"],
-                          ["default", "xavier"])  # fmt: skip
+        itertools.product(
+            ["sigmoid", "relu", "tanh"], ["none", "pre", "post"], ["default", "xavier"]
+        )
     )
 ]
 
