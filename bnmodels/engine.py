@@ -23,7 +23,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-import numpy as np
 import torch
 
 from bnmodels.config import RunConfig
@@ -267,101 +266,138 @@ def _perms(cfgs: Sequence[RunConfig], n_train: int, epochs: int):
         yield uniq[run_idx]
 
 
+class _GraphedStep:
+    """A CUDA graph of one full-batch SGD step: one launch instead of ~100 per step.
+
+    Batches are copied into static buffers before each replay. Warm-up steps (needed
+    before capture) change the state, so the state is saved before and restored after.
+    """
+
+    def __init__(self, g: _Group, xb, yb):
+        state = g.weights + g.biases + [t for layers in g.bn_state.values() for st in layers
+                                        for t in (st["weight"], st["bias"], st["running_mean"],
+                                                  st["running_var"])]  # fmt: skip
+        saved = [t.clone() for t in state]
+        self.x, self.y = xb.clone(), yb.clone()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                g.sgd_step(self.x, self.y)
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            g.sgd_step(self.x, self.y)
+        for t, v in zip(state, saved, strict=True):
+            t.copy_(v)
+
+    def __call__(self, xb, yb):
+        self.x.copy_(xb)
+        self.y.copy_(yb)
+        self.graph.replay()
+
+
 def train_group(cfgs: Sequence[RunConfig], datas: Sequence[Split], device="cpu",
                 dtype=torch.float32, init: _Init | None = None,
-                on_epoch: Callable[[int], None] | None = None) -> list[RunResult]:  # fmt: skip
-    """Train runs of one group (equal `group_key`) side by side; results in input order."""
+                cuda_graphs: bool = True) -> list[RunResult]:  # fmt: skip
+    """Train runs of one group (equal `group_key`) side by side; results in input order.
+
+    On CUDA, full-batch steps replay a captured graph unless `cuda_graphs` is False.
+    """
     cs, ds = list(cfgs), list(datas)
     if torch.device(device).type == "cpu":
         pad = -len(cs) % RUN_PAD
         cs, ds = cs + [cs[-1]] * pad, ds + [ds[-1]] * pad
     g = _Group(cs, ds, torch.device(device), dtype, init or _Init())
-    R, c0 = g.R, cs[0]
+    R, c0, dev = g.R, cs[0], g.device
     n_train = ds[0].x_train.shape[0]
     slices = batch_slices(n_train, c0.batch_size)
-    cols = history_columns(c0.depth)
-    hist = {c: torch.full((R, c0.epochs), math.nan, dtype=torch.float64) for c in cols}
-    dev = g.device
-    first_bad = torch.full((R,), c0.epochs, dtype=torch.long)  # first epoch not recorded
+    full = c0.batch_size
+    graphed = None
     x_train = g.x_train[g.data_idx]  # (R, n_train, F)
     y_train = g.y_train[g.data_idx]
     x_test, y_test = g.x_test[g.data_idx], g.y_test[g.data_idx]
     rows = torch.arange(R, device=dev).unsqueeze(1)  # (R, 1)
-    grad_std = [torch.zeros(R, dtype=dtype, device=dev) for _ in g.weights]
-    last_grads = [torch.zeros_like(w) for w in g.weights]
+    # History stays on the device until the end: no synchronization per epoch.
+    cols = history_columns(c0.depth)
+    hist = {c: torch.full((R, c0.epochs), math.nan, dtype=dtype, device=dev) for c in cols}
+    ok = torch.ones(R, c0.epochs, dtype=torch.bool, device=dev)
+    last_grads = None
 
     for epoch, perm in enumerate(_perms(cs, n_train, c0.epochs)):
-        perm = perm.to(dev)
+        perm = perm.to(dev, non_blocking=True)
         # Each run's rows in its own epoch order, so that batches are plain slices.
         xp, yp = x_train[rows, perm], y_train[rows, perm]  # (R, n_train, F), (R, n_train, 1)
         for k, (s, e) in enumerate(slices):
-            grads = g.sgd_step(xp[:, s:e], yp[:, s:e], want_grads=k == len(slices) - 1)
-        for j, gw in enumerate(grads):
-            grad_std[j] = gw.flatten(1).std(dim=1)
-            last_grads[j] = gw
+            xb, yb = xp[:, s:e], yp[:, s:e]
+            if k == len(slices) - 1:  # the epoch's last step: keep its gradients
+                last_grads = g.sgd_step(xb, yb, want_grads=True)
+            elif dev.type == "cuda" and cuda_graphs and e - s == full:
+                graphed = graphed or _GraphedStep(g, xb, yb)
+                graphed(xb, yb)
+            else:
+                g.sgd_step(xb, yb)
         train_mse, acts = g.evaluate(x_train, y_train)
         test_mse, _ = g.evaluate(x_test, y_test)
-        with torch.no_grad():
-            # A non-finite loss makes the step's gradients, hence the weights, non-finite;
-            # so a run is bad once a parameter or a metric is (SPEC 4: divergence).
-            ok = torch.isfinite(train_mse) & torch.isfinite(test_mse)
-            for p in g.weights + g.biases:
-                ok &= torch.isfinite(p.flatten(1)).all(dim=1)
-            hist["train_mse"][:, epoch] = train_mse.double().cpu()
-            hist["test_mse"][:, epoch] = test_mse.double().cpu()
-            for j, w in enumerate(g.weights, start=1):
-                hist[f"weight_std_l{j}"][:, epoch] = w.flatten(1).std(dim=1).double().cpu()
-                hist[f"grad_std_l{j}"][:, epoch] = grad_std[j - 1].double().cpu()
-            dead = torch.cat([(a <= 0).all(dim=1) for a in acts], dim=1)  # (R, depth*w)
-            frac = dead.double().mean(dim=1)
-            hist["dead_fraction"][:, epoch] = torch.where(
-                g.relu_runs, frac, torch.full_like(frac, math.nan)
-            ).cpu()
-            newly = (~ok).cpu() & (first_bad == c0.epochs)
-            first_bad[newly] = epoch
-        if on_epoch:
-            on_epoch(epoch)
+        # A non-finite loss makes the step's gradients, hence the weights, non-finite;
+        # so a run is bad once a parameter or a metric is (SPEC 4: divergence).
+        good = torch.isfinite(train_mse) & torch.isfinite(test_mse)
+        for p in g.weights + g.biases:
+            good &= torch.isfinite(p.flatten(1)).all(dim=1)
+        ok[:, epoch] = good
+        hist["train_mse"][:, epoch] = train_mse
+        hist["test_mse"][:, epoch] = test_mse
+        for j, (w, gw) in enumerate(zip(g.weights, last_grads, strict=True), start=1):
+            hist[f"weight_std_l{j}"][:, epoch] = w.flatten(1).std(dim=1)
+            hist[f"grad_std_l{j}"][:, epoch] = gw.flatten(1).std(dim=1)
+        dead = torch.cat([(a <= 0).all(dim=1) for a in acts], dim=1)  # (R, depth*w)
+        frac = dead.to(dtype).mean(dim=1)
+        hist["dead_fraction"][:, epoch] = torch.where(g.relu_runs, frac, math.nan)
+
     # Runs are marked diverged from their first bad epoch on (SPEC 4).
-    ep = torch.arange(c0.epochs).unsqueeze(0)
-    mask = ep >= first_bad.unsqueeze(1)
-    for c in cols:
-        hist[c][mask] = math.nan
+    bad = (~ok).cumsum(dim=1) > 0
+    hist = {c: torch.where(bad, math.nan, v).double().cpu() for c, v in hist.items()}
     n = len(cfgs)  # results of the padding runs, at the end, are never built
-    return _unstack(g, cs[:n], hist, first_bad < c0.epochs, last_grads, n_steps=len(slices))
+    return _unstack(g, cs[:n], hist, bad[:, -1].cpu(), last_grads, n_steps=len(slices))
 
 
 def _unstack(g: _Group, cs, hist, diverged, last_grads, n_steps) -> list[RunResult]:
-    """Per-run results with state dicts in the reference model's layout."""
-    W = [t.detach().cpu() for t in g.weights]
-    Bs = [t.detach().cpu() for t in g.biases]
-    LG = [t.cpu() for t in last_grads]
-    hist_np = {c: v.numpy() for c, v in hist.items()}
-    bn_cpu = {pos: [{k: v.detach().cpu() for k, v in st.items()} for st in layers]
-              for pos, layers in g.bn_state.items()}  # fmt: skip
-    steps = cs[0].epochs * n_steps
+    """Per-run results with state dicts in the reference model's layout (on the CPU).
+
+    Tensors are moved and transposed once per group; a run's entries are views of them.
+    """
+    n = len(cs)
+    W = [t[:n].transpose(1, 2).contiguous().cpu() for t in g.weights]  # (n, out, in)
+    Bs = [t[:n, 0].cpu() for t in g.biases]  # (n, out)
+    grads = [t[:n].transpose(1, 2).reshape(n, -1).cpu().tolist() for t in last_grads]
+    hist_np = {c: v[:n].numpy() for c, v in hist.items()}
+    bn = {pos: [{k: st[k][:n, 0].cpu() for k in ("weight", "bias", "running_mean",
+                                                "running_var")} for st in layers]
+          for pos, layers in g.bn_state.items()}  # fmt: skip
+    bn_lists = {pos: [{k: st[k].tolist() for k in ("running_mean", "running_var")}
+                      for st in layers] for pos, layers in bn.items()}  # fmt: skip
+    steps = torch.tensor(cs[0].epochs * n_steps)
+    diverged = diverged[:n].tolist()
     results = []
     for r, cfg in enumerate(cs):
         state = {}
-        rm, rv = [], []
         for j in range(g.depth):
-            state[f"blocks.{j}.linear.weight"] = W[j][r].T.contiguous()
-            state[f"blocks.{j}.linear.bias"] = Bs[j][r, 0].clone()
+            state[f"blocks.{j}.linear.weight"] = W[j][r]
+            state[f"blocks.{j}.linear.bias"] = Bs[j][r]
             if cfg.bn != "none":
-                st = bn_cpu[cfg.bn][j]
-                for name in ("weight", "bias", "running_mean", "running_var"):
-                    state[f"blocks.{j}.norm.{name}"] = st[name][r, 0].clone()
-                state[f"blocks.{j}.norm.num_batches_tracked"] = torch.tensor(steps)
-                rm.append(state[f"blocks.{j}.norm.running_mean"].tolist())
-                rv.append(state[f"blocks.{j}.norm.running_var"].tolist())
-        state["out.weight"] = W[-1][r].T.contiguous()
-        state["out.bias"] = Bs[-1][r, 0].clone()
+                for name, t in bn[cfg.bn][j].items():
+                    state[f"blocks.{j}.norm.{name}"] = t[r]
+                state[f"blocks.{j}.norm.num_batches_tracked"] = steps
+        state["out.weight"] = W[-1][r]
+        state["out.bias"] = Bs[-1][r]
+        layers = bn_lists.get(cfg.bn, [])
         final = {
-            "bn_running_mean": rm,
-            "bn_running_var": rv,
-            "weight_grad": [lg[r].T.flatten().tolist() for lg in LG],
+            "bn_running_mean": [st["running_mean"][r] for st in layers],
+            "bn_running_var": [st["running_var"][r] for st in layers],
+            "weight_grad": [gr[r] for gr in grads],
         }
-        h = {c: np.ascontiguousarray(v[r]) for c, v in hist_np.items()}
-        results.append(RunResult(cfg, h, bool(diverged[r]), state, final))
+        h = {c: v[r] for c, v in hist_np.items()}
+        results.append(RunResult(cfg, h, diverged[r], state, final))
     return results
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -24,3 +25,28 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
+
+
+def replace_dir(path: str | Path, files: dict[str, str | bytes]) -> None:
+    """Replace the folder `path` by one holding exactly `files`, all or nothing.
+
+    The new folder is written beside it and swapped in with two renames; if a crash
+    falls between them, the next call finds `<path>.old` and restores it first.
+    """
+    path = Path(path)
+    old = path.with_name(path.name + ".old")
+    if old.exists() and not path.exists():
+        os.replace(old, path)  # a previous swap was interrupted: put the results back
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        for name, data in files.items():
+            (tmp / name).write_bytes(data.encode() if isinstance(data, str) else data)
+        if path.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

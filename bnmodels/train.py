@@ -37,7 +37,9 @@ class RunResult:
     config: RunConfig
     history: dict[str, np.ndarray]
     diverged: bool
-    state_dict: dict[str, torch.Tensor]  # final weights, loads into build_model(config, ...)
+    # Final weights; loads into build_model(config, ...). The batched engine hands out
+    # views of its stacked tensors: clone before saving one on its own.
+    state_dict: dict[str, torch.Tensor]
     # End-of-training diagnostics: per BN layer running_mean/running_var, per Linear the
     # last step's weight gradient (what the course's weights_vp draws).
     final: dict[str, list[list[float]]] = field(default_factory=dict)

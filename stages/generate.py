@@ -2,7 +2,7 @@
 
 import click
 
-from _common import clean_errors
+from bnmodels.cli import clean_errors
 from bnmodels.config import load_params
 from bnmodels.data import generate, save_split
 

@@ -4,8 +4,6 @@ A normalization that is impossible (a constant feature) leaves a `.error` file i
 data; the plan stage reports it only if some sweep asks for that normalization.
 """
 
-from pathlib import Path
-
 import click
 
 from bnmodels.config import NORMALIZATIONS
@@ -21,7 +19,7 @@ from bnmodels.sweep import data_file, error_file
 def main(dataset: str, raw: str, processed: str):
     split = load_split(raw)
     for method in NORMALIZATIONS:
-        for stale in (data_file(processed, dataset, method), error_file(processed, dataset, method)):
+        for stale in data_file(processed, dataset, method), error_file(processed, dataset, method):
             stale.unlink(missing_ok=True)
         try:
             save_split(normalize(split, method, dataset), data_file(processed, dataset, method))

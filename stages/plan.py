@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from _common import clean_errors
+from bnmodels.cli import clean_errors
 from bnmodels.config import load_params
 from bnmodels.io import atomic_write_text
 from bnmodels.sweep import make_plans, plan_text

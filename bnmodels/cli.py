@@ -1,4 +1,4 @@
-"""What every stage script shares: turning expected failures into one clean message."""
+"""What every stage script shares: expected failures become one clean message."""
 
 from __future__ import annotations
 

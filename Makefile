@@ -1,0 +1,37 @@
+# The two commands of the README: `make run` (set up, then run the pipeline) and
+# `make test` (set up, then run the tests). Everything installs into .venv, pinned.
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+PYTHON ?= python3
+# DVC runs stage commands through the shell: put the venv first so `python` is ours.
+export PATH := $(BIN):$(PATH)
+
+.PHONY: setup run test ui bench lint clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+run: setup  ## set up and run the default sweeps: dvc repro, MLflow in ./mlflow.db
+	time dvc repro
+	@echo "Report: reports/report.md   MLflow UI: make ui"
+
+test: setup  ## set up and run the tests
+	$(BIN)/python -m pytest
+
+ui: setup  ## the MLflow UI on http://127.0.0.1:5000 (runs of every sweep)
+	$(BIN)/python -m bnmodels.tracking --links
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+bench: setup  ## engines compared on the same mixed sweep (prints run-steps/s and ratio)
+	$(BIN)/python benchmarks/engines.py
+
+lint: setup
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+clean:  ## remove generated state (keeps reports/, which is committed)
+	rm -rf runs data mlflow.db mlartifacts .dvc/cache .dvc/tmp
