@@ -15,5 +15,3 @@ for n in 10000 100000; do
     python3 benchmarks/engines.py --device cuda --runs $n --epochs 3 --reference-runs 20 $g
   done
 done
-echo "== 1,000,000 runs, CUDA graphs"
-python3 benchmarks/engines.py --device cuda --runs 1000000 --epochs 2 --reference-runs 10 --graphs
