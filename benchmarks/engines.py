@@ -87,22 +87,28 @@ def main(n_runs, epochs, depth, batch_size, device, threads, reference_runs, gra
     for i, r in enumerate(runs):
         groups.setdefault(engine.group_key(r, split), []).append(i)
     init = engine._Init()
+    timings: dict = {}
     for idx in groups.values():
         engine.train_group([runs[i] for i in idx], [split] * len(idx), device, init=init,
-                           **engine_kw)  # fmt: skip
+                           timings=timings, **engine_kw)  # fmt: skip
     if device == "cuda":
         torch.cuda.synchronize()
     t_b = time.perf_counter() - t
     out["batched_seconds"] = t_b
     out["batched_run_steps_per_s"] = run_steps(runs, n_train) / t_b
     out["ratio"] = out["batched_run_steps_per_s"] / out["reference_run_steps_per_s"]
+    out["batched_timings"] = timings
+    out["training_loop_run_steps_per_s"] = run_steps(runs, n_train) / timings["training"]
     click.echo(
         f"{out['device']}: {len(runs)} runs x {epochs} epochs, depth {depth}, batch {batch_size}\n"
         f"  reference: {out['reference_run_steps_per_s']:>14,.0f} run-steps/s"
         f"  ({len(ref_runs)} runs)\n"
         f"  batched:   {out['batched_run_steps_per_s']:>14,.0f} run-steps/s"
         f"  ({t_b:.2f} s)\n"
-        f"  ratio:     {out['ratio']:>14,.1f}x"
+        f"  ratio:     {out['ratio']:>14,.1f}x\n"
+        f"  batched, training loop alone (no set-up, no results): "
+        f"{out['training_loop_run_steps_per_s']:,.0f} run-steps/s; seconds "
+        + ", ".join(f"{k} {v:.2f}" for k, v in timings.items())
     )
     click.echo(json.dumps(out))
 

@@ -20,15 +20,18 @@ arithmetic does not depend on what else is in its group; tests check that bit fo
 
 from __future__ import annotations
 
+import functools
 import math
+import time
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 
 from bnmodels.config import RunConfig
 from bnmodels.data import Split
 from bnmodels.model import build_model
-from bnmodels.train import RunResult, batch_slices, history_columns
+from bnmodels.train import RunMetrics, RunResult, batch_slices, history_columns
 
 BN_EPS = 1e-5
 # CPU elementwise kernels compute full SIMD chunks (up to 2 x 16 floats with AVX-512) with
@@ -298,12 +301,14 @@ class _GraphedStep:
 
 
 def train_group(cfgs: Sequence[RunConfig], datas: Sequence[Split], device="cpu",
-                dtype=torch.float32, init: _Init | None = None,
-                cuda_graphs: bool = True) -> list[RunResult]:  # fmt: skip
+                dtype=torch.float32, init: _Init | None = None, cuda_graphs: bool = True,
+                timings: dict | None = None) -> list[RunResult]:  # fmt: skip
     """Train runs of one group (equal `group_key`) side by side; results in input order.
 
     On CUDA, full-batch steps replay a captured graph unless `cuda_graphs` is False.
+    `timings`, if given, accumulates seconds spent in "setup", "training", "results".
     """
+    clock = _Clock(device, timings)
     cs, ds = list(cfgs), list(datas)
     if torch.device(device).type == "cpu":
         pad = -len(cs) % RUN_PAD
@@ -323,6 +328,7 @@ def train_group(cfgs: Sequence[RunConfig], datas: Sequence[Split], device="cpu",
     hist = {c: torch.full((R, c0.epochs), math.nan, dtype=dtype, device=dev) for c in cols}
     ok = torch.ones(R, c0.epochs, dtype=torch.bool, device=dev)
     last_grads = None
+    clock("setup")
 
     for epoch, perm in enumerate(_perms(cs, n_train, c0.epochs)):
         perm = perm.to(dev, non_blocking=True)
@@ -354,51 +360,88 @@ def train_group(cfgs: Sequence[RunConfig], datas: Sequence[Split], device="cpu",
         frac = dead.to(dtype).mean(dim=1)
         hist["dead_fraction"][:, epoch] = torch.where(g.relu_runs, frac, math.nan)
 
+    clock("training")
     # Runs are marked diverged from their first bad epoch on (SPEC 4).
     bad = (~ok).cumsum(dim=1) > 0
     hist = {c: torch.where(bad, math.nan, v).double().cpu() for c, v in hist.items()}
     n = len(cfgs)  # results of the padding runs, at the end, are never built
-    return _unstack(g, cs[:n], hist, bad[:, -1].cpu(), last_grads, n_steps=len(slices))
+    res = _GroupResults(g, n, hist, bad[:, -1].cpu(), last_grads, c0.epochs * len(slices))
+    out = [BatchedRunResult(c, res, r) for r, c in enumerate(cfgs)]
+    clock("results")
+    return out
 
 
-def _unstack(g: _Group, cs, hist, diverged, last_grads, n_steps) -> list[RunResult]:
-    """Per-run results with state dicts in the reference model's layout (on the CPU).
+class _Clock:
+    """Adds the seconds since its last call to timings[label] (device synchronized)."""
 
-    Tensors are moved and transposed once per group; a run's entries are views of them.
-    """
-    n = len(cs)
-    W = [t[:n].transpose(1, 2).contiguous().cpu() for t in g.weights]  # (n, out, in)
-    Bs = [t[:n, 0].cpu() for t in g.biases]  # (n, out)
-    grads = [t[:n].transpose(1, 2).reshape(n, -1).cpu().tolist() for t in last_grads]
-    hist_np = {c: v[:n].numpy() for c, v in hist.items()}
-    bn = {pos: [{k: st[k][:n, 0].cpu() for k in ("weight", "bias", "running_mean",
-                                                "running_var")} for st in layers]
-          for pos, layers in g.bn_state.items()}  # fmt: skip
-    bn_lists = {pos: [{k: st[k].tolist() for k in ("running_mean", "running_var")}
-                      for st in layers] for pos, layers in bn.items()}  # fmt: skip
-    steps = torch.tensor(cs[0].epochs * n_steps)
-    diverged = diverged[:n].tolist()
-    results = []
-    for r, cfg in enumerate(cs):
+    def __init__(self, device, timings: dict | None):
+        self.cuda = torch.device(device).type == "cuda"
+        self.timings, self.t = timings, time.perf_counter()
+
+    def __call__(self, label: str):
+        if self.timings is None:
+            return
+        if self.cuda:
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        self.timings[label] = self.timings.get(label, 0.0) + now - self.t
+        self.t = now
+
+
+class _GroupResults:
+    """A trained group's results, moved to the CPU once; runs read their slices lazily."""
+
+    def __init__(self, g: _Group, n: int, hist, diverged, last_grads, steps: int):
+        self.depth = g.depth
+        self.W = [t[:n].transpose(1, 2).contiguous().cpu() for t in g.weights]  # (n, out, in)
+        self.B = [t[:n, 0].cpu() for t in g.biases]  # (n, out)
+        self.grads = [t[:n].transpose(1, 2).reshape(n, -1).cpu().numpy() for t in last_grads]
+        self.hist = {c: v[:n].numpy() for c, v in hist.items()}
+        self.bn = {pos: [{k: st[k][:n, 0].cpu() for k in _BN_KEYS} for st in layers]
+                   for pos, layers in g.bn_state.items()}  # fmt: skip
+        self.steps = torch.tensor(steps)
+        self.diverged = diverged[:n].tolist()
+
+
+_BN_KEYS = ("weight", "bias", "running_mean", "running_var")
+
+
+class BatchedRunResult(RunMetrics):
+    """One run of a group: the attributes of `RunResult`, built on first use."""
+
+    def __init__(self, cfg: RunConfig, group: _GroupResults, r: int):
+        self.config, self._g, self._r = cfg, group, r
+        self.diverged = group.diverged[r]
+
+    @functools.cached_property
+    def history(self) -> dict[str, np.ndarray]:
+        return {c: v[self._r] for c, v in self._g.hist.items()}
+
+    @functools.cached_property
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """In the reference model's layout; clone a tensor before saving it alone (these
+        are views of the group's stacked tensors)."""
+        g, r, bn = self._g, self._r, self.config.bn
         state = {}
         for j in range(g.depth):
-            state[f"blocks.{j}.linear.weight"] = W[j][r]
-            state[f"blocks.{j}.linear.bias"] = Bs[j][r]
-            if cfg.bn != "none":
-                for name, t in bn[cfg.bn][j].items():
+            state[f"blocks.{j}.linear.weight"] = g.W[j][r]
+            state[f"blocks.{j}.linear.bias"] = g.B[j][r]
+            if bn != "none":
+                for name, t in g.bn[bn][j].items():
                     state[f"blocks.{j}.norm.{name}"] = t[r]
-                state[f"blocks.{j}.norm.num_batches_tracked"] = steps
-        state["out.weight"] = W[-1][r]
-        state["out.bias"] = Bs[-1][r]
-        layers = bn_lists.get(cfg.bn, [])
-        final = {
-            "bn_running_mean": [st["running_mean"][r] for st in layers],
-            "bn_running_var": [st["running_var"][r] for st in layers],
-            "weight_grad": [gr[r] for gr in grads],
+                state[f"blocks.{j}.norm.num_batches_tracked"] = g.steps
+        state["out.weight"], state["out.bias"] = g.W[-1][r], g.B[-1][r]
+        return state
+
+    @functools.cached_property
+    def final(self) -> dict[str, list]:
+        g, r = self._g, self._r
+        layers = g.bn.get(self.config.bn, [])
+        return {
+            "bn_running_mean": [st["running_mean"][r].tolist() for st in layers],
+            "bn_running_var": [st["running_var"][r].tolist() for st in layers],
+            "weight_grad": [gr[r].tolist() for gr in g.grads],
         }
-        h = {c: v[r] for c, v in hist_np.items()}
-        results.append(RunResult(cfg, h, diverged[r], state, final))
-    return results
 
 
 def train_runs(cfgs: Sequence[RunConfig], datas: Sequence[Split], device="cpu",

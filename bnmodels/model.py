@@ -69,7 +69,7 @@ def apply_init(model: MLP, init: str) -> None:
 def build_model(cfg: RunConfig, in_features: int) -> MLP:
     """The run's initial model: seeded, constructed in order, then `init` applied."""
     with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG untouched
-        torch.manual_seed(cfg.seed)
+        torch.default_generator.manual_seed(cfg.seed)  # torch.manual_seed, CPU part only
         model = MLP(in_features, cfg.depth, cfg.width, cfg.activation, cfg.bn, cfg.momentum)
         apply_init(model, cfg.init)
     return model

@@ -30,19 +30,10 @@ def history_columns(depth: int) -> list[str]:
     )
 
 
-@dataclass
-class RunResult:
-    """What one run produced; `history[col]` has one value per epoch (NaN once diverged)."""
+class RunMetrics:
+    """Summary numbers of a run, from its `history`."""
 
-    config: RunConfig
     history: dict[str, np.ndarray]
-    diverged: bool
-    # Final weights; loads into build_model(config, ...). The batched engine hands out
-    # views of its stacked tensors: clone before saving one on its own.
-    state_dict: dict[str, torch.Tensor]
-    # End-of-training diagnostics: per BN layer running_mean/running_var, per Linear the
-    # last step's weight gradient (what the course's weights_vp draws).
-    final: dict[str, list[list[float]]] = field(default_factory=dict)
 
     @property
     def final_train_mse(self) -> float:
@@ -56,6 +47,22 @@ class RunResult:
     def best_test_mse(self) -> float:
         t = self.history["test_mse"]
         return float(np.nanmin(t)) if np.isfinite(t).any() else math.nan
+
+
+@dataclass
+class RunResult(RunMetrics):
+    """What one run produced; `history[col]` has one value per epoch (NaN once diverged).
+
+    The batched engine returns objects with the same attributes, built lazily.
+    """
+
+    config: RunConfig
+    history: dict[str, np.ndarray]
+    diverged: bool
+    state_dict: dict[str, torch.Tensor]  # final weights; loads into build_model(config, ...)
+    # End-of-training diagnostics: per BN layer running_mean/running_var, per Linear the
+    # last step's weight gradient (what the course's weights_vp draws).
+    final: dict[str, list[list[float]]] = field(default_factory=dict)
 
 
 def batch_slices(n_train: int, batch_size: int) -> list[tuple[int, int]]:
