@@ -15,7 +15,7 @@ from bnmodels.sweep import data_file, error_file
 @click.command()
 @click.argument("dataset")
 @click.option("--raw", required=True, help="the generated data set")
-@click.option("--out", "processed", required=True, help="processed data folder")
+@click.option("--processed", required=True, help="processed data folder (root)")
 def main(dataset: str, raw: str, processed: str):
     split = load_split(raw)
     for method in NORMALIZATIONS:

@@ -1,0 +1,42 @@
+"""Stage aggregate: the study report of every planned sweep, into reports/ (SPEC 5)."""
+
+import json
+import shutil
+from pathlib import Path
+
+import click
+import pandas as pd
+
+from bnmodels.io import atomic_write_bytes
+from bnmodels.report import SweepData, build_report
+
+
+def read_sweep(folder: Path, axes: dict) -> SweepData:
+    return SweepData(
+        runs=pd.read_csv(folder / "runs.csv", keep_default_na=False, na_values=[""]),
+        history=pd.read_csv(folder / "history.csv"),
+        diagnostics=json.loads((folder / "diagnostics.json").read_text()),
+        axes=axes,
+    )
+
+
+@click.command()
+@click.option("--plans", required=True, help="folder of <sweep>.json plans")
+@click.option("--runs", "runs_dir", required=True, help="folder of <sweep>/ results")
+@click.option("--out", required=True, help="reports folder")
+def main(plans: str, runs_dir: str, out: str):
+    sweeps = {}
+    for plan_file in sorted(Path(plans).glob("*.json")):  # removed sweeps are left out
+        plan = json.loads(plan_file.read_text())
+        sweeps[plan["sweep"]] = read_sweep(Path(runs_dir) / plan["sweep"], plan["axes"])
+    files = build_report(sweeps).files()
+    out = Path(out)
+    for sub in ("figures", "plots"):  # regenerated whole: no stale figure survives
+        shutil.rmtree(out / sub, ignore_errors=True)
+    for rel, data in files.items():
+        atomic_write_bytes(out / rel, data)
+    click.echo(f"report of {len(sweeps)} sweeps: {out / 'report.md'} ({len(files)} files)")
+
+
+if __name__ == "__main__":
+    main()
