@@ -15,13 +15,23 @@ from dataclasses import dataclass, field
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullLocator
+from matplotlib.ticker import FuncFormatter, NullFormatter, NullLocator
 
 DPI = 100
 PANEL_SIZE = (3.4, 2.5)  # inches per panel: small files, still readable at 100 dpi
 # matplotlib's tab10, fixed here so colors do not depend on rcParams
-PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-           "#7f7f7f", "#bcbd22", "#17becf")  # fmt: skip
+PALETTE = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
 FONT = 8
 
 
@@ -51,15 +61,17 @@ class Series:
 class Panel:
     title: str
     series: Sequence[Series]
-    notes: Sequence[str] = field(default_factory=tuple)  # text lines in the corner
+    notes: Sequence[str] = field(default_factory=tuple)  # lines under the title
     vspan: tuple[float, float] | None = None  # a shaded x range (e.g. batch 15-30)
     hline: float | None = None  # a reference level (e.g. ratio 1)
+    ylabel: str | None = None  # overrides the figure's y label for this panel
 
 
 def new_figure(nrows: int, ncols: int, panel_size=PANEL_SIZE, sharex=False, sharey=False):
     """A Figure with an Agg canvas and a (nrows, ncols) array of axes."""
-    fig = Figure(figsize=(panel_size[0] * ncols, panel_size[1] * nrows + 0.6), dpi=DPI,
-                 layout="constrained")  # fmt: skip
+    fig = Figure(
+        figsize=(panel_size[0] * ncols, panel_size[1] * nrows + 0.6), dpi=DPI, layout="constrained"
+    )
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False, sharex=sharex, sharey=sharey)
     return fig, axes
@@ -89,21 +101,62 @@ def _draw_series(ax, s: Series) -> bool:
         if s.low is not None and s.high is not None:
             lo = np.asarray(s.low, dtype=float)[ok]
             hi = np.asarray(s.high, dtype=float)[ok]
-            yerr = np.vstack([np.where(np.isfinite(lo), y[ok] - lo, 0),
-                              np.where(np.isfinite(hi), hi - y[ok], 0)])  # fmt: skip
-        ax.errorbar(x[ok], y[ok], yerr=yerr, color=s.color, label=s.label, marker="o",
-                    markersize=3.5, capsize=2.5, linewidth=1.2, linestyle=s.linestyle)  # fmt: skip
+            yerr = np.vstack(
+                [np.where(np.isfinite(lo), y[ok] - lo, 0), np.where(np.isfinite(hi), hi - y[ok], 0)]
+            )
+        ax.errorbar(
+            x[ok],
+            y[ok],
+            yerr=yerr,
+            color=s.color,
+            label=s.label,
+            marker="o",
+            markersize=3.5,
+            capsize=2.5,
+            linewidth=1.2,
+            linestyle=s.linestyle,
+        )
     else:
-        ax.plot(x[ok], y[ok], color=s.color, label=s.label, linewidth=1.3,
-                linestyle=s.linestyle, marker="o" if ok.sum() == 1 else None)  # fmt: skip
+        ax.plot(
+            x[ok],
+            y[ok],
+            color=s.color,
+            label=s.label,
+            linewidth=1.3,
+            linestyle=s.linestyle,
+            marker="o" if ok.sum() == 1 else None,
+        )
         if s.low is not None and s.high is not None:
             lo = np.asarray(s.low, dtype=float)
             hi = np.asarray(s.high, dtype=float)
             band = np.isfinite(x) & np.isfinite(lo) & np.isfinite(hi)
             if band.any():
-                ax.fill_between(x[band], lo[band], hi[band], color=s.color, alpha=0.2,
-                                linewidth=0)  # fmt: skip
+                ax.fill_between(x[band], lo[band], hi[band], color=s.color, alpha=0.2, linewidth=0)
     return True
+
+
+def _g(v, _pos=None) -> str:
+    return f"{v:g}"
+
+
+def _g_25(v, _pos=None) -> str:
+    """Label only the minor ticks at 2 and 5 times a power of ten."""
+    if v <= 0:
+        return ""
+    mantissa = round(v / 10 ** math.floor(math.log10(v) + 1e-9))
+    return f"{v:g}" if mantissa in (2, 5) else ""
+
+
+def _log_axis_labels(ax) -> None:
+    """Plain numbers on a log axis, with labelled minor ticks when it spans few decades."""
+    ax.yaxis.set_major_formatter(FuncFormatter(_g))
+    lo, hi = ax.get_ylim()
+    if lo > 0 and hi / lo < 10:
+        ax.yaxis.set_minor_formatter(FuncFormatter(_g))
+    elif lo > 0 and hi / lo < 150:
+        ax.yaxis.set_minor_formatter(FuncFormatter(_g_25))
+    else:
+        ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def grid_figure(
@@ -117,6 +170,9 @@ def grid_figure(
     logy: bool = True,
     sharey: bool = False,
     xticks: Sequence[float] | None = None,
+    panel_size: tuple[float, float] = PANEL_SIZE,
+    xlim: tuple[float, float] | None = None,
+    ylim: tuple[float, float] | None = None,
 ) -> Figure:
     """Panels in a grid of `ncols` columns, one shared legend below them.
 
@@ -126,7 +182,7 @@ def grid_figure(
     n = max(len(panels), 1)
     ncols = max(1, min(ncols, n))
     nrows = math.ceil(n / ncols)
-    fig, axes = new_figure(nrows, ncols, sharey=sharey)
+    fig, axes = new_figure(nrows, ncols, panel_size=panel_size, sharey=sharey)
     handles: dict[str, object] = {}
     for i, ax in enumerate(axes.flat):
         if i >= len(panels):
@@ -134,40 +190,56 @@ def grid_figure(
             continue
         p = panels[i]
         drawn = [_draw_series(ax, s) for s in p.series]
-        values = np.concatenate(
-            [_positive(s.center) for s in p.series]
-            + [_positive(s.low) for s in p.series if s.low is not None]
-        ) if p.series else np.array([])  # fmt: skip
+        values = np.concatenate([np.array([])] + [_positive(s.center) for s in p.series])
         if p.vspan is not None:
-            ax.axvspan(*p.vspan, color="0.85", zorder=0, linewidth=0)
+            ax.axvspan(*p.vspan, color="0.88", zorder=0, linewidth=0)
         if p.hline is not None:
-            ax.axhline(p.hline, color="0.4", linewidth=0.8, linestyle=":")
+            ax.axhline(p.hline, color="0.3", linewidth=0.8, linestyle=":")
         if not any(drawn):
-            ax.text(0.5, 0.5, "no finite values\n(all runs diverged)", ha="center",
-                    va="center", transform=ax.transAxes, fontsize=FONT, color="0.3")  # fmt: skip
+            ax.text(
+                0.5,
+                0.5,
+                "no finite values\n(all runs diverged)",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+                fontsize=FONT,
+                color="0.3",
+            )
         elif logy and values.size:
             ax.set_yscale("log")
+            _log_axis_labels(ax)
         if logx:
             ax.set_xscale("log")
+        if xlim is not None:
+            ax.set_xlim(*xlim)
+        if ylim is not None and any(drawn):
+            ax.set_ylim(*ylim)
         if xticks is not None:
             ax.set_xticks(list(xticks), [f"{t:g}" for t in xticks])
             ax.xaxis.set_minor_locator(NullLocator())
-        if p.notes:
-            ax.text(0.02, 0.02, "\n".join(p.notes), ha="left", va="bottom",
-                    transform=ax.transAxes, fontsize=FONT - 1, color="0.25")  # fmt: skip
-        ax.set_title(p.title, fontsize=FONT + 1)
+            if len(xticks) > 5:
+                ax.tick_params(axis="x", labelrotation=45)
+        title_text = p.title + "".join(f"\n{line}" for line in p.notes)
+        ax.set_title(title_text, fontsize=FONT + 1 if not p.notes else FONT)
         ax.tick_params(labelsize=FONT)
         ax.grid(True, which="major", linewidth=0.4, alpha=0.5)
-        if i % ncols == 0:
-            ax.set_ylabel(ylabel, fontsize=FONT + 1)
+        if i % ncols == 0 or p.ylabel is not None:
+            ax.set_ylabel(p.ylabel or ylabel, fontsize=FONT + 1)
         if i >= len(panels) - ncols:
             ax.set_xlabel(xlabel, fontsize=FONT + 1)
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(lab, h)
     fig.suptitle(title, fontsize=FONT + 2)
     if handles:
-        fig.legend(list(handles.values()), list(handles.keys()), loc="outside lower center",
-                   ncols=min(len(handles), 4), fontsize=FONT, frameon=False)  # fmt: skip
+        fig.legend(
+            list(handles.values()),
+            list(handles.keys()),
+            loc="outside lower center",
+            ncols=min(len(handles), 4),
+            fontsize=FONT,
+            frameon=False,
+        )
     return fig
 
 
@@ -197,8 +269,9 @@ def violin_figure(
             v = np.asarray(values, dtype=float)
             v = v[np.isfinite(v)]
             if v.size >= 2 and np.ptp(v) > 0:
-                parts = ax.violinplot([v], positions=[j + 1], widths=0.8, showmedians=True,
-                                      showextrema=True)  # fmt: skip
+                parts = ax.violinplot(
+                    [v], positions=[j + 1], widths=0.8, showmedians=True, showextrema=True
+                )
                 for body in parts["bodies"]:
                     body.set_facecolor(color(j))
                     body.set_alpha(0.5)

@@ -205,6 +205,39 @@ def quantile(x, q: float) -> float:
     return float(np.quantile(x, q)) if x.size else math.nan
 
 
+def column_quantiles(m, qs) -> np.ndarray:
+    """Quantiles `qs` of the finite values of each column of `m` (rows, cols): (len(qs), cols).
+
+    A column without finite values gives NaN, without NumPy's all-NaN warning.
+    """
+    m = np.asarray(m, dtype=float).reshape(np.shape(m)[0], -1)
+    m = np.where(np.isfinite(m), m, np.nan)
+    out = np.full((len(qs), m.shape[1]), np.nan)
+    some = np.isfinite(m).any(axis=0)
+    if some.any():
+        out[:, some] = np.nanquantile(m[:, some], qs, axis=0)
+    return out
+
+
+def column_t_intervals(m, confidence: float = CONFIDENCE) -> np.ndarray:
+    """Mean and t-interval of the finite values of each column: (3, cols) as t_interval."""
+    m = np.asarray(m, dtype=float).reshape(np.shape(m)[0], -1)
+    ok = np.isfinite(m)
+    n = ok.sum(axis=0)
+    x = np.where(ok, m, 0.0)
+    mean = np.full(m.shape[1], np.nan)
+    np.divide(x.sum(axis=0), n, out=mean, where=n > 0)
+    dev = np.where(ok, m - mean, 0.0)
+    lo = np.full(m.shape[1], np.nan)
+    hi = np.full(m.shape[1], np.nan)
+    two = n >= 2
+    if two.any():
+        sd = np.sqrt((dev[:, two] ** 2).sum(axis=0) / (n[two] - 1))
+        half = sps.t.ppf(0.5 + confidence / 2, n[two] - 1) * sd / np.sqrt(n[two])
+        lo[two], hi[two] = mean[two] - half, mean[two] + half
+    return np.vstack([mean, lo, hi])
+
+
 def describe(x, confidence: float = CONFIDENCE) -> dict[str, float]:
     """Mean, median and geometric mean with its t-interval (log scale) of positive values.
 

@@ -27,8 +27,9 @@ ALL_SHAPES = list(
 
 def spec(n=200, w=(2.0, -1.0), seed=420, **kw) -> DatasetSpec:
     nf = len(w)
-    base = dict(name="d", num_examples=n, w=tuple(w), bias=False, delta=0.01, deg=2, seed=seed,
-                train_fraction=0.7, feature_scale=(1.0,) * nf, feature_shift=(0.0,) * nf)  # fmt: skip
+    base = dict(name="d", num_examples=n, w=tuple(w), bias=False, delta=0.01, deg=2,
+                seed=seed, train_fraction=0.7, feature_scale=(1.0,) * nf,
+                feature_shift=(0.0,) * nf)  # fmt: skip
     return DatasetSpec(**{**base, **kw})
 
 

@@ -1,0 +1,189 @@
+"""Effect sizes, intervals and verdicts on synthetic data with known answers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from bnmodels import stats
+
+N_SEEDS = 10
+
+
+def rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+# --- verdicts from planted effects -------------------------------------------------------
+
+
+def test_a_real_paired_effect_is_supported():
+    a = rng(1).normal(5, 1, N_SEEDS)
+    b = a - 1.0 + rng(2).normal(0, 0.1, N_SEEDS)  # b lowers the metric by 1
+    e = stats.paired_effect(a, b)
+    assert e.ci_high < 0 and e.estimate == pytest.approx(-1.0, abs=0.15)
+    assert stats.effect_verdict(e, stats.DECREASE) == stats.SUPPORTED
+
+
+def test_an_absent_effect_is_inconclusive():
+    a = rng(3).normal(5, 1, N_SEEDS)
+    d = np.array([-1.0, 1.0, -0.5, 0.5, -0.2, 0.2, -2.0, 2.0, -0.1, 0.1])  # mean exactly 0
+    e = stats.paired_effect(a, a + d)
+    assert e.ci_low < 0 < e.ci_high
+    assert stats.effect_verdict(e, stats.DECREASE) == stats.INCONCLUSIVE
+    assert stats.effect_verdict(e, stats.INCREASE) == stats.INCONCLUSIVE
+
+
+def test_an_opposite_effect_is_not_supported():
+    a = rng(4).normal(5, 1, N_SEEDS)
+    b = a + 1.0 + rng(5).normal(0, 0.1, N_SEEDS)  # the claim says decrease; it increases
+    e = stats.paired_effect(a, b)
+    assert stats.effect_verdict(e, stats.DECREASE) == stats.NOT_SUPPORTED
+    assert stats.effect_verdict(e, stats.INCREASE) == stats.SUPPORTED
+
+
+def test_verdict_rule_on_interval_edges():
+    assert stats.verdict(-2.0, -0.1, stats.DECREASE) == stats.SUPPORTED
+    assert stats.verdict(-2.0, 0.0, stats.DECREASE) == stats.INCONCLUSIVE  # touching 0
+    assert stats.verdict(0.1, 2.0, stats.DECREASE) == stats.NOT_SUPPORTED
+    assert stats.verdict(0.0, 0.0, stats.INCREASE) == stats.INCONCLUSIVE
+    assert stats.verdict(math.nan, 1.0, stats.INCREASE) == stats.INCONCLUSIVE
+    with pytest.raises(ValueError):
+        stats.verdict(0.0, 1.0, "bigger")
+
+
+def test_no_difference_claims_use_the_margin():
+    m = 0.2
+    assert stats.verdict(-0.1, 0.15, stats.NO_DIFFERENCE, m) == stats.SUPPORTED
+    assert stats.verdict(0.25, 0.9, stats.NO_DIFFERENCE, m) == stats.NOT_SUPPORTED
+    assert stats.verdict(-0.9, -0.3, stats.NO_DIFFERENCE, m) == stats.NOT_SUPPORTED
+    assert stats.verdict(0.1, 0.5, stats.NO_DIFFERENCE, m) == stats.INCONCLUSIVE
+
+
+def test_combined_claims_need_every_part():
+    yes, no, unsure = stats.SUPPORTED, stats.NOT_SUPPORTED, stats.INCONCLUSIVE
+    assert stats.combine_verdicts([yes, yes]) == yes
+    assert stats.combine_verdicts([yes, unsure]) == unsure
+    assert stats.combine_verdicts([yes, no, unsure]) == no
+    assert stats.combine_verdicts([]) == unsure
+
+
+# --- paired against unpaired ------------------------------------------------------------
+
+
+def test_pairing_removes_the_seed_to_seed_spread():
+    # A large per-seed offset shared by both configurations (same init and batches) hides
+    # a small effect from an unpaired comparison but not from a paired one.
+    seed_offset = rng(6).normal(0, 5, N_SEEDS)
+    a = seed_offset + rng(7).normal(0, 0.05, N_SEEDS)
+    b = seed_offset + 0.5 + rng(8).normal(0, 0.05, N_SEEDS)
+    paired, unpaired = stats.paired_effect(a, b), stats.unpaired_effect(a, b)
+    assert paired.estimate == pytest.approx(unpaired.estimate)
+    assert stats.effect_verdict(paired, stats.INCREASE) == stats.SUPPORTED
+    assert stats.effect_verdict(unpaired, stats.INCREASE) == stats.INCONCLUSIVE
+    assert paired.ci_high - paired.ci_low < (unpaired.ci_high - unpaired.ci_low) / 10
+
+
+def test_intervals_match_scipy_reference():
+    a, b = rng(9).normal(0, 1, 8), rng(10).normal(1, 2, 12)
+    ref = sps.ttest_ind(b, a, equal_var=False).confidence_interval(0.95)
+    e = stats.unpaired_effect(a, b)
+    assert (e.ci_low, e.ci_high) == pytest.approx((ref.low, ref.high), rel=1e-10)
+    assert not e.paired and e.n == 20
+    c = a + rng(11).normal(0.3, 0.5, 8)
+    ref = sps.ttest_rel(c, a).confidence_interval(0.95)
+    e = stats.paired_effect(a, c)
+    assert (e.ci_low, e.ci_high) == pytest.approx((ref.low, ref.high), rel=1e-10)
+
+
+@pytest.mark.parametrize("paired", [True, False])
+def test_interval_coverage_is_about_95_percent(paired):
+    g = rng(12)
+    hits = 0
+    for _ in range(200):
+        a = g.normal(1.0, 2.0, N_SEEDS)
+        b = (a if paired else g.normal(1.0, 2.0, N_SEEDS)) + 0.7 + g.normal(0, 1.0, N_SEEDS)
+        e = stats.paired_effect(a, b) if paired else stats.unpaired_effect(a, b)
+        hits += e.ci_low <= 0.7 <= e.ci_high
+    assert 0.90 <= hits / 200 <= 0.99
+
+
+# --- NaN (diverged runs) and degenerate samples --------------------------------------------
+
+
+def test_diverged_pairs_are_dropped_and_counted():
+    a = np.array([1.0, 2.0, np.nan, 4.0, 5.0])
+    b = np.array([2.0, 3.0, 3.0, np.inf, 6.0])
+    e = stats.paired_effect(a, b)
+    assert (e.n, e.n_dropped) == (3, 2)
+    assert e.estimate == 1.0 and (e.ci_low, e.ci_high) == (1.0, 1.0)
+    u = stats.unpaired_effect(a, b)
+    assert (u.n, u.n_dropped) == (8, 2) and math.isfinite(u.ci_low)
+
+
+def test_too_few_values_give_no_interval_and_no_verdict():
+    assert math.isnan(stats.paired_effect([1.0], [2.0]).ci_low)
+    e = stats.paired_effect([np.nan, 1.0], [1.0, np.nan])
+    assert e.n == 0 and math.isnan(e.estimate)
+    assert stats.effect_verdict(e, stats.INCREASE) == stats.INCONCLUSIVE
+    assert math.isnan(stats.unpaired_effect([np.nan], [1.0, 2.0]).estimate)
+    with pytest.raises(ValueError):
+        stats.paired_effect([1.0, 2.0], [1.0])
+
+
+def test_log_mse_turns_nonpositive_and_missing_into_nan():
+    out = stats.log_mse([math.e, 0.0, -1.0, np.nan, np.inf])
+    assert out[0] == pytest.approx(1.0) and np.isnan(out[1:]).all()
+
+
+def test_describe_gives_geometric_mean_and_its_interval():
+    d = stats.describe([1.0, 100.0, np.nan])
+    assert d["n"] == 2 and d["geomean"] == pytest.approx(10.0)
+    assert d["median"] == pytest.approx(50.5) and d["ci_low"] < 10.0 < d["ci_high"]
+    empty = stats.describe([np.nan])
+    assert empty["n"] == 0 and math.isnan(empty["geomean"])
+
+
+# --- convergence and trends ---------------------------------------------------------------
+
+
+def test_epochs_to_threshold_first_hit_else_nan():
+    curves = np.array(
+        [
+            [10.0, 6.0, 4.0, 5.0, 3.0],  # first at or below 5 in epoch 3
+            [10.0, 9.0, 8.0, 7.0, 6.0],  # never
+            [10.0, np.nan, np.nan, np.nan, np.nan],  # diverged after epoch 1
+            [5.0, 9.0, 9.0, 9.0, 9.0],  # epoch 1
+        ]
+    )
+    got = stats.epochs_to_threshold(curves, 5.0)
+    np.testing.assert_array_equal(got, [3.0, np.nan, np.nan, 1.0])
+    assert stats.epochs_to_threshold(curves[0], 5.0) == 3.0
+    np.testing.assert_array_equal(stats.censor(got, 5), [3.0, 6.0, 6.0, 1.0])
+
+
+def test_slopes_recover_a_known_trend_and_skip_nan():
+    x = np.array([1.0, 2.0, 3.0, 4.0])
+    y = np.vstack([2.0 * x + 1, -0.5 * x, [1.0, np.nan, 3.0, np.nan], [np.nan] * 4])
+    got = stats.slopes(x, y)
+    assert got[:3] == pytest.approx([2.0, -0.5, 1.0]) and np.isnan(got[3])
+
+
+def test_column_summaries_match_per_column_reference():
+    m = rng(13).normal(0, 1, (7, 5))
+    m[:, 2] = np.nan
+    m[0, 0] = np.nan
+    q = stats.column_quantiles(m, [0.5, 0.25])
+    assert q[0, 0] == pytest.approx(np.quantile(m[1:, 0], 0.5)) and np.isnan(q[:, 2]).all()
+    t = stats.column_t_intervals(m)
+    ref = stats.t_interval(m[:, 0])
+    assert tuple(t[:, 0]) == pytest.approx(ref[:3]) and np.isnan(t[:, 2]).all()
+
+
+def test_round_sig_is_json_safe():
+    assert stats.round_sig(1 / 3) == 0.333333
+    assert stats.round_sig(123456789.0) == 123457000.0
+    assert stats.round_sig(math.nan) is None and stats.round_sig(math.inf) is None
