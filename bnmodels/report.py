@@ -85,15 +85,18 @@ class Report:
     metrics: dict  # JSON-able headline numbers (DVC metrics)
     plots: dict[str, pd.DataFrame]  # name -> long table (DVC plots)
 
-    def files(self) -> dict[str, bytes]:
-        """Every output, keyed by its path relative to `reports/`, in sorted order."""
+    def files(self, figures: Mapping[str, bytes] | None = None) -> dict[str, bytes]:
+        """Every output, keyed by its path relative to `reports/`, in sorted order.
+        `figures` may hold PNG bytes already drawn (by name); the others are drawn here."""
+        figures = figures or {}
         out = {
             "report.md": self.markdown.encode(),
             "summary.csv": csv_bytes(self.summary),
             "claims.csv": csv_bytes(self.claims),
             "metrics.json": (json.dumps(self.metrics, indent=2, sort_keys=True) + "\n").encode(),
         }
-        out.update({f"figures/{k}": plots.png_bytes(f) for k, f in self.figures.items()})
+        out.update({f"figures/{k}": figures.get(k) or plots.png_bytes(self.figures[k])
+                    for k in self.figures})  # fmt: skip
         out.update({f"plots/{k}.csv": csv_bytes(t) for k, t in self.plots.items()})
         return dict(sorted(out.items()))
 
