@@ -445,9 +445,13 @@ class BatchedRunResult(RunMetrics):
 
 
 def train_runs(cfgs: Sequence[RunConfig], datas: Sequence[Split], device="cpu",
-               dtype=torch.float32, on_group: Callable[[int], None] | None = None
+               dtype=torch.float32,
+               on_results: Callable[[list[RunResult]], None] | None = None
                ) -> list[RunResult]:  # fmt: skip
-    """Train any runs: split them into groups, train each group batched, keep input order."""
+    """Train any runs: split them into groups, train each group batched, keep input order.
+
+    `on_results` receives each group's results as soon as the group is trained.
+    """
     groups: dict[tuple, list[int]] = {}
     for i, (c, d) in enumerate(zip(cfgs, datas, strict=True)):
         groups.setdefault(group_key(c, d), []).append(i)
@@ -457,6 +461,6 @@ def train_runs(cfgs: Sequence[RunConfig], datas: Sequence[Split], device="cpu",
         res = train_group([cfgs[i] for i in idx], [datas[i] for i in idx], device, dtype, init)
         for i, r in zip(idx, res, strict=True):
             out[i] = r
-        if on_group:
-            on_group(len(idx))
+        if on_results:
+            on_results(res)
     return out

@@ -94,8 +94,13 @@ def resolve_device(device: str) -> str:
 
 def train_sweep(runs: Sequence[RunConfig], splits: dict[tuple[str, str], Split],
                 execution: Execution | None = None,
-                progress: Callable[[int], None] | None = None) -> list[RunResult]:  # fmt: skip
-    """Train a sweep's runs with the engine `execution` names; results in run order."""
+                on_results: Callable[[list[RunResult]], None] | None = None
+                ) -> list[RunResult]:  # fmt: skip
+    """Train a sweep's runs with the engine `execution` names; results in run order.
+
+    `on_results` receives results as they are ready (a group at a time when batched), so
+    that the caller can log them while the next ones train.
+    """
     execution = execution or Execution()
     torch.set_num_threads(execution.threads)
     dtype = getattr(torch, execution.dtype)
@@ -104,9 +109,9 @@ def train_sweep(runs: Sequence[RunConfig], splits: dict[tuple[str, str], Split],
         out = []
         for r, d in zip(runs, datas, strict=True):
             out.append(train_reference(r, d, dtype=dtype))
-            if progress:
-                progress(1)
+            if on_results:
+                on_results(out[-1:])
         return out
     from bnmodels.engine import train_runs
 
-    return train_runs(runs, datas, resolve_device(execution.device), dtype, on_group=progress)
+    return train_runs(runs, datas, resolve_device(execution.device), dtype, on_results)
