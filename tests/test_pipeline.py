@@ -87,17 +87,15 @@ def test_every_configuration_has_its_rows_and_its_mlflow_run(repo):
 
 
 def test_a_logged_model_loads_and_reproduces_its_final_test_mse(repo):
-    import mlflow.pytorch
     import torch
 
     from bnmodels.data import load_split
+    from bnmodels.tracking import load_run_model
 
     runs = pd.read_csv(repo / "runs" / "beta" / "runs.csv")
     row = runs.iloc[0]
-    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
-    model = mlflow.pytorch.load_model(f"runs:/{row.mlflow_run_id}/model")
+    model = load_run_model(row.mlflow_run_id, f"sqlite:///{repo / 'mlflow.db'}")
     split = load_split(repo / "data" / "processed" / "tiny" / f"{row.normalization}.pt")
-    model.eval()
     with torch.no_grad():
         mse = torch.nn.functional.mse_loss(model(split.x_test), split.y_test).item()
     assert mse == pytest.approx(row.final_test_mse, rel=1e-6)
