@@ -12,6 +12,6 @@ python3 -m pytest -q -p no:cacheprovider -o addopts="" tests/test_engine.py -k c
 for n in 10000 100000; do
   for g in --graphs --no-graphs; do
     echo "== $n runs $g"
-    python3 benchmarks/engines.py --device cuda --runs $n --epochs 3 --reference-runs 20 $g
+    python3 benchmarks/engines.py --device cuda --runs $n --epochs 5 --reference-runs 20 $g
   done
 done
