@@ -128,6 +128,17 @@ def test_float32_first_five_epochs_match_reference(split):
     assert len(chaotic) <= len(cfgs) // 10, chaotic
 
 
+def test_broadcast_products_used_on_cuda_also_match_reference_in_float64(split):
+    """CUDA multiplies the tiny matrices by broadcasting; check that path here on the CPU."""
+    cfgs = [cfg(activation=a, bn=b, init=i, depth=3, epochs=10)
+            for a, b, i, _ in ALL_SHAPES[::4]]  # fmt: skip
+    batched = train_group(cfgs, [split] * len(cfgs), dtype=torch.float64, broadcast=True)
+    for c, b in zip(cfgs, batched, strict=True):
+        r = train_reference(c, split, dtype=torch.float64)
+        d = max(rel(r.history[col], b.history[col]).max() for col in ("train_mse", "test_mse"))
+        assert d <= 1e-8, (c.run_key, d)
+
+
 def _same_bits(a, b):
     for col in a.history:
         assert np.array_equal(a.history[col], b.history[col], equal_nan=True), col
