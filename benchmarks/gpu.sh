@@ -15,3 +15,9 @@ for n in 10000 100000; do
     python3 benchmarks/engines.py --device cuda --runs $n --epochs 5 --reference-runs 20 $g
   done
 done
+for g in --graphs --no-graphs; do
+  for n in 100000; do
+    echo "== $n runs x 40 epochs $g"
+    python3 benchmarks/engines.py --device cuda --runs $n --epochs 40 --reference-runs 10 $g
+  done
+done
