@@ -3,8 +3,11 @@
 import hashlib
 import os
 import shutil
+import signal
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -23,10 +26,9 @@ defaults: {dataset: tiny, normalization: none, activation: sigmoid, bn: none, de
 sweeps:
   alpha: {bn: [none, pre], seed: [24, 25]}
   beta: {activation: [relu, tanh], normalization: zscore, seed: [24, 25]}
+  wild: {lr: [0.03, 10000.0]}
+  slow: {batch_size: 2, epochs: 150, bn: [none, pre, post], seed: [1, 2, 3, 4]}
 """
-
-pytestmark = pytest.mark.skipif(shutil.which("dvc", path=str(BIN)) is None,
-                                reason="dvc is not installed in this environment")  # fmt: skip
 
 
 def sh(cmd: list[str], cwd: Path, check=True, **env) -> subprocess.CompletedProcess:
@@ -129,3 +131,108 @@ def test_second_repro_does_nothing_and_editing_one_sweep_retrains_only_it(repo):
     assert sorted(set(beta["seed"])) == [24, 26]
     for run_id in alpha_ids:  # alpha's MLflow runs are untouched
         assert client.get_run(run_id).info.status == "FINISHED"
+
+
+def run_statuses(repo: Path, sweep: str) -> list[tuple[str, str]]:
+    """(status, parent run id or '') of every MLflow run of a sweep, oldest first."""
+    with sqlite3.connect(repo / "mlflow.db") as db:
+        return db.execute(
+            "SELECT r.status, COALESCE(t.value, '') FROM runs r"
+            " JOIN experiments e ON r.experiment_id = e.experiment_id"
+            " LEFT JOIN tags t ON t.run_uuid = r.run_uuid AND t.key = 'mlflow.parentRunId'"
+            " WHERE e.name = ? ORDER BY r.start_time",
+            (f"bnmodels/{sweep}",),
+        ).fetchall()
+
+
+def test_a_diverging_run_is_marked_and_the_sweep_finishes(repo):
+    import mlflow
+
+    runs = pd.read_csv(repo / "runs" / "wild" / "runs.csv").set_index("lr")
+    assert not runs.loc[0.03, "diverged"] and runs.loc[10000.0, "diverged"]
+    assert pd.isna(runs.loc[10000.0, "final_test_mse"])
+    history = pd.read_csv(repo / "runs" / "wild" / "history.csv")
+    wild = history[history["run_key"] == runs.loc[10000.0, "run_key"]]
+    assert wild["test_mse"].isna().all()
+    client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    run = client.get_run(runs.loc[10000.0, "mlflow_run_id"])
+    assert run.info.status == "FAILED" and run.data.tags["diverged"] == "true"
+    assert client.get_run(runs.loc[0.03, "mlflow_run_id"]).info.status == "FINISHED"
+    assert "diverged" in (repo / "reports" / "report.md").read_text()
+
+
+def test_bad_params_stop_before_training_with_one_line_each_and_change_nothing(repo):
+    good = (repo / "params.yaml").read_text()
+    before = {d: digest(repo / d) for d in ("runs", "reports")}
+    n_runs = len(run_statuses(repo, "alpha"))
+    bad = good.replace("alpha: {bn: [none, pre]", "alpha: {bn: [none, prre], lr: 0")
+    bad = bad.replace("wild: {lr: [0.03, 10000.0]}", "wild: {lr: [0.03, 10000.0], depht: 2}")
+    (repo / "params.yaml").write_text(bad)
+    try:
+        p = sh(["dvc", "repro"], repo, check=False)
+    finally:
+        (repo / "params.yaml").write_text(good)
+    out = p.stdout + p.stderr
+    assert p.returncode != 0
+    assert "Traceback" not in out
+    for line in (
+        "params.yaml: sweeps.alpha.bn[1]: 'prre' is not allowed; expected one of none, pre, post",
+        "params.yaml: sweeps.alpha.lr: 0 is not allowed; expected a finite number > 0",
+        "params.yaml: sweeps.wild.depht: unknown key; expected one of dataset,",
+    ):
+        assert line in out, out
+    assert "Running stage 'train@" not in out
+    assert {d: digest(repo / d) for d in ("runs", "reports")} == before
+    assert len(run_statuses(repo, "alpha")) == n_runs
+
+
+def test_a_tracking_server_that_is_down_fails_fast_naming_it_and_changes_nothing(repo):
+    import socket
+
+    with socket.socket() as s:  # a free port: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    before = digest(repo / "runs" / "alpha")
+    t = time.monotonic()
+    p = sh(["dvc", "repro", "-f", "-s", "train@alpha"], repo, check=False,
+           MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}")  # fmt: skip
+    assert p.returncode != 0
+    assert f"http://127.0.0.1:{port}" in p.stdout + p.stderr
+    assert "Traceback" not in p.stdout + p.stderr
+    assert time.monotonic() - t < 60
+    assert digest(repo / "runs" / "alpha") == before
+
+
+def test_ctrl_c_during_training_keeps_old_outputs_marks_runs_killed_and_reruns_cleanly(repo):
+    before = digest(repo / "runs" / "slow")
+    n_before = len(run_statuses(repo, "slow"))
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    params = (repo / "params.yaml").read_text()  # the sweep is out of date, then interrupted
+    (repo / "params.yaml").write_text(params.replace("seed: [1, 2, 3, 4]", "seed: [1, 2, 3, 5]"))
+    proc = subprocess.Popen(["dvc", "repro"], cwd=repo, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)  # fmt: skip
+    try:  # wait until the new parent run is open, i.e. training has started
+        deadline = time.monotonic() + 60
+        while len(run_statuses(repo, "slow")) == n_before:
+            assert time.monotonic() < deadline and proc.poll() is None, "never started"
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode != 0
+    assert digest(repo / "runs" / "slow") == before  # the previous results, intact
+    new = run_statuses(repo, "slow")[n_before:]
+    assert new and all(status == "KILLED" for status, _ in new), new
+
+    out = sh(["dvc", "repro"], repo).stdout  # retrains the sweep cleanly
+    assert "Running stage 'train@slow'" in out
+    runs = pd.read_csv(repo / "runs" / "slow" / "runs.csv")
+    assert len(runs) == 12 and runs["mlflow_run_id"].is_unique and 5 in set(runs["seed"])
+    latest = run_statuses(repo, "slow")[n_before + len(new) :]
+    parents = [s for s, parent in latest if not parent]
+    children = [s for s, parent in latest if parent]
+    assert parents == ["FINISHED"] and children == ["FINISHED"] * 12
