@@ -28,7 +28,7 @@ ui: setup  ## the MLflow UI on http://127.0.0.1:5000 (runs of every sweep)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 
 bench: setup  ## engines compared on the same mixed sweep (prints run-steps/s and ratio)
-	$(BIN)/python benchmarks/engines.py
+	PYTHONPATH=. $(BIN)/python benchmarks/engines.py
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
