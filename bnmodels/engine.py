@@ -135,7 +135,7 @@ class _Group:
         self.y_test = torch.stack([by_id[i].y_test for i in order]).to(**kw)
         self.data_idx = torch.tensor([uniq[id(d)] for d in datas], device=device)  # (R,)
 
-        # Weights: (R, in, out) and biases (R, 1, out), leaves of autograd.
+        # Weights: (R, in, out) and biases (R, 1, out).
         feats = datas[0].x_train.shape[1]
         per_run = [init(c, feats) for c in cfgs]
         self.weights, self.biases = [], []
@@ -149,12 +149,13 @@ class _Group:
         # run uses the state of its own position, the other one idles.
         w = self.width
         mom = torch.tensor([c.momentum for c in cfgs], **kw).view(R, 1, 1)
-        self.bn_mask = {}  # position -> (R, 1, 1) bool, only for positions some run uses
+        self.bn_mask = {}  # position -> (R, 1, 1) bool, or None when every run uses it
         self.bn_state = {}
         for pos in ("pre", "post"):
             if any(c.bn == pos for c in cfgs):
-                self.bn_mask[pos] = torch.tensor([c.bn == pos for c in cfgs],
-                                                 device=device).view(R, 1, 1)  # fmt: skip
+                on = [c.bn == pos for c in cfgs]
+                self.bn_mask[pos] = (None if all(on) else
+                                     torch.tensor(on, device=device).view(R, 1, 1))  # fmt: skip
                 self.bn_state[pos] = [
                     {
                         "weight": torch.ones(R, 1, w, **kw),
@@ -200,13 +201,15 @@ class _Group:
         y, cache = _bn_forward(z, self.bn_state[pos][layer], training)
         if tape is not None:
             tape.append(cache)
-        return torch.where(self.bn_mask[pos], y, z)
+        mask = self.bn_mask[pos]
+        return y if mask is None else torch.where(mask, y, z)
 
     def _bn_grad(self, g, layer: int, pos: str, cache: list):
         if pos not in self.bn_mask:
             return g
         gx = _bn_backward(g, self.bn_state[pos][layer], cache[0])
-        return torch.where(self.bn_mask[pos], gx, g)
+        mask = self.bn_mask[pos]
+        return gx if mask is None else torch.where(mask, gx, g)
 
     # Per-run products of tiny matrices (k, w <= a few units). On the CPU, batched BLAS;
     # on CUDA, cuBLAS's batched kernels are 5-8x slower at 100,000 runs than a
