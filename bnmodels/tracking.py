@@ -571,3 +571,121 @@ def sigterm_as_exit() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+# ---------------------------------------------------------------------------
+# Logging on the machine's other core. MLflow's SQL store spends ~40 ms of Python per
+# child run (its ORM handles every metric row), holding the GIL, so a thread beside the
+# training only takes turns with it. A forked process logs while the caller trains.
+
+
+def _transportable(result: RunResult):
+    """A small picklable copy of a result: its own arrays, not its group's tensors."""
+    import numpy as np
+
+    from bnmodels.train import RunResult
+
+    history = {k: np.asarray(v).copy() for k, v in result.history.items()}
+    return RunResult(result.config, history,
+                     bool(result.diverged),
+                     {k: v.detach().cpu().numpy().copy() for k, v in result.state_dict.items()},
+                     result.final)  # fmt: skip
+
+
+def _forked_worker(parent: SweepRun, in_features: dict, tasks, done) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    store = getattr(getattr(parent.client, "_tracking_client", None), "store", None)
+    if getattr(store, "engine", None) is not None:
+        store.engine.dispose(close=False)  # SQLAlchemy's rule after a fork: own connections
+
+    def term(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, term)
+    with contextlib.suppress(KeyboardInterrupt, SystemExit):  # Ctrl-C reaches us too
+        _serve(parent, in_features, tasks, done)
+
+
+def _serve(parent: SweepRun, in_features: dict, tasks, done) -> None:
+    import torch
+
+    while (chunk := tasks.get()) is not None:
+        for r in chunk:
+            r.state_dict = {k: torch.from_numpy(v) for k, v in r.state_dict.items()}
+        try:
+            done.put(parent.log_results(chunk, in_features))
+        except BaseException as e:  # the child run being logged is already marked
+            done.put(f"{type(e).__name__}: {e}")
+            raise
+
+
+class ForkedLogger:
+    """Logs child runs into an open parent run (`open_sweep_run`) from a forked process.
+
+    `submit(results)` queues them and returns at once; `poll()` returns how many runs
+    were logged since the last call; `close()` waits for the rest and returns
+    {run_key: child run id}. As a context manager it stops the worker on an exception
+    (SIGTERM: the worker marks its open child run KILLED).
+    """
+
+    def __init__(self, parent: SweepRun, in_features: Mapping[str, int], workers: int = 1):
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("fork")  # no re-import: starts in milliseconds
+        self.tasks, self.done = ctx.Queue(), ctx.Queue()
+        args = (parent, dict(in_features), self.tasks, self.done)
+        self.procs = [ctx.Process(target=_forked_worker, args=args, daemon=True,
+                                  name=f"mlflow-log-{i}") for i in range(workers)]  # fmt: skip
+        for p in self.procs:
+            p.start()
+        self.pending, self.run_ids = 0, {}
+
+    def submit(self, results: Sequence[RunResult]) -> None:
+        self.tasks.put([_transportable(r) for r in results])
+        self.pending += 1
+
+    def _collect(self, block: bool) -> int:
+        import queue
+
+        n = 0
+        while self.pending:
+            try:
+                got = self.done.get(timeout=1.0) if block else self.done.get_nowait()
+            except queue.Empty:
+                if not block:
+                    break
+                if not any(p.is_alive() for p in self.procs):
+                    raise TrackingError("the MLflow logging process died") from None
+                continue
+            if isinstance(got, str):
+                raise TrackingError(f"logging child runs failed: {got}")
+            self.pending -= 1
+            self.run_ids.update(got)
+            n += len(got)
+        return n
+
+    def poll(self) -> int:
+        return self._collect(block=False)
+
+    def close(self) -> dict[str, str]:
+        self._collect(block=True)
+        for _ in self.procs:
+            self.tasks.put(None)
+        for p in self.procs:
+            p.join(timeout=60)
+        return self.run_ids
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        alive = [p for p in self.procs if p.is_alive()]
+        if alive and exc_type is None:
+            self.close()
+        elif alive:
+            for p in alive:
+                p.terminate()
+            for p in alive:
+                p.join(timeout=30)

@@ -321,3 +321,25 @@ def test_importing_tracking_does_not_import_mlflow_or_torch():
     code = "import sys, bnmodels.tracking; print('mlflow' in sys.modules, 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_a_forked_logger_logs_the_same_runs_as_logging_in_process(tmp_path, results):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracking.ensure_store(uri)
+    with tracking.open_sweep_run("forked", uri=uri, tags=TAGS) as parent:
+        with tracking.ForkedLogger(parent, IN_FEATURES) as logger:
+            logger.submit(results[:2])
+            logger.submit(results[2:])
+            run_ids = logger.close()
+    client = MlflowClient(uri)
+    assert set(run_ids) == {r.config.run_key for r in results}
+    for r in results:
+        run = client.get_run(run_ids[r.config.run_key])
+        assert run.data.tags["mlflow.parentRunId"] == parent.run_id
+        assert run.info.status == ("FAILED" if r.diverged else "FINISHED")
+        assert run.data.metrics["train_mse"] == pytest.approx(
+            float(r.history["train_mse"][~np.isnan(r.history["train_mse"])][-1]), rel=1e-12
+        )
+    model = tracking.load_run_model(run_ids[results[0].config.run_key], uri)
+    for k, v in results[0].state_dict.items():
+        assert torch.equal(model.state_dict()[k], v)
