@@ -1,5 +1,7 @@
 # The two commands of the README: `make run` (set up, then run the pipeline) and
 # `make test` (set up, then run the tests). Everything installs into .venv, pinned.
+# bash, for its `time` keyword (dash would need a separate /usr/bin/time)
+SHELL := bash
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 PYTHON ?= python3

@@ -71,19 +71,31 @@ def main(sweep: str, plan_file: str, processed: str, out: str, params_file: str)
             bars["log"].update(logger.poll())
 
         results = train_sweep(runs, splits, execution, on_results=log)
+        history = history_frame(results)
+        # While the logger finishes: the sweep's curves, on the parent run.
+        parent.log_figures(sweep_figures(sweep, results, history, plan["axes"]))
         run_ids = logger.close()
         bars["log"].update(len(run_ids) - bars["log"].n)
     for bar in bars.values():
         bar.close()
-    write(sweep, results, run_ids, out)
+    write(sweep, results, history, run_ids, out)
 
 
-def write(sweep: str, results, run_ids: dict[str, str], out: str) -> None:
+def sweep_figures(sweep: str, results, history, axes: dict) -> dict:
+    """The report's train and test curves of this sweep (mean and spread over seeds)."""
+    from bnmodels.report import SweepData, build_report
+
+    data = SweepData(runs_frame(results), history, {}, axes)
+    figures = build_report({sweep: data}).figures  # drawn lazily: only these are drawn
+    return {n.removesuffix(".png"): figures[n] for n in figures if "_curves" in n}
+
+
+def write(sweep: str, results, history, run_ids: dict[str, str], out: str) -> None:
     """runs.csv, history.csv and diagnostics.json, replacing the folder all at once."""
     diagnostics = {r.config.run_key: r.final for r in results}
     replace_dir(out, {
         "runs.csv": runs_frame(results, run_ids).to_csv(index=False),
-        "history.csv": history_frame(results).to_csv(index=False),
+        "history.csv": history.to_csv(index=False),
         "diagnostics.json": json.dumps(diagnostics, sort_keys=True) + "\n",
     })  # fmt: skip
     n_div = sum(r.diverged for r in results)

@@ -103,6 +103,18 @@ def test_a_logged_model_loads_and_reproduces_its_final_test_mse(repo):
     assert mse == pytest.approx(row.final_test_mse, rel=1e-6)
 
 
+def test_each_sweep_execution_has_a_parent_run_with_the_sweeps_curves(repo):
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    run_id = pd.read_csv(repo / "runs" / "alpha" / "runs.csv")["mlflow_run_id"].iloc[0]
+    parent = client.get_run(client.get_run(run_id).data.tags["mlflow.parentRunId"])
+    assert parent.info.status == "FINISHED" and parent.data.tags["sweep"] == "alpha"
+    assert parent.data.tags["dvc_stage"] == "train@alpha"
+    names = [a.path for a in client.list_artifacts(parent.info.run_id, "figures")]
+    assert "figures/alpha_test_curves.png" in names, names
+
+
 def test_reports_are_written(repo):
     assert (repo / "reports" / "report.md").read_text().count("alpha") >= 1
     assert (repo / "reports" / "metrics.json").exists()
