@@ -630,14 +630,15 @@ class ForkedLogger:
     (SIGTERM: the worker marks its open child run KILLED).
     """
 
-    def __init__(self, parent: SweepRun, in_features: Mapping[str, int], workers: int = 1):
+    def __init__(self, parent: SweepRun, in_features: Mapping[str, int]):
         import multiprocessing
 
         ctx = multiprocessing.get_context("fork")  # no re-import: starts in milliseconds
         self.tasks, self.done = ctx.Queue(), ctx.Queue()
         args = (parent, dict(in_features), self.tasks, self.done)
+        # One worker: a second one measured no faster (SQLite serializes the writes).
         self.procs = [ctx.Process(target=_forked_worker, args=args, daemon=True,
-                                  name=f"mlflow-log-{i}") for i in range(workers)]  # fmt: skip
+                                  name="mlflow-log")]  # fmt: skip
         for p in self.procs:
             p.start()
         self.pending, self.run_ids = 0, {}
