@@ -1,0 +1,81 @@
+"""What a user waits for: the train stage of a ~400-run sweep, start-up and MLflow logging
+included, against training the same runs one by one with the reference engine (training
+alone, no logging). Both are measured in this one invocation.
+
+    PYTHONPATH=. python benchmarks/stage_vs_reference.py            # reference on 1 seed
+    PYTHONPATH=. python benchmarks/stage_vs_reference.py --full     # reference on all runs
+
+By default the reference engine trains one seed of each of the 27 configurations (its
+cost per run does not depend on the seed) and the total is scaled by the seed count.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+import torch
+
+from bnmodels.sweep import load_plan_data, plan_runs
+from bnmodels.train import train_reference
+
+ROOT = Path(__file__).resolve().parents[1]
+SEEDS = list(range(1, 16))
+PARAMS = f"""\
+datasets:
+  quad2: {{num_examples: 1000, w: [2, -1], bias: false, delta: 0.01, deg: 2, seed: 420,
+          train_fraction: 0.7}}
+defaults: {{dataset: quad2, normalization: none, activation: sigmoid, bn: none, depth: 1,
+           width: 4, init: default, momentum: 0.1, batch_size: 10, lr: 0.03, epochs: 40,
+           seed: 24}}
+sweeps:
+  big: {{activation: [sigmoid, tanh, relu], bn: [none, pre, post], depth: [1, 2, 3],
+        seed: {SEEDS}}}
+"""
+
+
+@click.command()
+@click.option("--full", is_flag=True, help="train every run with the reference engine")
+def main(full: bool):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        for name in ("bnmodels", "stages"):
+            shutil.copytree(ROOT / name, d / name, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copy(ROOT / "dvc.yaml", d)
+        (d / "params.yaml").write_text(PARAMS)
+        for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "repro", "-q", "plan"]):
+            subprocess.run(cmd, cwd=d, env=env, check=True, capture_output=True)
+        stage = [sys.executable, "stages/train.py", "big", "--plan", "data/plans/big.json",
+                 "--processed", "data/processed", "--out", "runs/big"]  # fmt: skip
+        t = time.perf_counter()
+        subprocess.run(stage, cwd=d, env=env, check=True, capture_output=True)
+        t_stage = time.perf_counter() - t
+
+        plan = json.loads((d / "data/plans/big.json").read_text())
+        runs = plan_runs(plan)
+        splits = load_plan_data(plan, d / "data/processed")
+        sample = runs if full else [r for r in runs if r.seed == SEEDS[0]]
+        torch.set_num_threads(1)
+        t = time.perf_counter()
+        for r in sample:
+            train_reference(r, splits[(r.dataset, r.normalization)])
+        t_ref = (time.perf_counter() - t) * len(runs) / len(sample)
+
+    how = "all runs" if full else f"{len(sample)} runs (one seed each), x{len(runs) // len(sample)}"
+    click.echo(
+        f"{len(runs)} runs, 40 epochs, batch 10\n"
+        f"  train stage (process, batched engine, MLflow logging): {t_stage:7.1f} s\n"
+        f"  reference engine, training alone ({how}):  {t_ref:7.1f} s\n"
+        f"  ratio: {t_ref / t_stage:.1f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()
