@@ -17,11 +17,12 @@ def clean_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from bnmodels.sweep import StageError
         from bnmodels.tracking import TrackingError
 
         try:
             return fn(*args, **kwargs)
-        except (ParamsError, TrackingError) as e:
+        except (ParamsError, TrackingError, StageError) as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(2)
 

@@ -191,7 +191,12 @@ def _is_int(v):
 
 
 def _is_num(v):
-    return (isinstance(v, int | float)) and not isinstance(v, bool) and math.isfinite(v)
+    if not isinstance(v, int | float) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an integer too large for a float
+        return False
 
 
 def _choice(options):
@@ -203,7 +208,7 @@ def _int_at_least(lo):
 
 
 def _name(v):
-    return None if isinstance(v, str) and NAME_RE.match(v) else "a name of letters, digits, _ -"
+    return None if isinstance(v, str) and NAME_RE.fullmatch(v) else "a name of letters, digits, _ -"
 
 
 def _lr(v):
@@ -277,8 +282,8 @@ DATASET_KEYS = ("num_examples", "w", "bias", "delta", "deg", "seed", "train_frac
 def _dataset(name: str, d: Any, err: _Errors) -> DatasetSpec | None:
     p = f"datasets.{name}"
     n0 = len(err.items)
-    if not NAME_RE.match(str(name)):
-        err.add(p, name, "a data set name of letters, digits, _ -")
+    if not (isinstance(name, str) and NAME_RE.fullmatch(name)):
+        err.add(p, name, "a data set name of letters, digits, _ - (quote a number)")
     if not isinstance(d, dict):
         err.add(p, d, "a mapping of " + ", ".join(DATASET_KEYS[:7]))
         return None
@@ -362,7 +367,7 @@ def validate(raw: Any, file: str = "params.yaml") -> Params:
 
     datasets = {}
     for name, d in (_section(raw, "datasets", err) or {}).items():
-        if (spec := _dataset(str(name), d, err)) is not None:
+        if (spec := _dataset(name, d, err)) is not None:
             datasets[str(name)] = spec
     raw_ds = raw.get("datasets")
     known_ds = set(datasets) | ({str(n) for n in raw_ds} if isinstance(raw_ds, dict) else set())
@@ -395,7 +400,7 @@ def validate(raw: Any, file: str = "params.yaml") -> Params:
     sweeps = {}
     for sname, s in (_section(raw, "sweeps", err) or {}).items():
         sname, p = str(sname), f"sweeps.{sname}"
-        if not NAME_RE.match(sname):
+        if not NAME_RE.fullmatch(sname):
             err.add(p, sname, "a sweep name of letters, digits, _ -")
             continue
         if s is None:

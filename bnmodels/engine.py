@@ -377,8 +377,8 @@ def train_group(cfgs: Sequence[RunConfig], datas: Sequence[Split], device="cpu",
         hist["train_mse"][:, epoch] = train_mse
         hist["test_mse"][:, epoch] = test_mse
         for j, (w, gw) in enumerate(zip(g.weights, last_grads, strict=True), start=1):
-            hist[f"weight_std_l{j}"][:, epoch] = w.flatten(1).std(dim=1)
-            hist[f"grad_std_l{j}"][:, epoch] = gw.flatten(1).std(dim=1)
+            hist[f"weight_std_l{j}"][:, epoch] = _spread(w)
+            hist[f"grad_std_l{j}"][:, epoch] = _spread(gw)
         dead = torch.cat([(a <= 0).all(dim=1) for a in acts], dim=1)  # (R, depth*w)
         frac = dead.to(dtype).mean(dim=1)
         hist["dead_fraction"][:, epoch] = torch.where(g.relu_runs, frac, math.nan)
@@ -392,6 +392,13 @@ def train_group(cfgs: Sequence[RunConfig], datas: Sequence[Split], device="cpu",
     out = [BatchedRunResult(c, res, r) for r, c in enumerate(cfgs)]
     clock("results")
     return out
+
+
+def _spread(t):
+    """Per-run std of a stacked (R, in, out) tensor; 0 for a single entry, like the
+    reference engine (an unbiased std of one value is NaN)."""
+    flat = t.flatten(1)
+    return flat.std(dim=1) if flat.shape[1] > 1 else torch.zeros_like(flat[:, 0])
 
 
 class _Clock:

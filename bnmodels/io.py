@@ -49,11 +49,19 @@ def replace_dir(path: str | Path, files: dict[str, str | bytes]) -> None:
     try:
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 is not what a user expects
         for name, data in files.items():
-            (tmp / name).write_bytes(data.encode() if isinstance(data, str) else data)
+            with open(tmp / name, "wb") as f:
+                f.write(data.encode() if isinstance(data, str) else data)
+                f.flush()
+                os.fsync(f.fileno())
         if path.exists():
             shutil.rmtree(old, ignore_errors=True)
             os.replace(path, old)
         os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)  # make the renames durable too
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
         shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

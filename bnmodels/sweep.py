@@ -72,14 +72,19 @@ def plan_runs(plan: dict) -> list[RunConfig]:
     return [RunConfig(**r) for r in plan["runs"]]
 
 
+class StageError(RuntimeError):
+    """A stage cannot run as asked (stale data, a missing device); says why and what to do."""
+
+
 def load_plan_data(plan: dict, processed: Path) -> dict[tuple[str, str], Split]:
     """The splits a plan names, checked against the hashes it recorded."""
     out = {}
     for pair, md5 in plan["data_md5"].items():
         ds, norm = pair.split("/")
         f = data_file(processed, ds, norm)
-        if _md5(f) != md5:
-            raise RuntimeError(f"{f} changed since the plan was made; run `dvc repro` again")
+        if not f.exists() or _md5(f) != md5:
+            raise StageError(f"{f} is missing or changed since the plan was made; "
+                             "run `dvc repro` (not a single stage) again")  # fmt: skip
         out[(ds, norm)] = load_split(f)
     return out
 
@@ -88,7 +93,8 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("execution.device is cuda, but torch sees no CUDA device")
+        raise StageError("params.yaml: execution.device is 'cuda', but torch sees no CUDA "
+                         "device; use 'auto' or 'cpu'")  # fmt: skip
     return device
 
 

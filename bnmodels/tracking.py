@@ -641,7 +641,7 @@ class ForkedLogger:
                                   name="mlflow-log")]  # fmt: skip
         for p in self.procs:
             p.start()
-        self.pending, self.run_ids = 0, {}
+        self.pending, self.run_ids, self.abandoned = 0, {}, False
 
     def submit(self, results: Sequence[RunResult]) -> None:
         self.tasks.put([_transportable(r) for r in results])
@@ -658,9 +658,11 @@ class ForkedLogger:
                 if not block:
                     break
                 if not any(p.is_alive() for p in self.procs):
+                    self._abandon()
                     raise TrackingError("the MLflow logging process died") from None
                 continue
             if isinstance(got, str):
+                self._abandon()
                 raise TrackingError(f"logging child runs failed: {got}")
             self.pending -= 1
             self.run_ids.update(got)
@@ -668,7 +670,18 @@ class ForkedLogger:
         return n
 
     def poll(self) -> int:
-        return self._collect(block=False)
+        n = self._collect(block=False)
+        if self.pending and not any(p.is_alive() for p in self.procs):
+            n += self._collect(block=True)  # its last answers, then the error
+        return n
+
+    def _abandon(self) -> None:
+        """Give up on queued chunks: a queue's feeder thread blocked on a full pipe that
+        nobody reads would otherwise keep this process from ever exiting."""
+        if not self.abandoned:
+            self.abandoned = True
+            self.tasks.cancel_join_thread()
+            self.tasks.close()
 
     def close(self) -> dict[str, str]:
         self._collect(block=True)
@@ -685,7 +698,8 @@ class ForkedLogger:
         alive = [p for p in self.procs if p.is_alive()]
         if alive and exc_type is None:
             self.close()
-        elif alive:
+        elif exc_type is not None:
+            self._abandon()
             for p in alive:
                 p.terminate()
             for p in alive:

@@ -21,7 +21,7 @@ from bnmodels.cli import clean_errors
 from bnmodels.config import load_params
 from bnmodels.io import replace_dir
 from bnmodels.results import history_frame, runs_frame
-from bnmodels.sweep import load_plan_data, plan_hash, plan_runs, train_sweep
+from bnmodels.sweep import load_plan_data, plan_hash, plan_runs, resolve_device, train_sweep
 
 LOG_CHUNK = 32  # runs per logging task: an interruption waits for at most one chunk
 
@@ -44,6 +44,7 @@ def git_commit() -> str:
 @clean_errors
 def main(sweep: str, plan_file: str, processed: str, out: str, params_file: str):
     execution = load_params(params_file).execution
+    resolve_device(execution.device)  # before any MLflow run opens
     plan = json.loads(Path(plan_file).read_text())
     runs = plan_runs(plan)
     splits = load_plan_data(plan, Path(processed))

@@ -236,3 +236,15 @@ def test_cuda_run_alone_and_among_others_is_bit_for_bit_the_same(split):
     together = train_group(pool, [split] * len(pool), device="cuda")
     for k in (0, len(pool) // 2, len(pool) - 1):
         _same_bits(train_group([pool[k]], [split], device="cuda")[0], together[k])
+
+
+def test_width_one_and_a_full_batch_match_the_reference_including_spreads(split):
+    """One hidden unit: a layer's weight spread is over one value (0, not NaN)."""
+    cfgs = [cfg(width=1, bn=b, epochs=4) for b in ("none", "pre", "post")]
+    cfgs.append(cfg(batch_size=split.x_train.shape[0], bn="pre", epochs=4))
+    for c in cfgs:
+        b = train_runs([c], [split], dtype=torch.float64)[0]
+        r = train_reference(c, split, dtype=torch.float64)
+        for col, ref_values in r.history.items():
+            np.testing.assert_allclose(b.history[col], ref_values, rtol=1e-8, atol=1e-12,
+                                       err_msg=f"{c.run_key} {col}")  # fmt: skip

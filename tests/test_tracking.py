@@ -343,3 +343,29 @@ def test_a_forked_logger_logs_the_same_runs_as_logging_in_process(tmp_path, resu
     model = tracking.load_run_model(run_ids[results[0].config.run_key], uri)
     for k, v in results[0].state_dict.items():
         assert torch.equal(model.state_dict()[k], v)
+
+
+HANG_SCRIPT = """
+import sys
+from bnmodels import tracking
+from mlflow import MlflowClient
+import test_tracking as T
+uri = sys.argv[1]
+tracking.ensure_store(uri)
+results = T.results.__wrapped__(T.split.__wrapped__()) * 40  # ~1 MB of queued chunks
+bogus = tracking.SweepRun(MlflowClient(uri), "s", "999999", "0" * 32, {})
+with tracking.ForkedLogger(bogus, T.IN_FEATURES) as logger:
+    for i in range(0, len(results), 32):
+        logger.submit(results[i : i + 32])
+    logger.close()
+"""
+
+
+def test_a_failing_logger_raises_and_the_process_still_exits(tmp_path):
+    """The worker fails on its first chunk while ~1 MB of chunks wait in the queue: the
+    caller must get a TrackingError and exit, not hang on the queue's feeder thread."""
+    p = subprocess.run([sys.executable, "-c", HANG_SCRIPT, f"sqlite:///{tmp_path}/m.db"],
+                       cwd=Path(__file__).parent, capture_output=True, text=True,
+                       timeout=120)  # fmt: skip
+    assert p.returncode != 0
+    assert "TrackingError" in p.stderr and "logging child runs failed" in p.stderr
