@@ -26,7 +26,7 @@ test: setup  ## set up and run the tests
 	$(BIN)/python -m pytest
 
 ui: setup  ## the MLflow UI on http://127.0.0.1:5000 (runs of every sweep)
-	$(BIN)/python -m bnmodels.cli links
+	$(BIN)/bnmodels links
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 
 bench: setup  ## engines compared on the same mixed sweep (prints run-steps/s and ratio)

@@ -23,7 +23,8 @@ import torch
 from bnmodels.config import DatasetSpec, RunConfig
 from bnmodels.data import generate
 from bnmodels.engine import train_runs
-from bnmodels.train import batch_slices, train_reference
+from bnmodels.run import batch_slices
+from bnmodels.train import train_reference
 
 
 def mixed_sweep(n_runs: int, epochs: int, depth: int, batch_size: int) -> list[RunConfig]:

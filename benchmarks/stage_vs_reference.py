@@ -21,7 +21,7 @@ from pathlib import Path
 import click
 import torch
 
-from bnmodels.sweep import load_plan_data, plan_runs
+from bnmodels.plan import load_plan_data, plan_runs
 from bnmodels.train import train_reference
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,37 +1,16 @@
-"""Command-line helpers: clean error messages for the stage scripts, and `links`."""
+"""The `bnmodels` command: links to each sweep's runs in the MLflow UI, and the version."""
 
 from __future__ import annotations
 
-import functools
-import sys
 from pathlib import Path
 
 import click
 
-from bnmodels.config import ParamsError
-
-
-def clean_errors(fn):
-    """Expected failures (bad params, impossible data, an unusable tracking store) exit 2
-    with their message and no traceback; anything else is a bug and keeps its traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from bnmodels.sweep import StageError
-        from bnmodels.tracking import TrackingError
-
-        try:
-            return fn(*args, **kwargs)
-        except (ParamsError, TrackingError, StageError) as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(2)
-
-    return wrapper
-
 
 @click.group()
+@click.version_option(package_name="bnmodels")
 def main():
-    """bnmodels helpers."""
+    """Batch Normalization experiments, tracked (run the pipeline with `dvc repro`)."""
 
 
 @main.command()

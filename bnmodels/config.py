@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from bnmodels.errors import ParamsError
+
 NORMALIZATIONS = ("none", "zscore", "minmax")
 ACTIVATIONS = ("sigmoid", "relu", "tanh")
 BN_MODES = ("none", "pre", "post")
@@ -28,16 +30,6 @@ CONFIG_KEYS = (
     "momentum", "batch_size", "lr", "epochs", "seed",
 )  # fmt: skip
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # also a file and DVC key name
-
-
-class ParamsError(ValueError):
-    """Every problem found in a params file, one readable line each."""
-
-    def __init__(self, errors: list[str]):
-        self.errors = errors
-        n = len(errors)
-        head = f"{n} problem{'s' if n > 1 else ''} in the parameters:"
-        super().__init__("\n".join([head, *(f"  - {e}" for e in errors)]))
 
 
 @dataclass(frozen=True)

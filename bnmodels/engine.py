@@ -31,7 +31,7 @@ import torch
 from bnmodels.config import RunConfig
 from bnmodels.data import Split
 from bnmodels.model import build_model
-from bnmodels.train import RunMetrics, RunResult, batch_slices, history_columns
+from bnmodels.run import RunMetrics, RunResult, batch_slices, history_columns
 
 BN_EPS = 1e-5
 # CPU elementwise kernels compute full SIMD chunks (up to 2 x 16 floats with AVX-512) with

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from bnmodels.config import CONFIG_KEYS
-from bnmodels.train import RunResult
+from bnmodels.run import RunResult
 
 RUN_COLUMNS = [*CONFIG_KEYS, "run_key", "mlflow_run_id", "final_train_mse", "final_test_mse",
                "best_test_mse", "diverged"]  # fmt: skip

@@ -50,12 +50,13 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from bnmodels.config import CONFIG_KEYS, RunConfig
+from bnmodels.errors import TrackingError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from mlflow import MlflowClient
 
-    from bnmodels.train import RunResult
+    from bnmodels.run import RunResult
 
 EXPERIMENT_PREFIX = "bnmodels/"
 ARTIFACT_DIR = "mlartifacts"  # next to a SQLite store, like `mlflow server`'s default
@@ -64,10 +65,6 @@ DIAGNOSTICS_FILE = "diagnostics.json"
 # The UI picks the experiment page's view from this tag ("Machine learning" in its menu).
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 LOCK_TIMEOUT_S = 300.0
-
-
-class TrackingError(RuntimeError):
-    """The tracking store cannot be used or a logged run is incomplete; says which and why."""
 
 
 # ---------------------------------------------------------------------------
@@ -583,7 +580,7 @@ def _transportable(result: RunResult):
     """A small picklable copy of a result: its own arrays, not its group's tensors."""
     import numpy as np
 
-    from bnmodels.train import RunResult
+    from bnmodels.run import RunResult
 
     history = {k: np.asarray(v).copy() for k, v in result.history.items()}
     return RunResult(result.config, history,

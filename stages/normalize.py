@@ -9,7 +9,7 @@ import click
 from bnmodels.config import NORMALIZATIONS
 from bnmodels.data import NormalizationError, load_split, normalize, save_split
 from bnmodels.io import atomic_write_text
-from bnmodels.sweep import data_file, error_file
+from bnmodels.layout import data_file, error_file
 
 
 @click.command()

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import click
 
-from bnmodels.cli import clean_errors
 from bnmodels.config import load_params
+from bnmodels.errors import clean_errors
 from bnmodels.io import atomic_write_text
-from bnmodels.sweep import make_plans, plan_text
+from bnmodels.plan import make_plans, plan_text
 
 
 @click.command()

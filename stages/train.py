@@ -17,11 +17,12 @@ import click
 from tqdm import tqdm
 
 from bnmodels import tracking
-from bnmodels.cli import clean_errors
 from bnmodels.config import load_params
+from bnmodels.errors import clean_errors
 from bnmodels.io import replace_dir
+from bnmodels.plan import load_plan_data, plan_hash, plan_runs
 from bnmodels.results import history_frame, runs_frame
-from bnmodels.sweep import load_plan_data, plan_hash, plan_runs, resolve_device, train_sweep
+from bnmodels.sweep import resolve_device, train_sweep
 
 LOG_CHUNK = 32  # runs per logging task: an interruption waits for at most one chunk
 
