@@ -29,14 +29,23 @@ from bnmodels.train import train_reference
 
 def mixed_sweep(n_runs: int, epochs: int, depth: int, batch_size: int) -> list[RunConfig]:
     """Every activation x BN mode x init x lr x momentum, then seeds until n_runs."""
-    shapes = list(itertools.product(["sigmoid", "tanh", "relu"], ["none", "pre", "post"],
-                                    ["default", "xavier"], [0.01, 0.03, 0.1],
-                                    [0.1, 0.5]))  # fmt: skip
+    shapes = list(
+        itertools.product(
+            ["sigmoid", "tanh", "relu"],
+            ["none", "pre", "post"],
+            ["default", "xavier"],
+            [0.01, 0.03, 0.1],
+            [0.1, 0.5],
+        )
+    )
     runs = []
     for seed in itertools.count(24):
         for act, bn, init, lr, mom in shapes:
-            runs.append(RunConfig("quad2", "none", act, bn, depth, 4, init, mom, batch_size, lr,
-                                  epochs, seed))  # fmt: skip
+            runs.append(
+                RunConfig(
+                    "quad2", "none", act, bn, depth, 4, init, mom, batch_size, lr, epochs, seed
+                )
+            )
             if len(runs) == n_runs:
                 return runs
     raise AssertionError
@@ -53,22 +62,33 @@ def run_steps(runs, n_train) -> int:
 @click.option("--batch-size", default=10, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--threads", default=1, show_default=True)
-@click.option("--reference-runs", default=None, type=int, help="train only this many runs "
-              "with the reference engine (default: all)")  # fmt: skip
+@click.option(
+    "--reference-runs",
+    default=None,
+    type=int,
+    help="train only this many runs with the reference engine (default: all)",
+)
 @click.option("--graphs/--no-graphs", default=True, help="CUDA graphs on cuda")
 def main(n_runs, epochs, depth, batch_size, device, threads, reference_runs, graphs):
     torch.set_num_threads(threads)
-    spec = DatasetSpec("quad2", 1000, (2.0, -1.0), False, 0.01, 2, 420, 0.7, (1.0, 1.0),
-                       (0.0, 0.0))  # fmt: skip
+    spec = DatasetSpec("quad2", 1000, (2.0, -1.0), False, 0.01, 2, 420, 0.7, (1.0, 1.0), (0.0, 0.0))
     split = generate(spec)
     n_train = split.x_train.shape[0]
     runs = mixed_sweep(n_runs, epochs, depth, batch_size)
     ref_runs = runs[: reference_runs or len(runs)]
 
-    out = {"device": torch.cuda.get_device_name() if device == "cuda" else platform.processor()
-           or platform.machine(), "torch": torch.__version__, "threads": threads,
-           "runs": len(runs), "epochs": epochs, "depth": depth, "batch_size": batch_size,
-           "cuda_graphs": graphs if device == "cuda" else None}  # fmt: skip
+    out = {
+        "device": torch.cuda.get_device_name()
+        if device == "cuda"
+        else platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "threads": threads,
+        "runs": len(runs),
+        "epochs": epochs,
+        "depth": depth,
+        "batch_size": batch_size,
+        "cuda_graphs": graphs if device == "cuda" else None,
+    }
 
     t = time.perf_counter()
     for r in ref_runs:
@@ -90,8 +110,14 @@ def main(n_runs, epochs, depth, batch_size, device, threads, reference_runs, gra
     init = engine._Init()
     timings: dict = {}
     for idx in groups.values():
-        engine.train_group([runs[i] for i in idx], [split] * len(idx), device, init=init,
-                           timings=timings, **engine_kw)  # fmt: skip
+        engine.train_group(
+            [runs[i] for i in idx],
+            [split] * len(idx),
+            device,
+            init=init,
+            timings=timings,
+            **engine_kw,
+        )
     if device == "cuda":
         torch.cuda.synchronize()
     t_b = time.perf_counter() - t

@@ -26,9 +26,19 @@ DTYPES = ("float32", "float64")
 
 # Column order of runs.csv and of every configuration dump (SPEC 5).
 CONFIG_KEYS = (
-    "dataset", "normalization", "activation", "bn", "depth", "width", "init",
-    "momentum", "batch_size", "lr", "epochs", "seed",
-)  # fmt: skip
+    "dataset",
+    "normalization",
+    "activation",
+    "bn",
+    "depth",
+    "width",
+    "init",
+    "momentum",
+    "batch_size",
+    "lr",
+    "epochs",
+    "seed",
+)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # also a file and DVC key name
 
 
@@ -263,12 +273,23 @@ def _section(raw: dict, key: str, err: _Errors, required=True) -> dict | None:
 def _unknown(d: dict, allowed, path: str, err: _Errors):
     for k in d:
         if k not in allowed:
-            err.raw(f"{path}.{k}" if path else str(k),
-                    f"unknown key; expected one of {', '.join(allowed)}")  # fmt: skip
+            err.raw(
+                f"{path}.{k}" if path else str(k),
+                f"unknown key; expected one of {', '.join(allowed)}",
+            )
 
 
-DATASET_KEYS = ("num_examples", "w", "bias", "delta", "deg", "seed", "train_fraction",
-                "feature_scale", "feature_shift")  # fmt: skip
+DATASET_KEYS = (
+    "num_examples",
+    "w",
+    "bias",
+    "delta",
+    "deg",
+    "seed",
+    "train_fraction",
+    "feature_scale",
+    "feature_shift",
+)
 
 
 def _dataset(name: str, d: Any, err: _Errors) -> DatasetSpec | None:
@@ -286,14 +307,17 @@ def _dataset(name: str, d: Any, err: _Errors) -> DatasetSpec | None:
     g = d.get
     checks = {
         "num_examples": _int_at_least(3),
-        "w": lambda v: None if isinstance(v, list) and v and all(map(_is_num, v))
-        else "a non-empty list of finite numbers",
+        "w": lambda v: (
+            None
+            if isinstance(v, list) and v and all(map(_is_num, v))
+            else "a non-empty list of finite numbers"
+        ),
         "bias": lambda v: None if isinstance(v, bool) else "true or false",
         "delta": lambda v: None if _is_num(v) and v >= 0 else "a finite number >= 0",
         "deg": _int_at_least(1),
         "seed": _seed,
         "train_fraction": lambda v: None if _is_num(v) and 0 < v < 1 else "a number in (0, 1)",
-    }  # fmt: skip
+    }
     for k, check in checks.items():
         if k in d and (allowed := check(d[k])):
             err.add(f"{p}.{k}", d[k], allowed)
@@ -314,16 +338,25 @@ def _dataset(name: str, d: Any, err: _Errors) -> DatasetSpec | None:
         per_feature[k] = tuple(float(x) for x in v) if isinstance(v, list) else ()
     n_train = int(d["num_examples"] * d["train_fraction"])
     if n_train < 2 or d["num_examples"] - n_train < 1:
-        err.raw(p, f"num_examples {d['num_examples']} x train_fraction {d['train_fraction']} "
-                   f"leaves {n_train} train and {d['num_examples'] - n_train} test rows; "
-                   "need at least 2 and 1")  # fmt: skip
+        err.raw(
+            p,
+            f"num_examples {d['num_examples']} x train_fraction {d['train_fraction']} "
+            f"leaves {n_train} train and {d['num_examples'] - n_train} test rows; "
+            "need at least 2 and 1",
+        )
     if len(err.items) > n0:
         return None
     return DatasetSpec(
-        name=name, num_examples=d["num_examples"], w=tuple(float(x) for x in d["w"]),
-        bias=d["bias"], delta=float(d["delta"]), deg=d["deg"], seed=d["seed"],
-        train_fraction=float(d["train_fraction"]), **per_feature,
-    )  # fmt: skip
+        name=name,
+        num_examples=d["num_examples"],
+        w=tuple(float(x) for x in d["w"]),
+        bias=d["bias"],
+        delta=float(d["delta"]),
+        deg=d["deg"],
+        seed=d["seed"],
+        train_fraction=float(d["train_fraction"]),
+        **per_feature,
+    )
 
 
 def _coerce(key: str, v: Any) -> Any:
@@ -338,8 +371,13 @@ def _execution(d: Any, err: _Errors) -> Execution:
         return Execution()
     names = [f.name for f in fields(Execution)]
     _unknown(d, names, "execution", err)
-    checks = {"engine": _choice(ENGINES), "device": _choice(DEVICES), "threads": _int_at_least(1),
-              "dtype": _choice(DTYPES), "max_runs": _int_at_least(1)}  # fmt: skip
+    checks = {
+        "engine": _choice(ENGINES),
+        "device": _choice(DEVICES),
+        "threads": _int_at_least(1),
+        "dtype": _choice(DTYPES),
+        "max_runs": _int_at_least(1),
+    }
     ok = {}
     for k, v in d.items():
         if k in checks:
@@ -416,9 +454,11 @@ def validate(raw: Any, file: str = "params.yaml") -> Params:
                 seen = []  # a list: a bad value may be unhashable
                 for i, x in enumerate(v):
                     if _coerce(k, x) in seen:
-                        err.raw(f"{p}.{k}[{i}]",
-                                f"{_show(x)} repeats an earlier value of the axis "
-                                "(equal configurations are the same run)")  # fmt: skip
+                        err.raw(
+                            f"{p}.{k}[{i}]",
+                            f"{_show(x)} repeats an earlier value of the axis "
+                            "(equal configurations are the same run)",
+                        )
                         ok = False
                     seen.append(_coerce(k, x))
                 axes[k] = tuple(_coerce(k, x) for x in v)
@@ -429,8 +469,11 @@ def validate(raw: Any, file: str = "params.yaml") -> Params:
             continue
         size = math.prod(len(v) for v in axes.values())
         if size > execution.max_runs:
-            err.raw(p, f"expands to {size:,} runs, more than execution.max_runs = "
-                       f"{execution.max_runs:,}; shorten an axis or raise the limit")  # fmt: skip
+            err.raw(
+                p,
+                f"expands to {size:,} runs, more than execution.max_runs = "
+                f"{execution.max_runs:,}; shorten an axis or raise the limit",
+            )
             continue
         base = {**defaults.as_dict(), **fixed}
         runs = tuple(
@@ -447,18 +490,22 @@ def validate(raw: Any, file: str = "params.yaml") -> Params:
         # defaults' own data set is reported once, at defaults.batch_size.
         where = "batch_size" if "batch_size" in s else "dataset" if "dataset" in s else None
         for (bs, dsn), n_train in sorted(bad_bs.items()) if where else ():
-            err.raw(f"{p}.{where}",
-                    f"{bs} is larger than the {n_train} train rows of data set {dsn!r}; "
-                    f"expected 2 <= batch_size <= {n_train}")  # fmt: skip
+            err.raw(
+                f"{p}.{where}",
+                f"{bs} is larger than the {n_train} train rows of data set {dsn!r}; "
+                f"expected 2 <= batch_size <= {n_train}",
+            )
         if not bad_bs:
             sweeps[sname] = Sweep(name=sname, axes=axes, runs=runs)
 
     if defaults is not None and defaults.dataset in datasets:
         n_train = datasets[defaults.dataset].n_train
         if defaults.batch_size > n_train:
-            err.raw("defaults.batch_size",
-                    f"{defaults.batch_size} is larger than the {n_train} train rows of data set "
-                    f"{defaults.dataset!r}")  # fmt: skip
+            err.raw(
+                "defaults.batch_size",
+                f"{defaults.batch_size} is larger than the {n_train} train rows of data set "
+                f"{defaults.dataset!r}",
+            )
     if err.items:
         raise ParamsError(err.items)
     return Params(datasets=datasets, defaults=defaults, sweeps=sweeps, execution=execution)

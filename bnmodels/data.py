@@ -74,8 +74,9 @@ def normalize(split: Split, method: str, name: str = "data set") -> Split:
 def save_split(split: Split, path: str | Path) -> None:
     """Exact, byte-stable storage (torch's zip format holds raw float32 bytes)."""
     buf = io.BytesIO()
-    torch.save(dict(zip(("x_train", "y_train", "x_test", "y_test"), split.tensors(), strict=True)),
-               buf)  # fmt: skip
+    torch.save(
+        dict(zip(("x_train", "y_train", "x_test", "y_test"), split.tensors(), strict=True)), buf
+    )
     atomic_write_bytes(path, buf.getvalue())
 
 

@@ -34,19 +34,21 @@ from bnmodels.model import build_model
 from bnmodels.run import RunMetrics, RunResult, batch_slices, history_columns
 
 BN_EPS = 1e-5
-# CPU elementwise kernels compute full SIMD chunks (up to 2 x 16 floats with AVX-512) with
-# vector code and the leftover tail with scalar code, and the two round differently
-# (sigmoid, tanh, fused multiply-adds). Which elements fall in the tail depends on the
-# tensor's total size, so on CPU groups are padded with copies of their last run to a
-# multiple of RUN_PAD: then every tensor's size is a multiple of 32 elements and no run
-# ever lands in a scalar tail, whatever its company.
-RUN_PAD = 32
+_BN_KEYS = ("weight", "bias", "running_mean", "running_var")  # per-run BN state
+RUN_PAD = 32  # CPU groups are padded to a multiple of this many runs (see train_group)
 
 
 def group_key(cfg: RunConfig, data: Split) -> tuple:
     """Runs with equal keys share the shape of their computation and train as one group."""
-    return (cfg.depth, cfg.width, cfg.batch_size, cfg.epochs, data.x_train.shape[1],
-            data.x_train.shape[0], data.x_test.shape[0])  # fmt: skip
+    return (
+        cfg.depth,
+        cfg.width,
+        cfg.batch_size,
+        cfg.epochs,
+        data.x_train.shape[1],
+        data.x_train.shape[0],
+        data.x_test.shape[0],
+    )
 
 
 def _bn_forward(x, st: dict, training: bool):
@@ -58,8 +60,11 @@ def _bn_forward(x, st: dict, training: bool):
     the same order whatever R is. Returns (y, cache for the backward pass).
     """
     if not training:
-        return torch.addcmul(st["bias"], (x - st["running_mean"]) * torch.rsqrt(
-            st["running_var"] + BN_EPS), st["weight"]), None  # fmt: skip
+        return torch.addcmul(
+            st["bias"],
+            (x - st["running_mean"]) * torch.rsqrt(st["running_var"] + BN_EPS),
+            st["weight"],
+        ), None
     n = x.shape[1]
     mean = x.mean(dim=1, keepdim=True)  # (R, 1, w)
     xc = x - mean
@@ -72,17 +77,18 @@ def _bn_forward(x, st: dict, training: bool):
     return torch.addcmul(st["bias"], xhat, st["weight"]), (xhat, inv)
 
 
-def _bn_backward(g, st: dict, cache):
-    """Gradient wrt the BN input of g (R, B, w) = dL/dy; SGD-updates gamma and beta."""
+def _bn_backward(grad_y, st: dict, cache):
+    """dL/dy (R, B, w) -> dL/dx (R, B, w); SGD-updates gamma and beta."""
     xhat, inv = cache
-    n = g.shape[1]
-    g_gamma = (g * xhat).sum(dim=1, keepdim=True)  # (R, 1, w)
-    g_beta = g.sum(dim=1, keepdim=True)
-    # dL/dx = gamma * inv * (g - mean(g) - xhat * mean(g * xhat))
-    gx = torch.sub(g, torch.addcmul(g_beta, xhat, g_gamma), alpha=1 / n) * (inv * st["weight"])
-    st["weight"].addcmul_(g_gamma, st["lr"], value=-1)
-    st["bias"].addcmul_(g_beta, st["lr"], value=-1)
-    return gx
+    n = grad_y.shape[1]
+    grad_gamma = (grad_y * xhat).sum(dim=1, keepdim=True)  # (R, 1, w)
+    grad_beta = grad_y.sum(dim=1, keepdim=True)
+    # dL/dx = gamma * inv * (dL/dy - mean(dL/dy) - xhat * mean(dL/dy * xhat))
+    centered = torch.sub(grad_y, torch.addcmul(grad_beta, xhat, grad_gamma), alpha=1 / n)
+    grad_x = centered * (inv * st["weight"])
+    st["weight"].addcmul_(grad_gamma, st["lr"], value=-1)
+    st["bias"].addcmul_(grad_beta, st["lr"], value=-1)
+    return grad_x
 
 
 _ACT = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}
@@ -111,11 +117,56 @@ class _Init:
         return self.cache[key]
 
 
-class _Group:
-    """One group's stacked state and its forward pass."""
+class _Identity:
+    """A BN position that no run of the group uses: nothing to compute."""
 
-    def __init__(self, cfgs: Sequence[RunConfig], datas: Sequence[Split], device, dtype,
-                 init: _Init, broadcast: bool | None = None):  # fmt: skip
+    @staticmethod
+    def forward(x, training: bool):
+        return x, None
+
+    @staticmethod
+    def backward(cache, grad_y):
+        return grad_y
+
+
+class _MaskedBN:
+    """BatchNorm at one position (before or after the activation) of one hidden layer, for
+    the runs of the group that have BN there; the other runs pass their input through.
+
+    `runs` is an (R, 1, 1) bool mask of those runs, or None when every run of the group
+    has BN here (then the select is skipped: `torch.where` costs a kernel per call).
+    """
+
+    def __init__(self, state: dict, runs: torch.Tensor | None):
+        self.state, self.runs = state, runs
+
+    def forward(self, x, training: bool):
+        """x (R, B, w) -> (y (R, B, w), cache for `backward`; None in eval mode)."""
+        y, cache = _bn_forward(x, self.state, training)
+        return (y if self.runs is None else torch.where(self.runs, y, x)), cache
+
+    def backward(self, cache, grad_y):
+        """dL/dy (R, B, w) -> dL/dx (R, B, w); SGD-updates gamma and beta of BN runs."""
+        grad_x = _bn_backward(grad_y, self.state, cache)
+        return grad_x if self.runs is None else torch.where(self.runs, grad_x, grad_y)
+
+
+class _Group:
+    """One group's stacked state, and its layers as forward/backward pairs.
+
+    Shapes: R runs, B rows of a batch, F input features, w hidden width; weights are
+    stacked as (R, in, out) and biases as (R, 1, out), so a layer is one batched product.
+    """
+
+    def __init__(
+        self,
+        cfgs: Sequence[RunConfig],
+        datas: Sequence[Split],
+        device,
+        dtype,
+        init: _Init,
+        broadcast: bool | None = None,
+    ):
         self.cfgs = list(cfgs)
         c0, R = cfgs[0], len(cfgs)
         self.R, self.depth, self.width = R, c0.depth, c0.width
@@ -135,81 +186,68 @@ class _Group:
         self.y_test = torch.stack([by_id[i].y_test for i in order]).to(**kw)
         self.data_idx = torch.tensor([uniq[id(d)] for d in datas], device=device)  # (R,)
 
-        # Weights: (R, in, out) and biases (R, 1, out).
+        # Weights: (R, in, out) and biases (R, 1, out), layer 0 first, the output last.
         feats = datas[0].x_train.shape[1]
         per_run = [init(c, feats) for c in cfgs]
         self.weights, self.biases = [], []
         for j in range(self.depth + 1):
             self.weights.append(torch.stack([p[2 * j] for p in per_run]).to(**kw))
             self.biases.append(torch.stack([p[2 * j + 1] for p in per_run]).unsqueeze(1).to(**kw))
-        lr = torch.tensor([c.lr for c in cfgs], **kw)
-        self.lr_w = lr.view(R, 1, 1)
+        self.lr = torch.tensor([c.lr for c in cfgs], **kw).view(R, 1, 1)  # (R, 1, 1)
 
-        # BatchNorm state per position (pre, post) and hidden layer, each (R, 1, w); a
-        # run uses the state of its own position, the other one idles.
-        w = self.width
-        mom = torch.tensor([c.momentum for c in cfgs], **kw).view(R, 1, 1)
-        self.bn_mask = {}  # position -> (R, 1, 1) bool, or None when every run uses it
-        self.bn_state = {}
+        # BatchNorm per position and hidden layer: a run uses the layer of its own
+        # position; a position that no run uses is an identity.
+        momentum = torch.tensor([c.momentum for c in cfgs], **kw).view(R, 1, 1)
+        self.bn_state: dict[str, list[dict]] = {}  # position -> per layer, (R, 1, w) each
+        self.bn: dict[str, list] = {}  # position -> per layer, _MaskedBN or _Identity
         for pos in ("pre", "post"):
-            if any(c.bn == pos for c in cfgs):
-                on = [c.bn == pos for c in cfgs]
-                self.bn_mask[pos] = (None if all(on) else
-                                     torch.tensor(on, device=device).view(R, 1, 1))  # fmt: skip
-                self.bn_state[pos] = [
-                    {
-                        "weight": torch.ones(R, 1, w, **kw),
-                        "bias": torch.zeros(R, 1, w, **kw),
-                        "running_mean": torch.zeros(R, 1, w, **kw),
-                        "running_var": torch.ones(R, 1, w, **kw),
-                        "momentum": mom,
-                        "lr": self.lr_w,
-                    }  # fmt: skip
-                    for _ in range(self.depth)
-                ]
-        acts = [c.activation for c in cfgs]
+            on = [c.bn == pos for c in cfgs]
+            if not any(on):
+                self.bn[pos] = [_Identity] * self.depth
+                continue
+            runs = None if all(on) else torch.tensor(on, device=device).view(R, 1, 1)
+            self.bn_state[pos] = [self._bn_init(momentum, kw) for _ in range(self.depth)]
+            self.bn[pos] = [_MaskedBN(st, runs) for st in self.bn_state[pos]]
+
         # Activations in use, each with its (R, 1, 1) mask; the last needs no mask.
+        acts = [c.activation for c in cfgs]
         used = [a for a in ("sigmoid", "tanh", "relu") if a in acts]
         self.act_masks = [
             (a, torch.tensor([x == a for x in acts], device=device).view(R, 1, 1)) for a in used
         ]
-        self.relu_runs = torch.tensor([a == "relu" for a in acts], device=device)
+        self.relu_runs = torch.tensor([a == "relu" for a in acts], device=device)  # (R,)
 
-    # -- forward and backward, written out --------------------------------------------
+    def _bn_init(self, momentum, kw) -> dict:
+        R, w = self.R, self.width
+        return {
+            "weight": torch.ones(R, 1, w, **kw),
+            "bias": torch.zeros(R, 1, w, **kw),
+            "running_mean": torch.zeros(R, 1, w, **kw),
+            "running_var": torch.ones(R, 1, w, **kw),
+            "momentum": momentum,
+            "lr": self.lr,
+        }
+
+    # -- layers: each a forward returning (out, cache) and a backward taking the cache --
     # Autograd would record ~3x more ops per step; these networks are so small that op
     # count, not arithmetic, sets the speed. Tests check the gradients against autograd's
     # reference engine in float64.
 
-    def _act(self, z):
+    def _act_forward(self, z):
+        """z (R, B, w) -> each run's activation of it; the output is its own cache."""
         (last, _), *rest = self.act_masks[::-1]
         a = _ACT[last](z)
         for name, mask in rest:
             a = torch.where(mask, _ACT[name](z), a)
         return a
 
-    def _act_grad(self, g, a):
+    def _act_backward(self, a, grad_a):
+        """dL/da -> dL/dz, from the activation's output a (R, B, w)."""
         (last, _), *rest = self.act_masks[::-1]
-        gz = _ACT_GRAD[last](g, a)
+        grad_z = _ACT_GRAD[last](grad_a, a)
         for name, mask in rest:
-            gz = torch.where(mask, _ACT_GRAD[name](g, a), gz)
-        return gz
-
-    def _bn(self, z, layer: int, pos: str, training: bool, tape: list | None):
-        """z (R, B, w) with BatchNorm applied for the runs that have it at `pos`."""
-        if pos not in self.bn_mask:
-            return z
-        y, cache = _bn_forward(z, self.bn_state[pos][layer], training)
-        if tape is not None:
-            tape.append(cache)
-        mask = self.bn_mask[pos]
-        return y if mask is None else torch.where(mask, y, z)
-
-    def _bn_grad(self, g, layer: int, pos: str, cache: list):
-        if pos not in self.bn_mask:
-            return g
-        gx = _bn_backward(g, self.bn_state[pos][layer], cache[0])
-        mask = self.bn_mask[pos]
-        return gx if mask is None else torch.where(mask, gx, g)
+            grad_z = torch.where(mask, _ACT_GRAD[name](grad_a, a), grad_z)
+        return grad_z
 
     # Per-run products of tiny matrices (k, w <= a few units). On the CPU, batched BLAS;
     # on CUDA, cuBLAS's batched kernels are 5-8x slower at 100,000 runs than a
@@ -219,62 +257,77 @@ class _Group:
             return (h.unsqueeze(-1) * W.unsqueeze(1)).sum(dim=2) + b
         return torch.baddbmm(b, h, W)
 
-    def _back(self, g, W):  # (R, B, w) @ (R, k, w)^T -> (R, B, k)
+    def _back(self, grad, W):  # (R, B, w) @ (R, k, w)^T -> (R, B, k)
         if self.bcast:
-            return (g.unsqueeze(2) * W.unsqueeze(1)).sum(dim=3)
-        return torch.bmm(g, W.transpose(1, 2))
+            return (grad.unsqueeze(2) * W.unsqueeze(1)).sum(dim=3)
+        return torch.bmm(grad, W.transpose(1, 2))
 
-    def _outer(self, h, g):  # (R, B, k)^T @ (R, B, w) -> (R, k, w)
+    def _outer(self, h, grad):  # (R, B, k)^T @ (R, B, w) -> (R, k, w)
         if self.bcast:
-            return (h.unsqueeze(-1) * g.unsqueeze(2)).sum(dim=1)
-        return torch.bmm(h.transpose(1, 2), g)
+            return (h.unsqueeze(-1) * grad.unsqueeze(2)).sum(dim=1)
+        return torch.bmm(h.transpose(1, 2), grad)
+
+    def _linear_backward(self, j: int, h, grad_z, want_grad: bool):
+        """Layer j's SGD step from dL/dz (R, B, out) and its input h (R, B, in).
+
+        Returns dL/dh (None for the first layer, which needs none), computed before the
+        weights change, and the weight gradient (R, in, out) if asked.
+        """
+        W = self.weights[j]
+        grad_h = self._back(grad_z, W) if j > 0 else None
+        grad_W = self._outer(h, grad_z) if want_grad else None
+        step = grad_z * self.lr  # the step folded into the gradient, (R, B, out)
+        W.sub_(self._outer(h, step))
+        self.biases[j].sub_(step.sum(dim=1, keepdim=True))
+        return grad_h, grad_W
+
+    def _block_forward(self, j: int, h, training: bool):
+        """Hidden layer j: Linear -> [BN pre] -> activation -> [BN post], per run.
+
+        h (R, B, in) -> (out (R, B, w), activation (R, B, w), cache for the backward).
+        """
+        z = self._affine(h, self.weights[j], self.biases[j])
+        z, pre_cache = self.bn["pre"][j].forward(z, training)
+        a = self._act_forward(z)
+        out, post_cache = self.bn["post"][j].forward(a, training)
+        return out, a, (h, a, pre_cache, post_cache)
+
+    def _block_backward(self, j: int, cache, grad_out, want_grad: bool):
+        """dL/d(block output) -> dL/d(block input), updating the block's parameters."""
+        h, a, pre_cache, post_cache = cache
+        grad_a = self.bn["post"][j].backward(post_cache, grad_out)
+        grad_z = self.bn["pre"][j].backward(pre_cache, self._act_backward(a, grad_a))
+        return self._linear_backward(j, h, grad_z, want_grad)
 
     @torch.no_grad()
-    def predict(self, h, training: bool = False, tape: list | None = None):
-        """h (R, B, F) -> predictions (R, B, 1) and each hidden activation (R, B, w).
-        With a `tape`, records per layer (input, activation, BN caches) for `sgd_step`."""
-        acts = []
+    def forward(self, x, training: bool = False):
+        """x (R, B, F) -> predictions (R, B, 1), each hidden activation (R, B, w), and the
+        caches of every layer for `sgd_step` (the output layer's is its input)."""
+        h, acts, caches = x, [], []
         for j in range(self.depth):
-            pre, post = [], []  # BN caches
-            z = self._affine(h, self.weights[j], self.biases[j])  # (R, B, w)
-            z = self._bn(z, j, "pre", training, pre if tape is not None else None)
-            a = self._act(z)
+            h, a, cache = self._block_forward(j, h, training)
             acts.append(a)
-            if tape is not None:
-                tape.append((h, a, pre, post))
-            h = self._bn(a, j, "post", training, post if tape is not None else None)
-        if tape is not None:
-            tape.append((h, None, None, None))
-        return self._affine(h, self.weights[-1], self.biases[-1]), acts
+            caches.append(cache)
+        caches.append(h)
+        return self._affine(h, self.weights[-1], self.biases[-1]), acts, caches
 
     @torch.no_grad()
     def sgd_step(self, xb, yb, want_grads: bool = False) -> list | None:
         """One SGD step of every run on its own batch (xb (R, B, F), yb (R, B, 1)).
         Returns the weight gradients of this step if asked (for diagnostics)."""
-        tape = []
-        pred, _ = self.predict(xb, training=True, tape=tape)
-        g = (pred - yb) * (2.0 / xb.shape[1])  # d(mean squared error)/d(pred), (R, B, 1)
-        grads = [None] * (self.depth + 1) if want_grads else None
-        for j in range(self.depth, -1, -1):
-            h, a, pre, post = tape[j]  # h: this layer's input
-            if j < self.depth:
-                g = self._bn_grad(g, j, "post", post)
-                g = self._act_grad(g, a)
-                g = self._bn_grad(g, j, "pre", pre)
-            W = self.weights[j]
-            g_in = self._back(g, W) if j > 0 else None  # before W changes
-            if want_grads:
-                grads[j] = self._outer(h, g)  # (R, in, out)
-            gl = g * self.lr_w  # the step folded into the gradient, (R, B, out)
-            W.sub_(self._outer(h, gl))
-            self.biases[j].sub_(gl.sum(dim=1, keepdim=True))
-            g = g_in
-        return grads
+        pred, _, caches = self.forward(xb, training=True)
+        grad = (pred - yb) * (2.0 / xb.shape[1])  # d(mean squared error)/d(pred), (R, B, 1)
+        grad, grad_out_W = self._linear_backward(self.depth, caches[-1], grad, want_grads)
+        grads = [grad_out_W]
+        for j in range(self.depth - 1, -1, -1):
+            grad, grad_W = self._block_backward(j, caches[j], grad, want_grads)
+            grads.append(grad_W)
+        return grads[::-1] if want_grads else None
 
     @torch.no_grad()
     def evaluate(self, x, y):
         """Eval-mode MSE per run (R,) and hidden activations."""
-        pred, acts = self.predict(x)
+        pred, acts, _ = self.forward(x)
         d = pred - y
         return (d * d).mean(dim=(1, 2)), acts
 
@@ -298,21 +351,20 @@ class _GraphedStep:
     before capture) change the state, so the state is saved before and restored after.
     """
 
-    def __init__(self, g: _Group, xb, yb):
-        state = g.weights + g.biases + [t for layers in g.bn_state.values() for st in layers
-                                        for t in (st["weight"], st["bias"], st["running_mean"],
-                                                  st["running_var"])]  # fmt: skip
+    def __init__(self, group: _Group, xb, yb):
+        bn = [st[k] for layers in group.bn_state.values() for st in layers for k in _BN_KEYS]
+        state = group.weights + group.biases + bn
         saved = [t.clone() for t in state]
         self.x, self.y = xb.clone(), yb.clone()
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(2):
-                g.sgd_step(self.x, self.y)
+                group.sgd_step(self.x, self.y)
         torch.cuda.current_stream().wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
-            g.sgd_step(self.x, self.y)
+            group.sgd_step(self.x, self.y)
         for t, v in zip(state, saved, strict=True):
             t.copy_(v)
 
@@ -322,10 +374,16 @@ class _GraphedStep:
         self.graph.replay()
 
 
-def train_group(cfgs: Sequence[RunConfig], datas: Sequence[Split], device="cpu",
-                dtype=torch.float32, init: _Init | None = None, cuda_graphs: bool = True,
-                timings: dict | None = None, broadcast: bool | None = None
-                ) -> list[RunResult]:  # fmt: skip
+def train_group(
+    cfgs: Sequence[RunConfig],
+    datas: Sequence[Split],
+    device="cpu",
+    dtype=torch.float32,
+    init: _Init | None = None,
+    cuda_graphs: bool = True,
+    timings: dict | None = None,
+    broadcast: bool | None = None,
+) -> list[RunResult]:
     """Train runs of one group (equal `group_key`) side by side; results in input order.
 
     On CUDA, full-batch steps replay a captured graph unless `cuda_graphs` is False.
@@ -335,17 +393,23 @@ def train_group(cfgs: Sequence[RunConfig], datas: Sequence[Split], device="cpu",
     clock = _Clock(device, timings)
     cs, ds = list(cfgs), list(datas)
     if torch.device(device).type == "cpu":
+        # CPU elementwise kernels compute full SIMD chunks (up to 2 x 16 floats with
+        # AVX-512) with vector code and the leftover tail with scalar code, and the two
+        # round differently (sigmoid, tanh, fused multiply-adds). Which elements fall in
+        # the tail depends on the tensor's total size; padded with copies of the last run
+        # to a multiple of RUN_PAD = 32 runs, every tensor's size is a multiple of 32
+        # elements and no run ever lands in a scalar tail, whatever its company.
         pad = -len(cs) % RUN_PAD
         cs, ds = cs + [cs[-1]] * pad, ds + [ds[-1]] * pad
-    g = _Group(cs, ds, torch.device(device), dtype, init or _Init(), broadcast)
-    R, c0, dev = g.R, cs[0], g.device
+    group = _Group(cs, ds, torch.device(device), dtype, init or _Init(), broadcast)
+    R, c0, dev = group.R, cs[0], group.device
     n_train = ds[0].x_train.shape[0]
     slices = batch_slices(n_train, c0.batch_size)
     full = c0.batch_size
     graphed = None
-    x_train = g.x_train[g.data_idx]  # (R, n_train, F)
-    y_train = g.y_train[g.data_idx]
-    x_test, y_test = g.x_test[g.data_idx], g.y_test[g.data_idx]
+    x_train = group.x_train[group.data_idx]  # (R, n_train, F)
+    y_train = group.y_train[group.data_idx]
+    x_test, y_test = group.x_test[group.data_idx], group.y_test[group.data_idx]
     rows = torch.arange(R, device=dev).unsqueeze(1)  # (R, 1)
     # History stays on the device until the end: no synchronization per epoch.
     cols = history_columns(c0.depth)
@@ -360,35 +424,35 @@ def train_group(cfgs: Sequence[RunConfig], datas: Sequence[Split], device="cpu",
         for k, (s, e) in enumerate(slices):
             xb, yb = xp[:, s:e], yp[:, s:e]
             if k == len(slices) - 1:  # the epoch's last step: keep its gradients
-                last_grads = g.sgd_step(xb, yb, want_grads=True)
+                last_grads = group.sgd_step(xb, yb, want_grads=True)
             elif dev.type == "cuda" and cuda_graphs and e - s == full:
-                graphed = graphed or _GraphedStep(g, xb, yb)
+                graphed = graphed or _GraphedStep(group, xb, yb)
                 graphed(xb, yb)
             else:
-                g.sgd_step(xb, yb)
-        train_mse, acts = g.evaluate(x_train, y_train)
-        test_mse, _ = g.evaluate(x_test, y_test)
+                group.sgd_step(xb, yb)
+        train_mse, acts = group.evaluate(x_train, y_train)
+        test_mse, _ = group.evaluate(x_test, y_test)
         # A non-finite loss makes the step's gradients, hence the weights, non-finite;
         # so a run is bad once a parameter or a metric is (SPEC 4: divergence).
         good = torch.isfinite(train_mse) & torch.isfinite(test_mse)
-        for p in g.weights + g.biases:
+        for p in group.weights + group.biases:
             good &= torch.isfinite(p.flatten(1)).all(dim=1)
         ok[:, epoch] = good
         hist["train_mse"][:, epoch] = train_mse
         hist["test_mse"][:, epoch] = test_mse
-        for j, (w, gw) in enumerate(zip(g.weights, last_grads, strict=True), start=1):
+        for j, (w, gw) in enumerate(zip(group.weights, last_grads, strict=True), start=1):
             hist[f"weight_std_l{j}"][:, epoch] = _spread(w)
             hist[f"grad_std_l{j}"][:, epoch] = _spread(gw)
         dead = torch.cat([(a <= 0).all(dim=1) for a in acts], dim=1)  # (R, depth*w)
         frac = dead.to(dtype).mean(dim=1)
-        hist["dead_fraction"][:, epoch] = torch.where(g.relu_runs, frac, math.nan)
+        hist["dead_fraction"][:, epoch] = torch.where(group.relu_runs, frac, math.nan)
 
     clock("training")
     # Runs are marked diverged from their first bad epoch on (SPEC 4).
     bad = (~ok).cumsum(dim=1) > 0
     hist = {c: torch.where(bad, math.nan, v).double().cpu() for c, v in hist.items()}
     n = len(cfgs)  # results of the padding runs, at the end, are never built
-    res = _GroupResults(g, n, hist, bad[:, -1].cpu(), last_grads, c0.epochs * len(slices))
+    res = _GroupResults(group, n, hist, bad[:, -1].cpu(), last_grads, c0.epochs * len(slices))
     out = [BatchedRunResult(c, res, r) for r, c in enumerate(cfgs)]
     clock("results")
     return out
@@ -421,63 +485,66 @@ class _Clock:
 class _GroupResults:
     """A trained group's results, moved to the CPU once; runs read their slices lazily."""
 
-    def __init__(self, g: _Group, n: int, hist, diverged, last_grads, steps: int):
-        self.depth = g.depth
-        self.W = [t[:n].transpose(1, 2).contiguous().cpu() for t in g.weights]  # (n, out, in)
-        self.B = [t[:n, 0].cpu() for t in g.biases]  # (n, out)
+    def __init__(self, group: _Group, n: int, hist, diverged, last_grads, steps: int):
+        self.depth = group.depth
+        # (n, out, in) and (n, out): the reference model's layout
+        self.W = [t[:n].transpose(1, 2).contiguous().cpu() for t in group.weights]
+        self.B = [t[:n, 0].cpu() for t in group.biases]
         self.grads = [t[:n].transpose(1, 2).reshape(n, -1).cpu().numpy() for t in last_grads]
         self.hist = {c: v[:n].numpy() for c, v in hist.items()}
-        self.bn = {pos: [{k: st[k][:n, 0].cpu() for k in _BN_KEYS} for st in layers]
-                   for pos, layers in g.bn_state.items()}  # fmt: skip
+        self.bn = {
+            pos: [{k: st[k][:n, 0].cpu() for k in _BN_KEYS} for st in layers]
+            for pos, layers in group.bn_state.items()
+        }
         self.steps = torch.tensor(steps)
         self.diverged = diverged[:n].tolist()
-
-
-_BN_KEYS = ("weight", "bias", "running_mean", "running_var")
 
 
 class BatchedRunResult(RunMetrics):
     """One run of a group: the attributes of `RunResult`, built on first use."""
 
     def __init__(self, cfg: RunConfig, group: _GroupResults, r: int):
-        self.config, self._g, self._r = cfg, group, r
+        self.config, self._group, self._r = cfg, group, r
         self.diverged = group.diverged[r]
 
     @functools.cached_property
     def history(self) -> dict[str, np.ndarray]:
-        return {c: v[self._r] for c, v in self._g.hist.items()}
+        return {c: v[self._r] for c, v in self._group.hist.items()}
 
     @functools.cached_property
     def state_dict(self) -> dict[str, torch.Tensor]:
         """In the reference model's layout; clone a tensor before saving it alone (these
         are views of the group's stacked tensors)."""
-        g, r, bn = self._g, self._r, self.config.bn
+        res, r, bn = self._group, self._r, self.config.bn
         state = {}
-        for j in range(g.depth):
-            state[f"blocks.{j}.linear.weight"] = g.W[j][r]
-            state[f"blocks.{j}.linear.bias"] = g.B[j][r]
+        for j in range(res.depth):
+            state[f"blocks.{j}.linear.weight"] = res.W[j][r]
+            state[f"blocks.{j}.linear.bias"] = res.B[j][r]
             if bn != "none":
-                for name, t in g.bn[bn][j].items():
+                for name, t in res.bn[bn][j].items():
                     state[f"blocks.{j}.norm.{name}"] = t[r]
-                state[f"blocks.{j}.norm.num_batches_tracked"] = g.steps
-        state["out.weight"], state["out.bias"] = g.W[-1][r], g.B[-1][r]
+                state[f"blocks.{j}.norm.num_batches_tracked"] = res.steps
+        state["out.weight"], state["out.bias"] = res.W[-1][r], res.B[-1][r]
         return state
 
     @functools.cached_property
     def final(self) -> dict[str, list]:
-        g, r = self._g, self._r
-        layers = g.bn.get(self.config.bn, [])
+        res, r = self._group, self._r
+        layers = res.bn.get(self.config.bn, [])
         return {
             "bn_running_mean": [st["running_mean"][r].tolist() for st in layers],
             "bn_running_var": [st["running_var"][r].tolist() for st in layers],
-            "weight_grad": [gr[r].tolist() for gr in g.grads],
+            "weight_grad": [gr[r].tolist() for gr in res.grads],
         }
 
 
-def train_runs(cfgs: Sequence[RunConfig], datas: Sequence[Split], device="cpu",
-               dtype=torch.float32,
-               on_results: Callable[[list[RunResult]], None] | None = None
-               ) -> list[RunResult]:  # fmt: skip
+def train_runs(
+    cfgs: Sequence[RunConfig],
+    datas: Sequence[Split],
+    device="cpu",
+    dtype=torch.float32,
+    on_results: Callable[[list[RunResult]], None] | None = None,
+) -> list[RunResult]:
     """Train any runs: split them into groups, train each group batched, keep input order.
 
     `on_results` receives each group's results as soon as the group is trained.

@@ -38,8 +38,15 @@ class MLP(nn.Module):
     by hand; BatchNorm's init draws no random numbers.
     """
 
-    def __init__(self, in_features: int, depth: int, width: int, activation: str = "sigmoid",
-                 bn: str = "none", momentum: float = 0.1):  # fmt: skip
+    def __init__(
+        self,
+        in_features: int,
+        depth: int,
+        width: int,
+        activation: str = "sigmoid",
+        bn: str = "none",
+        momentum: float = 0.1,
+    ):
         super().__init__()
         sizes = [in_features] + [width] * depth
         self.blocks = nn.ModuleList(Block(k, width, activation, bn, momentum) for k in sizes[:-1])

@@ -71,7 +71,9 @@ def load_plan_data(plan: dict, processed: Path) -> dict[tuple[str, str], Split]:
         ds, norm = pair.split("/")
         f = data_file(processed, ds, norm)
         if not f.exists() or _md5(f) != md5:
-            raise StageError(f"{f} is missing or changed since the plan was made; "
-                             "run `dvc repro` (not a single stage) again")  # fmt: skip
+            raise StageError(
+                f"{f} is missing or changed since the plan was made; "
+                "run `dvc repro` (not a single stage) again"
+            )
         out[(ds, norm)] = load_split(f)
     return out

@@ -10,8 +10,15 @@ import pandas as pd
 from bnmodels.config import CONFIG_KEYS
 from bnmodels.run import RunResult
 
-RUN_COLUMNS = [*CONFIG_KEYS, "run_key", "mlflow_run_id", "final_train_mse", "final_test_mse",
-               "best_test_mse", "diverged"]  # fmt: skip
+RUN_COLUMNS = [
+    *CONFIG_KEYS,
+    "run_key",
+    "mlflow_run_id",
+    "final_train_mse",
+    "final_test_mse",
+    "best_test_mse",
+    "diverged",
+]
 
 
 def runs_frame(results: Sequence[RunResult], run_ids: dict[str, str] | None = None):

@@ -17,15 +17,19 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise StageError("params.yaml: execution.device is 'cuda', but torch sees no CUDA "
-                         "device; use 'auto' or 'cpu'")  # fmt: skip
+        raise StageError(
+            "params.yaml: execution.device is 'cuda', but torch sees no CUDA "
+            "device; use 'auto' or 'cpu'"
+        )
     return device
 
 
-def train_sweep(runs: Sequence[RunConfig], splits: dict[tuple[str, str], Split],
-                execution: Execution | None = None,
-                on_results: Callable[[list[RunResult]], None] | None = None
-                ) -> list[RunResult]:  # fmt: skip
+def train_sweep(
+    runs: Sequence[RunConfig],
+    splits: dict[tuple[str, str], Split],
+    execution: Execution | None = None,
+    on_results: Callable[[list[RunResult]], None] | None = None,
+) -> list[RunResult]:
     """Train a sweep's runs with the engine `execution` names; results in run order.
 
     `on_results` receives results as they are ready (a group at a time when batched), so

@@ -109,9 +109,15 @@ def _hand_train(cfg, split, dtype=torch.float32, on_epoch=None):
     """
     xtr, ytr, xte, yte = (t.to(dtype) for t in split.tensors())
     model = _reference_mlp(
-        xtr.shape[1], cfg.depth, cfg.width, cfg.activation, cfg.bn, cfg.momentum, cfg.init,
+        xtr.shape[1],
+        cfg.depth,
+        cfg.width,
+        cfg.activation,
+        cfg.bn,
+        cfg.momentum,
+        cfg.init,
         cfg.seed,
-    ).to(dtype)  # fmt: skip
+    ).to(dtype)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr)
     gs = torch.Generator().manual_seed(cfg.seed)
     n = xtr.shape[0]

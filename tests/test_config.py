@@ -82,95 +82,193 @@ def _delete(*keys):
 # (mutation of the tiny params, key path, shown bad value, words of what is allowed)
 SINGLE_PROBLEMS = {
     "unknown top-level key": (
-        _set("extras", 1), "extras", "extras", ["datasets", "defaults", "sweeps"]),
-    "unknown key in defaults": (
-        _set("defaults", "lrate", 0.1), "defaults.lrate", "lrate", ["lr"]),
+        _set("extras", 1),
+        "extras",
+        "extras",
+        ["datasets", "defaults", "sweeps"],
+    ),
+    "unknown key in defaults": (_set("defaults", "lrate", 0.1), "defaults.lrate", "lrate", ["lr"]),
     "unknown key in a sweep": (
-        _set("sweeps", "depth", "detph", [1, 2]), "sweeps.depth.detph", "detph", ["depth"]),
+        _set("sweeps", "depth", "detph", [1, 2]),
+        "sweeps.depth.detph",
+        "detph",
+        ["depth"],
+    ),
     "unknown key in a data set": (
-        _set("datasets", "quad2", "noise", 0.1), "datasets.quad2.noise", "noise", ["delta"]),
+        _set("datasets", "quad2", "noise", 0.1),
+        "datasets.quad2.noise",
+        "noise",
+        ["delta"],
+    ),
     "misspelled value in an axis": (
         _set("sweeps", "placement", "bn", ["none", "prre", "post"]),
-        "sweeps.placement.bn[1]", "prre", ["none", "pre", "post"]),
+        "sweeps.placement.bn[1]",
+        "prre",
+        ["none", "pre", "post"],
+    ),
     "misspelled activation": (
-        _set("defaults", "activation", "sigmod"), "defaults.activation", "sigmod",
-        ["sigmoid", "relu", "tanh"]),
+        _set("defaults", "activation", "sigmod"),
+        "defaults.activation",
+        "sigmod",
+        ["sigmoid", "relu", "tanh"],
+    ),
     "misspelled normalization": (
-        _set("defaults", "normalization", "z-score"), "defaults.normalization", "z-score",
-        ["none", "zscore", "minmax"]),
+        _set("defaults", "normalization", "z-score"),
+        "defaults.normalization",
+        "z-score",
+        ["none", "zscore", "minmax"],
+    ),
     "misspelled init": (
-        _set("sweeps", "depth", "init", "he"), "sweeps.depth.init", "he",
-        ["default", "xavier", "kaiming"]),
+        _set("sweeps", "depth", "init", "he"),
+        "sweeps.depth.init",
+        "he",
+        ["default", "xavier", "kaiming"],
+    ),
     "depth as a word": (_set("defaults", "depth", "two"), "defaults.depth", "two", ["integer"]),
     "bias as a quoted word": (
-        _set("datasets", "quad2", "bias", "yes"), "datasets.quad2.bias", "yes", ["true", "false"]),
+        _set("datasets", "quad2", "bias", "yes"),
+        "datasets.quad2.bias",
+        "yes",
+        ["true", "false"],
+    ),
     "lr as a boolean": (_set("defaults", "lr", True), "defaults.lr", "true", ["number"]),
     "lr as a word": (_set("defaults", "lr", "fast"), "defaults.lr", "fast", ["number"]),
     "empty axis": (_set("sweeps", "depth", "seed", []), "sweeps.depth.seed", "[]", []),
     "lr zero": (_set("defaults", "lr", 0), "defaults.lr", "0", ["> 0"]),
     "lr negative in an axis": (
-        _set("sweeps", "depth", "lr", [0.1, -0.1]), "sweeps.depth.lr[1]", "-0.1", ["> 0"]),
+        _set("sweeps", "depth", "lr", [0.1, -0.1]),
+        "sweeps.depth.lr[1]",
+        "-0.1",
+        ["> 0"],
+    ),
     "momentum zero": (_set("defaults", "momentum", 0), "defaults.momentum", "0", ["(0, 1]"]),
     "momentum above one": (
-        _set("sweeps", "placement", "momentum", 1.5), "sweeps.placement.momentum", "1.5",
-        ["(0, 1]"]),
+        _set("sweeps", "placement", "momentum", 1.5),
+        "sweeps.placement.momentum",
+        "1.5",
+        ["(0, 1]"],
+    ),
     "depth zero in an axis": (
-        _set("sweeps", "depth", "depth", [0, 2]), "sweeps.depth.depth[0]", "0", ["1"]),
+        _set("sweeps", "depth", "depth", [0, 2]),
+        "sweeps.depth.depth[0]",
+        "0",
+        ["1"],
+    ),
     "width zero": (_set("defaults", "width", 0), "defaults.width", "0", ["1"]),
     "width fractional": (_set("defaults", "width", 2.5), "defaults.width", "2.5", ["integer"]),
     "epochs zero": (_set("defaults", "epochs", 0), "defaults.epochs", "0", ["1"]),
     "batch size one": (_set("defaults", "batch_size", 1), "defaults.batch_size", "1", ["2"]),
     "batch size larger than the train set": (  # 40 examples x 0.7 = 28 train rows
-        _set("sweeps", "depth", "batch_size", [10, 29]), "sweeps.depth.batch_size", "29",
-        ["28"]),
+        _set("sweeps", "depth", "batch_size", [10, 29]),
+        "sweeps.depth.batch_size",
+        "29",
+        ["28"],
+    ),
     "sweep names a missing data set": (
-        _set("sweeps", "depth", "dataset", "quad3"), "sweeps.depth.dataset", "quad3", ["quad2"]),
+        _set("sweeps", "depth", "dataset", "quad3"),
+        "sweeps.depth.dataset",
+        "quad3",
+        ["quad2"],
+    ),
     "axis names a missing data set": (
-        _set("sweeps", "depth", "dataset", ["quad2", "quad3"]), "sweeps.depth.dataset[1]",
-        "quad3", ["quad2"]),
+        _set("sweeps", "depth", "dataset", ["quad2", "quad3"]),
+        "sweeps.depth.dataset[1]",
+        "quad3",
+        ["quad2"],
+    ),
     "defaults name a missing data set": (
-        _set("defaults", "dataset", "quad3"), "defaults.dataset", "quad3", ["quad2"]),
+        _set("defaults", "dataset", "quad3"),
+        "defaults.dataset",
+        "quad3",
+        ["quad2"],
+    ),
     "repeated value in an axis": (
-        _set("sweeps", "depth", "seed", [24, 25, 24]), "sweeps.depth.seed[2]", "24", []),
+        _set("sweeps", "depth", "seed", [24, 25, 24]),
+        "sweeps.depth.seed[2]",
+        "24",
+        [],
+    ),
     "repeated number written as int and float": (
-        _set("sweeps", "depth", "lr", [1, 0.5, 1.0]), "sweeps.depth.lr[2]", "1", []),
+        _set("sweeps", "depth", "lr", [1, 0.5, 1.0]),
+        "sweeps.depth.lr[2]",
+        "1",
+        [],
+    ),
     "sweep larger than max_runs": (  # placement has 2 x 3 = 6 runs, depth 4
-        _set("execution", {"max_runs": 5}), "sweeps.placement", "6", ["max_runs"]),
+        _set("execution", {"max_runs": 5}),
+        "sweeps.placement",
+        "6",
+        ["max_runs"],
+    ),
     "bad execution engine": (
-        _set("execution", {"engine": "fast"}), "execution.engine", "fast",
-        ["batched", "reference"]),
+        _set("execution", {"engine": "fast"}),
+        "execution.engine",
+        "fast",
+        ["batched", "reference"],
+    ),
     "bad execution device": (
-        _set("execution", {"device": "tpu"}), "execution.device", "tpu", ["cpu", "cuda"]),
-    "bad execution threads": (
-        _set("execution", {"threads": 0}), "execution.threads", "0", ["1"]),
+        _set("execution", {"device": "tpu"}),
+        "execution.device",
+        "tpu",
+        ["cpu", "cuda"],
+    ),
+    "bad execution threads": (_set("execution", {"threads": 0}), "execution.threads", "0", ["1"]),
     "bad execution dtype": (
-        _set("execution", {"dtype": "float16"}), "execution.dtype", "float16", ["float32"]),
+        _set("execution", {"dtype": "float16"}),
+        "execution.dtype",
+        "float16",
+        ["float32"],
+    ),
     "bad execution max_runs": (
-        _set("execution", {"max_runs": 0}), "execution.max_runs", "0", ["1"]),
+        _set("execution", {"max_runs": 0}),
+        "execution.max_runs",
+        "0",
+        ["1"],
+    ),
     "unknown execution key": (
-        _set("execution", {"workers": 4}), "execution.workers", "workers", ["threads"]),
+        _set("execution", {"workers": 4}),
+        "execution.workers",
+        "workers",
+        ["threads"],
+    ),
     "w too short with bias": (
-        _merge("datasets", "quad2", {"w": [2], "bias": True}), "datasets.quad2.w", "[2]", ["bias"]),
+        _merge("datasets", "quad2", {"w": [2], "bias": True}),
+        "datasets.quad2.w",
+        "[2]",
+        ["bias"],
+    ),
     "w empty": (_set("datasets", "quad2", "w", []), "datasets.quad2.w", "[]", []),
     "train_fraction of one": (
-        _set("datasets", "quad2", "train_fraction", 1.0), "datasets.quad2.train_fraction", "1.0",
-        ["(0, 1)"]),
+        _set("datasets", "quad2", "train_fraction", 1.0),
+        "datasets.quad2.train_fraction",
+        "1.0",
+        ["(0, 1)"],
+    ),
     "negative delta": (
-        _set("datasets", "quad2", "delta", -0.5), "datasets.quad2.delta", "-0.5", [">= 0"]),
+        _set("datasets", "quad2", "delta", -0.5),
+        "datasets.quad2.delta",
+        "-0.5",
+        [">= 0"],
+    ),
     "deg zero": (_set("datasets", "quad2", "deg", 0), "datasets.quad2.deg", "0", ["1"]),
     "feature_scale of the wrong length": (
-        _set("datasets", "quad2", "feature_scale", [1, 2, 3]), "datasets.quad2.feature_scale",
-        "[1, 2, 3]", ["2"]),
+        _set("datasets", "quad2", "feature_scale", [1, 2, 3]),
+        "datasets.quad2.feature_scale",
+        "[1, 2, 3]",
+        ["2"],
+    ),
     "negative seed": (_set("defaults", "seed", -1), "defaults.seed", "-1", ["integer"]),
     "float seed in an axis": (
-        _set("sweeps", "depth", "seed", [24, 25.5]), "sweeps.depth.seed[1]", "25.5",
-        ["integer"]),
+        _set("sweeps", "depth", "seed", [24, 25.5]),
+        "sweeps.depth.seed[1]",
+        "25.5",
+        ["integer"],
+    ),
     "missing defaults key": (_delete("defaults", "seed"), "defaults.seed", None, []),
     "missing data set key": (_delete("datasets", "quad2", "deg"), "datasets.quad2.deg", None, []),
     "missing section": (_delete("sweeps"), "sweeps", None, []),
-    "sweep that is not a mapping": (
-        _set("sweeps", "depth", [1, 2]), "sweeps.depth", "[1, 2]", []),
-}  # fmt: skip
+    "sweep that is not a mapping": (_set("sweeps", "depth", [1, 2]), "sweeps.depth", "[1, 2]", []),
+}
 
 
 @pytest.mark.parametrize(
@@ -266,8 +364,9 @@ def test_exponent_notation_is_read_as_a_number(write_params, raw_params):
     import yaml
 
     text = yaml.safe_dump(raw_params, sort_keys=False)
-    text = text.replace("  lr: 0.03\n", "  lr: 1e-3\n").replace("  momentum: 0.1\n",
-                                                                "  momentum: 1E-1\n")  # fmt: skip
+    text = text.replace("  lr: 0.03\n", "  lr: 1e-3\n").replace(
+        "  momentum: 0.1\n", "  momentum: 1E-1\n"
+    )
     text += "  lrs:\n    lr: [3e-2, 1.5e+1, 2e0]\n"
     params = load_params(write_params(text))
     assert params.defaults.lr == 0.001 and isinstance(params.defaults.lr, float)
@@ -294,8 +393,7 @@ def test_sweep_expands_to_the_cartesian_product_of_its_axes(write_params, raw_pa
     for r in runs:
         assert isinstance(r, RunConfig)
         assert (r.width, r.lr) == (8, 0.1)
-        for k in ("dataset", "normalization", "depth", "init", "momentum", "batch_size",
-                  "epochs"):  # fmt: skip
+        for k in ("dataset", "normalization", "depth", "init", "momentum", "batch_size", "epochs"):
             assert getattr(r, k) == d[k]
     keys = [r.run_key for r in runs]
     assert len(set(keys)) == len(keys)
@@ -344,10 +442,21 @@ def test_run_key_is_equal_for_equal_configurations_whatever_the_sweep(write_para
 
 @pytest.mark.parametrize(
     ("key", "other"),
-    [("dataset", "quad5"), ("normalization", "zscore"), ("activation", "relu"), ("bn", "post"),
-     ("depth", 2), ("width", 5), ("init", "xavier"), ("momentum", 0.10000000000000002),
-     ("batch_size", 11), ("lr", 0.030000000000000002), ("epochs", 3), ("seed", 25)],
-)  # fmt: skip
+    [
+        ("dataset", "quad5"),
+        ("normalization", "zscore"),
+        ("activation", "relu"),
+        ("bn", "post"),
+        ("depth", 2),
+        ("width", 5),
+        ("init", "xavier"),
+        ("momentum", 0.10000000000000002),
+        ("batch_size", 11),
+        ("lr", 0.030000000000000002),
+        ("epochs", 3),
+        ("seed", 25),
+    ],
+)
 def test_run_key_changes_when_any_one_configuration_key_changes(raw_params, key, other):
     raw_params["datasets"]["quad5"] = raw_params["datasets"]["quad2"]
     raw_params["sweeps"] = {"base": {}, "changed": {key: other}}
@@ -363,9 +472,13 @@ def test_run_key_is_readable_and_the_same_in_another_process(raw_params):
     assert cfg.dataset in cfg.run_key and cfg.activation in cfg.run_key
     code = f"from bnmodels.config import RunConfig\nprint(RunConfig(**{cfg.as_dict()!r}).run_key)\n"
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
-        env={"PYTHONHASHSEED": "12345", "PATH": ""}, cwd=REPO,
-    )  # fmt: skip
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONHASHSEED": "12345", "PATH": ""},
+        cwd=REPO,
+    )
     assert out.stdout.strip() == cfg.run_key
 
 

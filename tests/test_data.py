@@ -57,10 +57,14 @@ GENERATION_CASES = {
     "no noise": {"delta": 0},
     "scale and shift as numbers": {"feature_scale": 0.3, "feature_shift": -3.7},
     "scale and shift as lists": {"feature_scale": [10, 0.1], "feature_shift": [30, 5]},
-    "bias with lists": {"w": [1, 2, -0.25], "bias": True, "feature_scale": [0.3, 7],
-                        "feature_shift": [1, -2]},
+    "bias with lists": {
+        "w": [1, 2, -0.25],
+        "bias": True,
+        "feature_scale": [0.3, 7],
+        "feature_shift": [1, -2],
+    },
     "odd split": {"num_examples": 37, "train_fraction": 0.55, "seed": 7},
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("overrides", GENERATION_CASES.values(), ids=GENERATION_CASES.keys())
@@ -93,8 +97,9 @@ def _skewed_split(n_train=50, n_test=20, features=3) -> Split:
     g = torch.Generator().manual_seed(3)
     x_train = torch.randn(n_train, features, generator=g) * torch.tensor([2.0, 0.5, 30.0]) + 4
     x_test = torch.randn(n_test, features, generator=g) * 9 - 20
-    return Split(x_train, torch.randn(n_train, 1, generator=g), x_test,
-                 torch.randn(n_test, 1, generator=g))  # fmt: skip
+    return Split(
+        x_train, torch.randn(n_train, 1, generator=g), x_test, torch.randn(n_test, 1, generator=g)
+    )
 
 
 def test_zscore_uses_train_mean_and_unbiased_std_for_train_and_test_rows():

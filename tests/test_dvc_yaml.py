@@ -94,15 +94,19 @@ def test_every_declared_code_dependency_exists_and_is_used(name):
 
 def test_every_data_dependency_is_another_stages_output_or_params():
     spec = stages()
-    outs = {next(iter(o)) if isinstance(o, dict) else o for st in spec.values()
-            for o in st.get("outs", [])}  # fmt: skip
+    outs = {
+        next(iter(o)) if isinstance(o, dict) else o
+        for st in spec.values()
+        for o in st.get("outs", [])
+    }
     for name, stage in spec.items():
         for dep in dep_paths(stage):
             if dep.endswith(".py") or dep == "params.yaml":
                 continue
             # the output itself, a file inside an output folder, or a folder of outputs
-            produced = any(dep == o or dep.startswith(o + "/") or o.startswith(dep + "/")
-                           for o in outs)  # fmt: skip
+            produced = any(
+                dep == o or dep.startswith(o + "/") or o.startswith(dep + "/") for o in outs
+            )
             assert produced, f"stage {name}: {dep} is neither code nor another stage's output"
 
 
@@ -110,8 +114,10 @@ def test_the_import_reader_follows_function_level_and_package_imports(tmp_path):
     # A stage may import inside a function, or in the package form
     # `from bnmodels import io`: both must be seen, or the checks above are blind.
     script = tmp_path / "stage.py"
-    script.write_text("import click\nfrom bnmodels import io\n\ndef main():\n"
-                      "    from bnmodels.data import load_split\n")  # fmt: skip
+    script.write_text(
+        "import click\nfrom bnmodels import io\n\ndef main():\n"
+        "    from bnmodels.data import load_split\n"
+    )
     files = transitive_files(script)
     assert {"bnmodels/io.py", "bnmodels/data.py", "bnmodels/config.py"} <= files
     assert not any(f.startswith("click") for f in files)

@@ -21,22 +21,42 @@ ALL_SHAPES = list(
         ["none", "pre", "post"],
         ["default", "xavier", "kaiming"],
         [1, 2, 3, 4],
-    )  # fmt: skip
+    )
 )
 
 
 def spec(n=200, w=(2.0, -1.0), seed=420, **kw) -> DatasetSpec:
     nf = len(w)
-    base = dict(name="d", num_examples=n, w=tuple(w), bias=False, delta=0.01, deg=2,
-                seed=seed, train_fraction=0.7, feature_scale=(1.0,) * nf,
-                feature_shift=(0.0,) * nf)  # fmt: skip
+    base = dict(
+        name="d",
+        num_examples=n,
+        w=tuple(w),
+        bias=False,
+        delta=0.01,
+        deg=2,
+        seed=seed,
+        train_fraction=0.7,
+        feature_scale=(1.0,) * nf,
+        feature_shift=(0.0,) * nf,
+    )
     return DatasetSpec(**{**base, **kw})
 
 
 def cfg(**kw) -> RunConfig:
-    base = dict(dataset="d", normalization="none", activation="sigmoid", bn="none", depth=2,
-                width=4, init="default", momentum=0.1, batch_size=20, lr=0.01, epochs=40,
-                seed=24)  # fmt: skip
+    base = dict(
+        dataset="d",
+        normalization="none",
+        activation="sigmoid",
+        bn="none",
+        depth=2,
+        width=4,
+        init="default",
+        momentum=0.1,
+        batch_size=20,
+        lr=0.01,
+        epochs=40,
+        seed=24,
+    )
     return RunConfig(**{**base, **kw})
 
 
@@ -119,8 +139,9 @@ def test_float32_first_five_epochs_match_reference(split):
         d = max(rel(r.history[col], b.history[col]).max() for col in ("train_mse", "test_mse"))
         if d <= 1e-5:
             continue
-        s32 = Split(split.x_train * (1 + 1e-6), split.y_train, split.x_test * (1 + 1e-6),
-                    split.y_test)  # fmt: skip
+        s32 = Split(
+            split.x_train * (1 + 1e-6), split.y_train, split.x_test * (1 + 1e-6), split.y_test
+        )
         p = train_reference(c, s32)
         chaos = max(rel(r.history[col], p.history[col]).max() for col in ("train_mse", "test_mse"))
         assert d <= 10 * chaos, (c.run_key, d, chaos)
@@ -130,8 +151,7 @@ def test_float32_first_five_epochs_match_reference(split):
 
 def test_broadcast_products_used_on_cuda_also_match_reference_in_float64(split):
     """CUDA multiplies the tiny matrices by broadcasting; check that path here on the CPU."""
-    cfgs = [cfg(activation=a, bn=b, init=i, depth=3, epochs=10)
-            for a, b, i, _ in ALL_SHAPES[::4]]  # fmt: skip
+    cfgs = [cfg(activation=a, bn=b, init=i, depth=3, epochs=10) for a, b, i, _ in ALL_SHAPES[::4]]
     batched = train_group(cfgs, [split] * len(cfgs), dtype=torch.float64, broadcast=True)
     for c, b in zip(cfgs, batched, strict=True):
         r = train_reference(c, split, dtype=torch.float64)
@@ -159,7 +179,7 @@ def test_a_run_alone_and_among_200_others_is_bit_for_bit_the_same(split):
             lr=float(rng.choice([0.01, 0.1, 0.5])),
             seed=int(rng.integers(0, 50)),
             epochs=8,
-        )  # fmt: skip
+        )
         for _ in range(200)
     ]
     others = list(dict.fromkeys(others))
@@ -188,16 +208,19 @@ def test_divergence_is_detected_per_run_and_does_not_touch_its_neighbours(split)
     _same_bits(alone, both[1])
     ref = train_reference(wild, split)
     assert both[0].diverged and ref.diverged
-    np.testing.assert_array_equal(np.isnan(both[0].history["train_mse"]),
-                                  np.isnan(ref.history["train_mse"]))  # fmt: skip
+    np.testing.assert_array_equal(
+        np.isnan(both[0].history["train_mse"]), np.isnan(ref.history["train_mse"])
+    )
     assert math.isnan(both[0].final_test_mse)
 
 
 def test_groups_mix_data_sets_normalizations_and_momenta(split):
     other = generate(spec(seed=7))
-    cfgs = [cfg(dataset="d", momentum=0.1, bn="pre", epochs=4),
-            cfg(dataset="e", momentum=0.9, bn="pre", epochs=4),
-            cfg(dataset="d", normalization="minmax", bn="post", epochs=4)]  # fmt: skip
+    cfgs = [
+        cfg(dataset="d", momentum=0.1, bn="pre", epochs=4),
+        cfg(dataset="e", momentum=0.9, bn="pre", epochs=4),
+        cfg(dataset="d", normalization="minmax", bn="post", epochs=4),
+    ]
     datas = [split, other, normalize(split, "minmax")]
     batched = train_runs(cfgs, datas, dtype=torch.float64)
     for c, d, b in zip(cfgs, datas, batched, strict=True):
@@ -213,8 +236,10 @@ def test_short_and_single_row_last_batches_follow_the_reference(n_train_rows, ba
     b = train_runs([c], [s], dtype=torch.float64)[0]
     r = train_reference(c, s, dtype=torch.float64)
     assert rel(r.history["train_mse"], b.history["train_mse"]).max() <= 1e-10
-    assert torch.equal(b.state_dict["blocks.0.norm.num_batches_tracked"],
-                       r.state_dict["blocks.0.norm.num_batches_tracked"])  # fmt: skip
+    assert torch.equal(
+        b.state_dict["blocks.0.norm.num_batches_tracked"],
+        r.state_dict["blocks.0.norm.num_batches_tracked"],
+    )
 
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -231,8 +256,10 @@ def test_cuda_engine_matches_cpu_reference_in_float64(split):
 
 @cuda
 def test_cuda_run_alone_and_among_others_is_bit_for_bit_the_same(split):
-    pool = [cfg(activation=a, bn=b, init=i, seed=s, epochs=4)
-            for (a, b, i, _), s in itertools.product(ALL_SHAPES[::4], range(8))]  # fmt: skip
+    pool = [
+        cfg(activation=a, bn=b, init=i, seed=s, epochs=4)
+        for (a, b, i, _), s in itertools.product(ALL_SHAPES[::4], range(8))
+    ]
     together = train_group(pool, [split] * len(pool), device="cuda")
     for k in (0, len(pool) // 2, len(pool) - 1):
         _same_bits(train_group([pool[k]], [split], device="cuda")[0], together[k])
@@ -246,5 +273,6 @@ def test_width_one_and_a_full_batch_match_the_reference_including_spreads(split)
         b = train_runs([c], [split], dtype=torch.float64)[0]
         r = train_reference(c, split, dtype=torch.float64)
         for col, ref_values in r.history.items():
-            np.testing.assert_allclose(b.history[col], ref_values, rtol=1e-8, atol=1e-12,
-                                       err_msg=f"{c.run_key} {col}")  # fmt: skip
+            np.testing.assert_allclose(
+                b.history[col], ref_values, rtol=1e-8, atol=1e-12, err_msg=f"{c.run_key} {col}"
+            )

@@ -13,9 +13,20 @@ from bnmodels.model import build_model
 
 
 def config(**kw) -> RunConfig:
-    base = dict(dataset="d", normalization="none", activation="sigmoid", bn="none", depth=2,
-                width=5, init="default", momentum=0.1, batch_size=10, lr=0.01, epochs=1,
-                seed=24)  # fmt: skip
+    base = dict(
+        dataset="d",
+        normalization="none",
+        activation="sigmoid",
+        bn="none",
+        depth=2,
+        width=5,
+        init="default",
+        momentum=0.1,
+        batch_size=10,
+        lr=0.01,
+        epochs=1,
+        seed=24,
+    )
     return RunConfig(**{**base, **kw})
 
 

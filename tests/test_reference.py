@@ -17,9 +17,20 @@ from bnmodels.train import train_reference
 
 
 def config(**kw) -> RunConfig:
-    base = dict(dataset="d", normalization="none", activation="sigmoid", bn="none", depth=2,
-                width=4, init="default", momentum=0.1, batch_size=10, lr=0.01, epochs=10,
-                seed=24)  # fmt: skip
+    base = dict(
+        dataset="d",
+        normalization="none",
+        activation="sigmoid",
+        bn="none",
+        depth=2,
+        width=4,
+        init="default",
+        momentum=0.1,
+        batch_size=10,
+        lr=0.01,
+        epochs=10,
+        seed=24,
+    )
     return RunConfig(**{**base, **kw})
 
 
@@ -27,9 +38,18 @@ def config(**kw) -> RunConfig:
 def split() -> Split:
     # 202 x 0.7 -> 141 train rows: with batch size 10 the last batch of each epoch has one
     # row, which SPEC 4 skips, so every comparison below also covers the skip.
-    spec = DatasetSpec(name="d", num_examples=202, w=(2.0, -1.0), bias=False, delta=0.01,
-                       deg=2, seed=420, train_fraction=0.7, feature_scale=(1.0, 1.0),
-                       feature_shift=(0.0, 0.0))  # fmt: skip
+    spec = DatasetSpec(
+        name="d",
+        num_examples=202,
+        w=(2.0, -1.0),
+        bias=False,
+        delta=0.01,
+        deg=2,
+        seed=420,
+        train_fraction=0.7,
+        feature_scale=(1.0, 1.0),
+        feature_shift=(0.0, 0.0),
+    )
     s = generate(spec)
     assert s.x_train.shape[0] % 10 == 1
     return s
@@ -53,8 +73,11 @@ def diagnostics_recorder(x_train):
     def record(model):
         lins = [m for m in model if isinstance(m, nn.Linear)]
         outs = []
-        hooks = [m.register_forward_hook(lambda m, i, o: outs.append(o))
-                 for m in model if isinstance(m, nn.ReLU)]  # fmt: skip
+        hooks = [
+            m.register_forward_hook(lambda m, i, o: outs.append(o))
+            for m in model
+            if isinstance(m, nn.ReLU)
+        ]
         with torch.no_grad():
             model.eval()(x_train.to(lins[0].weight.dtype))
         for h in hooks:
@@ -132,8 +155,10 @@ def test_batchnorm_running_statistics_equal_pytorchs_module_driven_the_same_way(
     # The returned weights and statistics are those of the hand-trained network.
     model = build_model(cfg, split.x_train.shape[1]).double()
     model.load_state_dict(result.state_dict)
-    for mine, theirs in [*zip(model.linears(), lins, strict=True),
-                         *zip(model.norms(), norms, strict=True)]:  # fmt: skip
+    for mine, theirs in [
+        *zip(model.linears(), lins, strict=True),
+        *zip(model.norms(), norms, strict=True),
+    ]:
         for name, t in theirs.state_dict().items():
             got = mine.state_dict()[name]
             torch.testing.assert_close(got, t, rtol=1e-10, atol=1e-12, msg=name)
