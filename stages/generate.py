@@ -2,9 +2,9 @@
 
 import click
 
-from bnmodels.config import load_params
 from bnmodels.data import generate, save_split
 from bnmodels.errors import clean_errors
+from bnmodels.params import load_params
 
 
 @click.command()

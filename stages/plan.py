@@ -9,9 +9,9 @@ from pathlib import Path
 
 import click
 
-from bnmodels.config import load_params
 from bnmodels.errors import clean_errors
 from bnmodels.io import atomic_write_text
+from bnmodels.params import load_params
 from bnmodels.plan import make_plans, plan_text
 
 

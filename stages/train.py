@@ -17,9 +17,9 @@ import click
 from tqdm import tqdm
 
 from bnmodels import tracking
-from bnmodels.config import load_params
 from bnmodels.errors import clean_errors
 from bnmodels.io import replace_dir
+from bnmodels.params import load_params
 from bnmodels.plan import load_plan_data, plan_hash, plan_runs
 from bnmodels.results import history_frame, runs_frame
 from bnmodels.sweep import resolve_device, train_sweep

@@ -232,7 +232,7 @@ def test_axes_are_inferred_when_not_given():
 def sample():
     if not SAMPLE_RUNS.is_dir():
         pytest.skip(f"{SAMPLE_RUNS} is absent: no sample outputs of the default sweeps")
-    from bnmodels.config import load_params
+    from bnmodels.params import load_params
 
     axes = {name: s.axes for name, s in load_params(PARAMS).sweeps.items()}
     sweeps = {}

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from bnmodels.config import CONFIG_KEYS, ParamsError, RunConfig, load_params, validate
+from bnmodels.config import CONFIG_KEYS, RunConfig
+from bnmodels.errors import ParamsError
+from bnmodels.params import load_params, validate
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS_NAME = "tiny-params.yaml"  # not the default name, so messages must name the real file

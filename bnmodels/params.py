@@ -1,0 +1,456 @@
+"""params.yaml: reading and complete validation, section by section (SPEC 1, 6).
+
+Each section (data sets, defaults, execution, sweeps) has one function that builds its
+records and returns the problems it found; `validate` runs them all and reports every
+problem of the file at once. Nothing else reads params.yaml.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bnmodels.config import (
+    ACTIVATIONS,
+    BN_MODES,
+    CONFIG_KEYS,
+    DEVICES,
+    DTYPES,
+    ENGINES,
+    INITS,
+    NAME_RE,
+    NORMALIZATIONS,
+    DatasetSpec,
+    Execution,
+    Params,
+    RunConfig,
+    Sweep,
+)
+from bnmodels.errors import ParamsError
+
+TOP_KEYS = ("datasets", "defaults", "sweeps", "execution")
+
+
+# YAML: PyYAML follows YAML 1.1, where `1e-3` is a string; users (and DVC's own
+# YAML 1.2 parser) read it as a number, so resolve it as one.
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def _no_duplicate_keys(loader, node, deep=False):
+    # Merge keys (`<<: *anchor`) may be overridden by explicit keys: not duplicates.
+    keys = [
+        loader.construct_object(k, deep=deep)
+        for k, _ in node.value
+        if k.tag != "tag:yaml.org,2002:merge"
+    ]
+    dup = sorted({str(k) for k in keys if keys.count(k) > 1})
+    if dup:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"duplicate key(s) {', '.join(dup)}", node.start_mark
+        )
+    return loader.construct_mapping(node, deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicate_keys)
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Parse a YAML file; a syntax error becomes a ParamsError naming file, line and column."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ParamsError([f"{path}: cannot read the file ({e.strerror})"]) from None
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ParamsError([f"{path}:{where}: invalid YAML: {problem}"]) from None
+
+
+# ---------------------------------------------------------------------------
+# Validation. Each checker returns None when the value is fine, else what is allowed.
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v):
+    if not isinstance(v, int | float) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an integer too large for a float
+        return False
+
+
+def _choice(options):
+    return lambda v: None if v in options else "one of " + ", ".join(options)
+
+
+def _int_at_least(lo):
+    return lambda v: None if _is_int(v) and v >= lo else f"an integer >= {lo}"
+
+
+def _name(v):
+    return None if isinstance(v, str) and NAME_RE.fullmatch(v) else "a name of letters, digits, _ -"
+
+
+def _lr(v):
+    return None if _is_num(v) and v > 0 else "a finite number > 0"
+
+
+def _momentum(v):
+    return None if _is_num(v) and 0 < v <= 1 else "a number in (0, 1]"
+
+
+def _seed(v):
+    return None if _is_int(v) and 0 <= v < 2**63 else "an integer in [0, 2**63)"
+
+
+RUN_CHECKS = {
+    "dataset": _name,
+    "normalization": _choice(NORMALIZATIONS),
+    "activation": _choice(ACTIVATIONS),
+    "bn": _choice(BN_MODES),
+    "depth": _int_at_least(1),
+    "width": _int_at_least(1),
+    "init": _choice(INITS),
+    "momentum": _momentum,
+    "batch_size": _int_at_least(2),
+    "lr": _lr,
+    "epochs": _int_at_least(1),
+    "seed": _seed,
+}
+
+
+class _Errors:
+    def __init__(self, file: str):
+        self.file, self.items = file, []
+
+    def add(self, path: str, value: Any, allowed: str):
+        self.items.append(f"{self.file}: {path}: {_show(value)} is not allowed; expected {allowed}")
+
+    def raw(self, path: str, message: str):
+        self.items.append(f"{self.file}: {path}: {message}")
+
+
+def _show(v: Any) -> str:
+    s = repr(v) if isinstance(v, str) else yaml.safe_dump(v, default_flow_style=True).strip()
+    s = s.removesuffix("\n...").strip()
+    return s if len(s) <= 60 else s[:57] + "..."
+
+
+def _section(raw: dict, key: str, err: _Errors, required=True) -> dict | None:
+    if key not in raw:
+        if required:
+            err.raw(key, "missing section")
+        return None
+    v = raw[key]
+    if not isinstance(v, dict) or not v:
+        err.add(key, v, "a non-empty mapping")
+        return None
+    return v
+
+
+def _unknown(d: dict, allowed, path: str, err: _Errors):
+    for k in d:
+        if k not in allowed:
+            err.raw(
+                f"{path}.{k}" if path else str(k),
+                f"unknown key; expected one of {', '.join(allowed)}",
+            )
+
+
+DATASET_KEYS = (
+    "num_examples",
+    "w",
+    "bias",
+    "delta",
+    "deg",
+    "seed",
+    "train_fraction",
+    "feature_scale",
+    "feature_shift",
+)
+
+
+def _dataset(name: str, d: Any, err: _Errors) -> DatasetSpec | None:
+    p = f"datasets.{name}"
+    n0 = len(err.items)
+    if not (isinstance(name, str) and NAME_RE.fullmatch(name)):
+        err.add(p, name, "a data set name of letters, digits, _ - (quote a number)")
+    if not isinstance(d, dict):
+        err.add(p, d, "a mapping of " + ", ".join(DATASET_KEYS[:7]))
+        return None
+    _unknown(d, DATASET_KEYS, p, err)
+    for k in DATASET_KEYS[:7]:
+        if k not in d:
+            err.raw(f"{p}.{k}", "missing key")
+    g = d.get
+    checks = {
+        "num_examples": _int_at_least(3),
+        "w": lambda v: (
+            None
+            if isinstance(v, list) and v and all(map(_is_num, v))
+            else "a non-empty list of finite numbers"
+        ),
+        "bias": lambda v: None if isinstance(v, bool) else "true or false",
+        "delta": lambda v: None if _is_num(v) and v >= 0 else "a finite number >= 0",
+        "deg": _int_at_least(1),
+        "seed": _seed,
+        "train_fraction": lambda v: None if _is_num(v) and 0 < v < 1 else "a number in (0, 1)",
+    }
+    for k, check in checks.items():
+        if k in d and (allowed := check(d[k])):
+            err.add(f"{p}.{k}", d[k], allowed)
+    if len(err.items) > n0:
+        return None
+    nf = len(d["w"]) - (1 if d["bias"] else 0)
+    if nf < 1:
+        err.add(
+            f"{p}.w", d["w"], "at least 2 numbers when bias is true (the last is the intercept)"
+        )
+        return None
+    per_feature = {}
+    for k, dflt in (("feature_scale", 1.0), ("feature_shift", 0.0)):
+        v = g(k, dflt)
+        v = [v] * nf if _is_num(v) else v
+        if not (isinstance(v, list) and len(v) == nf and all(map(_is_num, v))):
+            err.add(f"{p}.{k}", g(k), f"a finite number or a list of {nf} (one per feature)")
+        per_feature[k] = tuple(float(x) for x in v) if isinstance(v, list) else ()
+    n_train = int(d["num_examples"] * d["train_fraction"])
+    if n_train < 2 or d["num_examples"] - n_train < 1:
+        err.raw(
+            p,
+            f"num_examples {d['num_examples']} x train_fraction {d['train_fraction']} "
+            f"leaves {n_train} train and {d['num_examples'] - n_train} test rows; "
+            "need at least 2 and 1",
+        )
+    if len(err.items) > n0:
+        return None
+    return DatasetSpec(
+        name=name,
+        num_examples=d["num_examples"],
+        w=tuple(float(x) for x in d["w"]),
+        bias=d["bias"],
+        delta=float(d["delta"]),
+        deg=d["deg"],
+        seed=d["seed"],
+        train_fraction=float(d["train_fraction"]),
+        **per_feature,
+    )
+
+
+def _coerce(key: str, v: Any) -> Any:
+    return float(v) if key in ("momentum", "lr") else v
+
+
+def _execution(d: Any, err: _Errors) -> Execution:
+    if d is None:
+        return Execution()
+    if not isinstance(d, dict):
+        err.add("execution", d, "a mapping")
+        return Execution()
+    names = [f.name for f in fields(Execution)]
+    _unknown(d, names, "execution", err)
+    checks = {
+        "engine": _choice(ENGINES),
+        "device": _choice(DEVICES),
+        "threads": _int_at_least(1),
+        "dtype": _choice(DTYPES),
+        "max_runs": _int_at_least(1),
+    }
+    ok = {}
+    for k, v in d.items():
+        if k in checks:
+            if allowed := checks[k](v):
+                err.add(f"execution.{k}", v, allowed)
+            else:
+                ok[k] = v
+    return Execution(**ok)
+
+
+def _check_datasets(raw: dict, file: str) -> tuple[dict[str, DatasetSpec], list[str]]:
+    """The `datasets` section: one DatasetSpec per valid entry."""
+    err, datasets = _Errors(file), {}
+    for name, d in (_section(raw, "datasets", err) or {}).items():
+        if (spec := _dataset(name, d, err)) is not None:
+            datasets[str(name)] = spec
+    return datasets, err.items
+
+
+def _check_value(key: str, v: Any, path: str, known_ds: set[str], err: _Errors) -> bool:
+    """One configuration value (a default, a sweep's scalar or an axis entry)."""
+    if allowed := RUN_CHECKS[key](v):
+        err.add(path, v, allowed)
+        return False
+    if key == "dataset" and v not in known_ds:
+        err.add(path, v, "a data set defined under datasets: " + ", ".join(sorted(known_ds)))
+        return False
+    return True
+
+
+def _check_defaults(raw: dict, datasets: dict[str, DatasetSpec], known_ds: set[str], file: str):
+    """The `defaults` section: a complete RunConfig, or None when anything is wrong."""
+    err = _Errors(file)
+    d = _section(raw, "defaults", err) or {}
+    _unknown(d, CONFIG_KEYS, "defaults", err)
+    ok = bool(d)
+    for k in CONFIG_KEYS:
+        if k not in d:
+            if d:
+                err.raw(f"defaults.{k}", "missing key (every sweep starts from defaults)")
+            ok = False
+        elif not _check_value(k, d[k], f"defaults.{k}", known_ds, err):
+            ok = False
+    if not ok:
+        return None, err.items
+    defaults = RunConfig(**{k: _coerce(k, d[k]) for k in CONFIG_KEYS})
+    if defaults.dataset in datasets and defaults.batch_size > datasets[defaults.dataset].n_train:
+        n_train = datasets[defaults.dataset].n_train
+        err.raw(
+            "defaults.batch_size",
+            f"{defaults.batch_size} is larger than the {n_train} train rows of data set "
+            f"{defaults.dataset!r}",
+        )
+    return defaults, err.items
+
+
+def _check_execution(raw: dict, file: str) -> tuple[Execution, list[str]]:
+    """The optional `execution` section (how runs are computed, never what they are)."""
+    err = _Errors(file)
+    return _execution(raw.get("execution"), err), err.items
+
+
+def _axis(k: str, v: list, path: str, known_ds: set[str], err: _Errors) -> bool:
+    """A list value of a sweep: non-empty, every entry valid, no entry repeated."""
+    if not v:
+        err.add(path, v, "a value or a non-empty list of values")
+        return False
+    ok = all([_check_value(k, x, f"{path}[{i}]", known_ds, err) for i, x in enumerate(v)])
+    seen = []  # a list: a bad value may be unhashable
+    for i, x in enumerate(v):
+        if _coerce(k, x) in seen:
+            err.raw(
+                f"{path}[{i}]",
+                f"{_show(x)} repeats an earlier value of the axis "
+                "(equal configurations are the same run)",
+            )
+            ok = False
+        seen.append(_coerce(k, x))
+    return ok
+
+
+def _check_sweep(name: str, s: dict, defaults: RunConfig | None, ctx: dict, err: _Errors):
+    """One sweep: its axes and fixed values, expanded into runs; None when invalid."""
+    p = f"sweeps.{name}"
+    _unknown(s, CONFIG_KEYS, p, err)
+    axes, fixed, ok = {}, {}, all(k in CONFIG_KEYS for k in s)
+    for k, v in s.items():
+        if k not in CONFIG_KEYS:
+            continue
+        if isinstance(v, list):
+            ok &= _axis(k, v, f"{p}.{k}", ctx["known_ds"], err)
+            axes[k] = tuple(_coerce(k, x) for x in v)
+        else:
+            ok &= _check_value(k, v, f"{p}.{k}", ctx["known_ds"], err)
+            fixed[k] = _coerce(k, v)
+    if not ok or defaults is None:
+        return None
+    size, limit = math.prod(len(v) for v in axes.values()), ctx["execution"].max_runs
+    if size > limit:
+        err.raw(
+            p,
+            f"expands to {size:,} runs, more than execution.max_runs = {limit:,}; "
+            "shorten an axis or raise the limit",
+        )
+        return None
+    base = {**defaults.as_dict(), **fixed}
+    runs = tuple(
+        RunConfig(**{**base, **dict(zip(axes, combo, strict=True))})
+        for combo in itertools.product(*axes.values())
+    )
+    # Batch sizes larger than a data set's train rows, reported once per value, where
+    # the clash is written (a default clashing with the defaults' own data set is
+    # reported once, at defaults.batch_size).
+    bad_bs = {}
+    for r in runs:
+        ds = ctx["datasets"].get(r.dataset)
+        if ds is not None and r.batch_size > ds.n_train:
+            bad_bs.setdefault((r.batch_size, r.dataset), ds.n_train)
+    where = "batch_size" if "batch_size" in s else "dataset" if "dataset" in s else None
+    for (bs, dsn), n_train in sorted(bad_bs.items()) if where else ():
+        err.raw(
+            f"{p}.{where}",
+            f"{bs} is larger than the {n_train} train rows of data set {dsn!r}; "
+            f"expected 2 <= batch_size <= {n_train}",
+        )
+    return None if bad_bs else Sweep(name=name, axes=axes, runs=runs)
+
+
+def _check_sweeps(raw: dict, defaults: RunConfig | None, ctx: dict, file: str):
+    """The `sweeps` section: each valid sweep with its runs."""
+    err, sweeps = _Errors(file), {}
+    for name, s in (_section(raw, "sweeps", err) or {}).items():
+        name = str(name)
+        if not NAME_RE.fullmatch(name):
+            err.add(f"sweeps.{name}", name, "a sweep name of letters, digits, _ -")
+        elif not isinstance(s if s is not None else {}, dict):
+            err.add(
+                f"sweeps.{name}", s, "a mapping of defaults keys to a value or a list of values"
+            )
+        elif (sweep := _check_sweep(name, s or {}, defaults, ctx, err)) is not None:
+            sweeps[name] = sweep
+    return sweeps, err.items
+
+
+def validate(raw: Any, file: str = "params.yaml") -> Params:
+    """Validate a parsed params file completely; raise ParamsError listing every problem."""
+    if not isinstance(raw, dict):
+        raise ParamsError([f"{file}: expected a mapping with datasets, defaults, sweeps"])
+    err = _Errors(file)
+    _unknown(raw, TOP_KEYS, "", err)
+    datasets, ds_errors = _check_datasets(raw, file)
+    raw_ds = raw.get("datasets")
+    # Sweeps may name a data set whose own entry is invalid: that error is reported once.
+    known_ds = set(datasets) | ({str(n) for n in raw_ds} if isinstance(raw_ds, dict) else set())
+    defaults, default_errors = _check_defaults(raw, datasets, known_ds, file)
+    execution, exec_errors = _check_execution(raw, file)
+    ctx = {"datasets": datasets, "known_ds": known_ds, "execution": execution}
+    sweeps, sweep_errors = _check_sweeps(raw, defaults, ctx, file)
+    errors = err.items + ds_errors + default_errors + exec_errors + sweep_errors
+    if errors:
+        raise ParamsError(errors)
+    return Params(datasets=datasets, defaults=defaults, sweeps=sweeps, execution=execution)
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate a params file (SPEC 1, 6)."""
+    return validate(read_yaml(path), file=str(path))
