@@ -398,7 +398,8 @@ def train_group(
         # round differently (sigmoid, tanh, fused multiply-adds). Which elements fall in
         # the tail depends on the tensor's total size; padded with copies of the last run
         # to a multiple of RUN_PAD = 32 runs, every tensor's size is a multiple of 32
-        # elements and no run ever lands in a scalar tail, whatever its company.
+        # elements and no run ever lands in a scalar tail, whatever its company. The
+        # padding runs' results are never built.
         pad = -len(cs) % RUN_PAD
         cs, ds = cs + [cs[-1]] * pad, ds + [ds[-1]] * pad
     group = _Group(cs, ds, torch.device(device), dtype, init or _Init(), broadcast)
@@ -430,32 +431,39 @@ def train_group(
                 graphed(xb, yb)
             else:
                 group.sgd_step(xb, yb)
-        train_mse, acts = group.evaluate(x_train, y_train)
-        test_mse, _ = group.evaluate(x_test, y_test)
-        # A non-finite loss makes the step's gradients, hence the weights, non-finite;
-        # so a run is bad once a parameter or a metric is (SPEC 4: divergence).
-        good = torch.isfinite(train_mse) & torch.isfinite(test_mse)
-        for p in group.weights + group.biases:
-            good &= torch.isfinite(p.flatten(1)).all(dim=1)
-        ok[:, epoch] = good
-        hist["train_mse"][:, epoch] = train_mse
-        hist["test_mse"][:, epoch] = test_mse
-        for j, (w, gw) in enumerate(zip(group.weights, last_grads, strict=True), start=1):
-            hist[f"weight_std_l{j}"][:, epoch] = _spread(w)
-            hist[f"grad_std_l{j}"][:, epoch] = _spread(gw)
-        dead = torch.cat([(a <= 0).all(dim=1) for a in acts], dim=1)  # (R, depth*w)
-        frac = dead.to(dtype).mean(dim=1)
-        hist["dead_fraction"][:, epoch] = torch.where(group.relu_runs, frac, math.nan)
+        train, test = (x_train, y_train), (x_test, y_test)
+        ok[:, epoch] = _record_epoch(group, epoch, hist, last_grads, train, test)
 
     clock("training")
     # Runs are marked diverged from their first bad epoch on (SPEC 4).
     bad = (~ok).cumsum(dim=1) > 0
     hist = {c: torch.where(bad, math.nan, v).double().cpu() for c, v in hist.items()}
-    n = len(cfgs)  # results of the padding runs, at the end, are never built
+    n = len(cfgs)
     res = _GroupResults(group, n, hist, bad[:, -1].cpu(), last_grads, c0.epochs * len(slices))
     out = [BatchedRunResult(c, res, r) for r, c in enumerate(cfgs)]
     clock("results")
     return out
+
+
+def _record_epoch(group: _Group, epoch: int, hist: dict, last_grads, train, test):
+    """Evaluate every run after an epoch and write its history columns (on the device:
+    no synchronization per epoch). Returns which runs are still finite, (R,) bool."""
+    train_mse, acts = group.evaluate(*train)
+    test_mse, _ = group.evaluate(*test)
+    # A non-finite loss makes the step's gradients, hence the weights, non-finite;
+    # so a run is bad once a parameter or a metric is (SPEC 4: divergence).
+    good = torch.isfinite(train_mse) & torch.isfinite(test_mse)
+    for p in group.weights + group.biases:
+        good &= torch.isfinite(p.flatten(1)).all(dim=1)
+    hist["train_mse"][:, epoch] = train_mse
+    hist["test_mse"][:, epoch] = test_mse
+    for j, (w, grad_w) in enumerate(zip(group.weights, last_grads, strict=True), start=1):
+        hist[f"weight_std_l{j}"][:, epoch] = _spread(w)
+        hist[f"grad_std_l{j}"][:, epoch] = _spread(grad_w)
+    dead = torch.cat([(a <= 0).all(dim=1) for a in acts], dim=1)  # (R, depth * w)
+    frac = dead.to(group.dtype).mean(dim=1)
+    hist["dead_fraction"][:, epoch] = torch.where(group.relu_runs, frac, math.nan)
+    return good
 
 
 def _spread(t):

@@ -201,50 +201,56 @@ DATASET_KEYS = (
 )
 
 
+DATASET_CHECKS = {  # the required fields of a data set, in DATASET_KEYS order
+    "num_examples": _int_at_least(3),
+    "w": lambda v: (
+        None
+        if isinstance(v, list) and v and all(map(_is_num, v))
+        else "a non-empty list of finite numbers"
+    ),
+    "bias": lambda v: None if isinstance(v, bool) else "true or false",
+    "delta": lambda v: None if _is_num(v) and v >= 0 else "a finite number >= 0",
+    "deg": _int_at_least(1),
+    "seed": _seed,
+    "train_fraction": lambda v: None if _is_num(v) and 0 < v < 1 else "a number in (0, 1)",
+}
+
+
+def _per_feature(d: dict, nf: int, p: str, err: _Errors) -> dict[str, tuple[float, ...]]:
+    """feature_scale and feature_shift: a number for every feature, or one per feature."""
+    out = {}
+    for k, default in (("feature_scale", 1.0), ("feature_shift", 0.0)):
+        v = d.get(k, default)
+        v = [v] * nf if _is_num(v) else v
+        if not (isinstance(v, list) and len(v) == nf and all(map(_is_num, v))):
+            err.add(f"{p}.{k}", d.get(k), f"a finite number or a list of {nf} (one per feature)")
+        out[k] = tuple(float(x) for x in v) if isinstance(v, list) else ()
+    return out
+
+
 def _dataset(name: str, d: Any, err: _Errors) -> DatasetSpec | None:
+    """One entry of `datasets`, or None (with its problems in `err`)."""
     p = f"datasets.{name}"
     n0 = len(err.items)
     if not (isinstance(name, str) and NAME_RE.fullmatch(name)):
         err.add(p, name, "a data set name of letters, digits, _ - (quote a number)")
     if not isinstance(d, dict):
-        err.add(p, d, "a mapping of " + ", ".join(DATASET_KEYS[:7]))
+        err.add(p, d, "a mapping of " + ", ".join(DATASET_CHECKS))
         return None
     _unknown(d, DATASET_KEYS, p, err)
-    for k in DATASET_KEYS[:7]:
+    for k, check in DATASET_CHECKS.items():
         if k not in d:
             err.raw(f"{p}.{k}", "missing key")
-    g = d.get
-    checks = {
-        "num_examples": _int_at_least(3),
-        "w": lambda v: (
-            None
-            if isinstance(v, list) and v and all(map(_is_num, v))
-            else "a non-empty list of finite numbers"
-        ),
-        "bias": lambda v: None if isinstance(v, bool) else "true or false",
-        "delta": lambda v: None if _is_num(v) and v >= 0 else "a finite number >= 0",
-        "deg": _int_at_least(1),
-        "seed": _seed,
-        "train_fraction": lambda v: None if _is_num(v) and 0 < v < 1 else "a number in (0, 1)",
-    }
-    for k, check in checks.items():
-        if k in d and (allowed := check(d[k])):
+        elif allowed := check(d[k]):
             err.add(f"{p}.{k}", d[k], allowed)
     if len(err.items) > n0:
         return None
     nf = len(d["w"]) - (1 if d["bias"] else 0)
     if nf < 1:
-        err.add(
-            f"{p}.w", d["w"], "at least 2 numbers when bias is true (the last is the intercept)"
-        )
+        allowed = "at least 2 numbers when bias is true (the last is the intercept)"
+        err.add(f"{p}.w", d["w"], allowed)
         return None
-    per_feature = {}
-    for k, dflt in (("feature_scale", 1.0), ("feature_shift", 0.0)):
-        v = g(k, dflt)
-        v = [v] * nf if _is_num(v) else v
-        if not (isinstance(v, list) and len(v) == nf and all(map(_is_num, v))):
-            err.add(f"{p}.{k}", g(k), f"a finite number or a list of {nf} (one per feature)")
-        per_feature[k] = tuple(float(x) for x in v) if isinstance(v, list) else ()
+    per_feature = _per_feature(d, nf, p, err)
     n_train = int(d["num_examples"] * d["train_fraction"])
     if n_train < 2 or d["num_examples"] - n_train < 1:
         err.raw(

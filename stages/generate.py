@@ -3,18 +3,28 @@
 import click
 
 from bnmodels.data import generate, save_split
-from bnmodels.errors import clean_errors
+from bnmodels.errors import StageError, clean_errors
 from bnmodels.params import load_params
 
 
 @click.command()
 @click.argument("dataset")
-@click.option("--params", "params_file", default="params.yaml", show_default=True)
-@click.option("--out", required=True, help="file to write (torch format, exact)")
+@click.option(
+    "--params",
+    "params_file",
+    default="params.yaml",
+    show_default=True,
+    type=click.Path(exists=True, dir_okay=False),
+)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="file to write (exact)")
 @clean_errors
 def main(dataset: str, params_file: str, out: str):
-    params = load_params(params_file)
-    save_split(generate(params.datasets[dataset]), out)
+    """Generate DATASET, a data set defined under `datasets:` in params.yaml (SPEC 2)."""
+    datasets = load_params(params_file).datasets
+    if dataset not in datasets:
+        defined = ", ".join(sorted(datasets))
+        raise StageError(f"{params_file}: no data set {dataset!r} under datasets ({defined})")
+    save_split(generate(datasets[dataset]), out)
 
 
 if __name__ == "__main__":

@@ -14,9 +14,17 @@ from bnmodels.layout import data_file, error_file
 
 @click.command()
 @click.argument("dataset")
-@click.option("--raw", required=True, help="the generated data set")
-@click.option("--processed", required=True, help="processed data folder (root)")
+@click.option(
+    "--raw",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="the data set written by the generate stage",
+)
+@click.option(
+    "--processed", required=True, type=click.Path(file_okay=False), help="processed data root"
+)
 def main(dataset: str, raw: str, processed: str):
+    """Write every normalization of the generated DATASET under PROCESSED/DATASET (SPEC 3)."""
     split = load_split(raw)
     for method in NORMALIZATIONS:
         for stale in data_file(processed, dataset, method), error_file(processed, dataset, method):

@@ -16,11 +16,25 @@ from bnmodels.plan import make_plans, plan_text
 
 
 @click.command()
-@click.option("--params", "params_file", default="params.yaml", show_default=True)
-@click.option("--processed", required=True, help="processed data folder")
-@click.option("--out", required=True, help="folder for <sweep>.json plans")
+@click.option(
+    "--params",
+    "params_file",
+    default="params.yaml",
+    show_default=True,
+    type=click.Path(exists=True, dir_okay=False),
+)
+@click.option(
+    "--processed",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="processed data root (normalize stages)",
+)
+@click.option(
+    "--out", required=True, type=click.Path(file_okay=False), help="folder of <sweep>.json plans"
+)
 @clean_errors
 def main(params_file: str, processed: str, out: str):
+    """Validate all of params.yaml, then write one plan per sweep (its runs and data)."""
     plans = make_plans(load_params(params_file), Path(processed), file=params_file)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
