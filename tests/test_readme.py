@@ -1,0 +1,58 @@
+"""The README's commands work as written (those that a test can run in seconds here;
+`make run` and `make test` are run by CI and tests/test_pipeline.py runs `dvc repro`)."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def inline_commands(prefix: str) -> list[str]:
+    """Every `code span` of the README that starts with `prefix`."""
+    return sorted({c for c in re.findall(r"`([^`\n]+)`", README) if c.startswith(prefix)})
+
+
+def test_every_make_target_the_readme_names_exists():
+    targets = set(re.findall(r"\bmake ([a-z][a-z-]*)", README))
+    assert {"run", "test", "ui"} <= targets
+    for target in sorted(targets):
+        dry = subprocess.run(["make", "-n", target], cwd=ROOT, capture_output=True, text=True)
+        assert dry.returncode == 0, f"make {target}: {dry.stderr}"
+
+
+@pytest.mark.parametrize(
+    "command", [c for c in inline_commands("dvc exp run") if "-S ..." not in c]
+)
+def test_every_dvc_exp_run_override_in_the_readme_applies_to_params_yaml(command, tmp_path):
+    """DVC applies `-S` overrides with Hydra, which refuses a key that does not exist yet
+    unless it is written `+key=value`; applied to a copy of params.yaml, as DVC does."""
+    from dvc.utils.hydra import apply_overrides
+
+    args = shlex.split(command)
+    overrides = [args[i + 1] for i, a in enumerate(args) if a in ("-S", "--set-param")]
+    assert overrides, command
+    params = tmp_path / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", params)
+    apply_overrides(params, overrides)  # raises on a key that is not in params.yaml
+    applied = yaml.safe_load(params.read_text())
+    for override in overrides:
+        path, value = override.lstrip("+").split("=", 1)
+        node = applied
+        for key in path.split("."):
+            node = node[key]
+        assert node == yaml.safe_load(value), override
+
+
+def test_the_readme_console_command_answers():
+    bnmodels = shutil.which("bnmodels", path=str(ROOT / ".venv" / "bin")) or "bnmodels"
+    out = subprocess.run([bnmodels, "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and "bnmodels" in out.stdout
