@@ -58,10 +58,47 @@ class DatasetSpec:
     def n_train(self) -> int:
         return int(self.num_examples * self.train_fraction)
 
+    @property
+    def num_class(self) -> int:
+        """0: a regression data set (one output, MSE)."""
+        return 0
+
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("name")
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """One generated classification data set: a Gaussian cluster per class (SPEC 2b)."""
+
+    name: str
+    num_class: int
+    num_examples: int  # per class
+    num_inputs: int
+    mean: float  # distance between neighbouring class centres
+    std: float
+    seed: int
+    train_fraction: float
+    feature_scale: tuple[float, ...]  # one per feature
+    feature_shift: tuple[float, ...]
+
+    @property
+    def num_features(self) -> int:
+        return self.num_inputs
+
+    @property
+    def n_train(self) -> int:
+        return int(self.num_class * self.num_examples * self.train_fraction)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("name")
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+DataSpec = DatasetSpec | ClusterSpec
 
 
 @dataclass(frozen=True)
@@ -114,7 +151,7 @@ class Execution:
 
 @dataclass(frozen=True)
 class Params:
-    datasets: dict[str, DatasetSpec]
+    datasets: dict[str, DataSpec]
     defaults: RunConfig
     sweeps: dict[str, Sweep]
     execution: Execution = field(default_factory=Execution)

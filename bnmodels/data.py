@@ -1,4 +1,4 @@
-"""Data generation, the train/test split, and input normalization (SPEC 2, 3)."""
+"""Data generation, the train/test split, and input normalization (SPEC 2, 2b, 3)."""
 
 from __future__ import annotations
 
@@ -8,21 +8,29 @@ from pathlib import Path
 
 import torch
 
-from bnmodels.config import DatasetSpec
+from bnmodels.config import ClusterSpec, DatasetSpec
 from bnmodels.io import atomic_write_bytes
 
 
 @dataclass(frozen=True)
 class Split:
-    """Features and labels of one data set, split; float32 unless converted."""
+    """Features and labels of one data set, split; features float32 unless converted.
+
+    Regression labels are (n, 1) floats; classification labels (num_class > 0) are (n,)
+    int64 class indices, which a change of float dtype leaves as they are.
+    """
 
     x_train: torch.Tensor  # (n_train, features)
-    y_train: torch.Tensor  # (n_train, 1)
+    y_train: torch.Tensor  # (n_train, 1) or (n_train,) int64
     x_test: torch.Tensor  # (n_test, features)
-    y_test: torch.Tensor  # (n_test, 1)
+    y_test: torch.Tensor  # (n_test, 1) or (n_test,) int64
+    num_class: int = 0  # 0: regression
 
     def to(self, dtype=None, device=None) -> Split:
-        return Split(*(t.to(dtype=dtype, device=device) for t in self.tensors()))
+        def move(t):
+            return t.to(device=device, dtype=dtype if t.is_floating_point() else None)
+
+        return Split(*(move(t) for t in self.tensors()), num_class=self.num_class)
 
     def tensors(self):
         return (self.x_train, self.y_train, self.x_test, self.y_test)
@@ -32,8 +40,10 @@ class NormalizationError(ValueError):
     pass
 
 
-def generate(spec: DatasetSpec) -> Split:
-    """SPEC 2, step by step: one generator for everything, float32."""
+def generate(spec: DatasetSpec | ClusterSpec) -> Split:
+    """SPEC 2 (or 2b for a classification set), step by step: one generator, float32."""
+    if isinstance(spec, ClusterSpec):
+        return generate_clusters(spec)
     g = torch.Generator().manual_seed(spec.seed)
     nf = spec.num_features
     coef = torch.tensor(spec.w[:nf], dtype=torch.float32)
@@ -46,6 +56,22 @@ def generate(spec: DatasetSpec) -> Split:
     n_train = spec.n_train
     tr, te = perm[:n_train], perm[n_train:]
     return Split(x[tr], y[tr], x[te], y[te])
+
+
+def generate_clusters(spec: ClusterSpec) -> Split:
+    """SPEC 2b: one Gaussian cluster of `num_examples` rows per class, centres `mean`
+    apart and centred on 0; labels are int64 class indices."""
+    g = torch.Generator().manual_seed(spec.seed)
+    k = spec.mean * (spec.num_class - 1) / 2
+    size = (spec.num_examples, spec.num_inputs)
+    xs = [torch.normal(i * spec.mean - k, spec.std, size=size, generator=g)
+          for i in range(spec.num_class)]  # fmt: skip
+    x = torch.cat(xs)
+    y = torch.arange(spec.num_class).repeat_interleave(spec.num_examples)  # int64
+    x = x * torch.tensor(spec.feature_scale) + torch.tensor(spec.feature_shift)
+    perm = torch.randperm(spec.num_class * spec.num_examples, generator=g)
+    tr, te = perm[: spec.n_train], perm[spec.n_train :]
+    return Split(x[tr], y[tr], x[te], y[te], num_class=spec.num_class)
 
 
 def normalize(split: Split, method: str, name: str = "data set") -> Split:
@@ -68,18 +94,18 @@ def normalize(split: Split, method: str, name: str = "data set") -> Split:
             f"{method} normalization of data set {name!r}: feature column(s) "
             f"{', '.join(map(str, zero))} have zero {what} on the train rows"
         )
-    return Split((xt - shift) / scale, split.y_train, (split.x_test - shift) / scale, split.y_test)
+    x_train, x_test = (xt - shift) / scale, (split.x_test - shift) / scale
+    return Split(x_train, split.y_train, x_test, split.y_test, num_class=split.num_class)
 
 
 def save_split(split: Split, path: str | Path) -> None:
     """Exact, byte-stable storage (torch's zip format holds raw float32 bytes)."""
     buf = io.BytesIO()
-    torch.save(
-        dict(zip(("x_train", "y_train", "x_test", "y_test"), split.tensors(), strict=True)), buf
-    )
+    tensors = dict(zip(("x_train", "y_train", "x_test", "y_test"), split.tensors(), strict=True))
+    torch.save({**tensors, "num_class": split.num_class}, buf)
     atomic_write_bytes(path, buf.getvalue())
 
 
 def load_split(path: str | Path) -> Split:
     d = torch.load(path, weights_only=True)
-    return Split(d["x_train"], d["y_train"], d["x_test"], d["y_test"])
+    return Split(d["x_train"], d["y_train"], d["x_test"], d["y_test"], d.get("num_class", 0))

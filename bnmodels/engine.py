@@ -45,6 +45,7 @@ def group_key(cfg: RunConfig, data: Split) -> tuple:
         cfg.width,
         cfg.batch_size,
         cfg.epochs,
+        data.num_class,  # the output width and the loss
         data.x_train.shape[1],
         data.x_train.shape[0],
         data.x_test.shape[0],
@@ -102,15 +103,15 @@ _ACT_GRAD = {
 
 class _Init:
     """Initial weights of reference models, cached: they depend only on (seed, features,
-    depth, width, init), not on activation, BN mode, lr or momentum."""
+    depth, width, init, classes), not on activation, BN mode, lr or momentum."""
 
     def __init__(self):
         self.cache: dict[tuple, list[torch.Tensor]] = {}
 
-    def __call__(self, cfg: RunConfig, features: int) -> list[torch.Tensor]:
-        key = (cfg.seed, features, cfg.depth, cfg.width, cfg.init)
+    def __call__(self, cfg: RunConfig, features: int, num_class: int = 0) -> list[torch.Tensor]:
+        key = (cfg.seed, features, cfg.depth, cfg.width, cfg.init, num_class)
         if key not in self.cache:
-            model = build_model(cfg, features)
+            model = build_model(cfg, features, num_class)
             self.cache[key] = [
                 t.detach() for lin in model.linears() for t in (lin.weight.T, lin.bias)
             ]
@@ -180,15 +181,18 @@ class _Group:
             uniq.setdefault(id(d), len(uniq))
         by_id = {id(d): d for d in datas}
         order = sorted(uniq, key=uniq.get)
+        # Labels: (D, n, 1) floats, or (D, n) int64 class indices for a classifier.
+        self.num_class = datas[0].num_class
+        ykw = dict(device=device) if self.num_class else kw
         self.x_train = torch.stack([by_id[i].x_train for i in order]).to(**kw)
-        self.y_train = torch.stack([by_id[i].y_train for i in order]).to(**kw)
+        self.y_train = torch.stack([by_id[i].y_train for i in order]).to(**ykw)
         self.x_test = torch.stack([by_id[i].x_test for i in order]).to(**kw)
-        self.y_test = torch.stack([by_id[i].y_test for i in order]).to(**kw)
+        self.y_test = torch.stack([by_id[i].y_test for i in order]).to(**ykw)
         self.data_idx = torch.tensor([uniq[id(d)] for d in datas], device=device)  # (R,)
 
         # Weights: (R, in, out) and biases (R, 1, out), layer 0 first, the output last.
         feats = datas[0].x_train.shape[1]
-        per_run = [init(c, feats) for c in cfgs]
+        per_run = [init(c, feats, self.num_class) for c in cfgs]
         self.weights, self.biases = [], []
         for j in range(self.depth + 1):
             self.weights.append(torch.stack([p[2 * j] for p in per_run]).to(**kw))
@@ -312,11 +316,20 @@ class _Group:
         return self._affine(h, self.weights[-1], self.biases[-1]), acts, caches
 
     @torch.no_grad()
+    def _loss_grad(self, out, yb):
+        """dL/d(out) of each run's batch loss: MSE of (R, B, 1) predictions, or the
+        cross-entropy of (R, B, C) logits against (R, B) labels (softmax minus one-hot)."""
+        n = out.shape[1]
+        if not self.num_class:
+            return (out - yb) * (2.0 / n)
+        onehot = torch.nn.functional.one_hot(yb, self.num_class).to(out.dtype)
+        return (torch.softmax(out, dim=2) - onehot) / n
+
     def sgd_step(self, xb, yb, want_grads: bool = False) -> list | None:
-        """One SGD step of every run on its own batch (xb (R, B, F), yb (R, B, 1)).
-        Returns the weight gradients of this step if asked (for diagnostics)."""
-        pred, _, caches = self.forward(xb, training=True)
-        grad = (pred - yb) * (2.0 / xb.shape[1])  # d(mean squared error)/d(pred), (R, B, 1)
+        """One SGD step of every run on its own batch (xb (R, B, F), yb (R, B, 1) or
+        (R, B) labels). Returns the weight gradients of this step if asked (diagnostics)."""
+        out, _, caches = self.forward(xb, training=True)
+        grad = self._loss_grad(out, yb)
         grad, grad_out_W = self._linear_backward(self.depth, caches[-1], grad, want_grads)
         grads = [grad_out_W]
         for j in range(self.depth - 1, -1, -1):
@@ -326,10 +339,16 @@ class _Group:
 
     @torch.no_grad()
     def evaluate(self, x, y):
-        """Eval-mode MSE per run (R,) and hidden activations."""
-        pred, acts, _ = self.forward(x)
-        d = pred - y
-        return (d * d).mean(dim=(1, 2)), acts
+        """Eval mode: {"mse": (R,)} or {"ce": (R,), "accuracy": (R,) float64}, and the
+        hidden activations."""
+        out, acts, _ = self.forward(x)
+        if not self.num_class:
+            d = out - y
+            return {"mse": (d * d).mean(dim=(1, 2))}, acts
+        ce = torch.logsumexp(out, dim=2) - out.gather(2, y.unsqueeze(2)).squeeze(2)  # (R, n)
+        # argmax picks the lowest index among tied logits (SPEC 4); counts are exact.
+        hits = out.argmax(dim=2) == y
+        return {"ce": ce.mean(dim=1), "accuracy": hits.to(torch.float64).mean(dim=1)}, acts
 
 
 def _perms(cfgs: Sequence[RunConfig], n_train: int, epochs: int, device):
@@ -413,8 +432,11 @@ def train_group(
     x_test, y_test = group.x_test[group.data_idx], group.y_test[group.data_idx]
     rows = torch.arange(R, device=dev).unsqueeze(1)  # (R, 1)
     # History stays on the device until the end: no synchronization per epoch.
-    cols = history_columns(c0.depth)
-    hist = {c: torch.full((R, c0.epochs), math.nan, dtype=dtype, device=dev) for c in cols}
+    cols = history_columns(c0.depth, group.num_class)
+    hist = {
+        c: torch.full((R, c0.epochs), math.nan, dtype=_column_dtype(c, dtype), device=dev)
+        for c in cols
+    }
     ok = torch.ones(R, c0.epochs, dtype=torch.bool, device=dev)
     last_grads = None
     clock("setup")
@@ -448,15 +470,17 @@ def train_group(
 def _record_epoch(group: _Group, epoch: int, hist: dict, last_grads, train, test):
     """Evaluate every run after an epoch and write its history columns (on the device:
     no synchronization per epoch). Returns which runs are still finite, (R,) bool."""
-    train_mse, acts = group.evaluate(*train)
-    test_mse, _ = group.evaluate(*test)
+    train_metrics, acts = group.evaluate(*train)
+    test_metrics, _ = group.evaluate(*test)
     # A non-finite loss makes the step's gradients, hence the weights, non-finite;
     # so a run is bad once a parameter or a metric is (SPEC 4: divergence).
-    good = torch.isfinite(train_mse) & torch.isfinite(test_mse)
+    good = torch.ones(group.R, dtype=torch.bool, device=group.device)
+    for name in train_metrics:
+        good &= torch.isfinite(train_metrics[name]) & torch.isfinite(test_metrics[name])
+        hist[f"train_{name}"][:, epoch] = train_metrics[name]
+        hist[f"test_{name}"][:, epoch] = test_metrics[name]
     for p in group.weights + group.biases:
         good &= torch.isfinite(p.flatten(1)).all(dim=1)
-    hist["train_mse"][:, epoch] = train_mse
-    hist["test_mse"][:, epoch] = test_mse
     for j, (w, grad_w) in enumerate(zip(group.weights, last_grads, strict=True), start=1):
         hist[f"weight_std_l{j}"][:, epoch] = _spread(w)
         hist[f"grad_std_l{j}"][:, epoch] = _spread(grad_w)
@@ -464,6 +488,11 @@ def _record_epoch(group: _Group, epoch: int, hist: dict, last_grads, train, test
     frac = dead.to(group.dtype).mean(dim=1)
     hist["dead_fraction"][:, epoch] = torch.where(group.relu_runs, frac, math.nan)
     return good
+
+
+def _column_dtype(column: str, dtype):
+    """Accuracies are counts over rows: kept in float64, exactly as the reference has them."""
+    return torch.float64 if column.endswith("_accuracy") else dtype
 
 
 def _spread(t):

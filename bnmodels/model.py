@@ -31,7 +31,8 @@ class Block(nn.Module):
 
 
 class MLP(nn.Module):
-    """`depth` hidden blocks then Linear(width, 1).
+    """`depth` hidden blocks then Linear(width, 1), or Linear(width, num_class): one logit
+    per class for a classification data set.
 
     Layers are constructed in SPEC order (Linear 1, its BN, Linear 2, ..., output), so
     under `torch.manual_seed(seed)` the initial weights are those of the same stack built
@@ -46,13 +47,14 @@ class MLP(nn.Module):
         activation: str = "sigmoid",
         bn: str = "none",
         momentum: float = 0.1,
+        num_class: int = 0,
     ):
         super().__init__()
         sizes = [in_features] + [width] * depth
         self.blocks = nn.ModuleList(Block(k, width, activation, bn, momentum) for k in sizes[:-1])
-        self.out = nn.Linear(width, 1)
+        self.out = nn.Linear(width, num_class or 1)
 
-    def forward(self, x):  # (batch, features) -> (batch, 1)
+    def forward(self, x):  # (batch, features) -> (batch, 1) or (batch, num_class)
         for block in self.blocks:
             x = block(x)
         return self.out(x)
@@ -73,10 +75,13 @@ def apply_init(model: MLP, init: str) -> None:
             nn.init.kaiming_uniform_(lin.weight, nonlinearity="relu")
 
 
-def build_model(cfg: RunConfig, in_features: int) -> MLP:
-    """The run's initial model: seeded, constructed in order, then `init` applied."""
+def build_model(cfg: RunConfig, in_features: int, num_class: int = 0) -> MLP:
+    """The run's initial model: seeded, constructed in order, then `init` applied.
+    `num_class` > 0 gives one output per class (a classification data set)."""
     with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG untouched
         torch.default_generator.manual_seed(cfg.seed)  # torch.manual_seed, CPU part only
-        model = MLP(in_features, cfg.depth, cfg.width, cfg.activation, cfg.bn, cfg.momentum)
+        model = MLP(
+            in_features, cfg.depth, cfg.width, cfg.activation, cfg.bn, cfg.momentum, num_class
+        )
         apply_init(model, cfg.init)
     return model

@@ -26,7 +26,9 @@ from bnmodels.config import (
     INITS,
     NAME_RE,
     NORMALIZATIONS,
+    ClusterSpec,
     DatasetSpec,
+    DataSpec,
     Execution,
     Params,
     RunConfig,
@@ -188,19 +190,6 @@ def _unknown(d: dict, allowed, path: str, err: _Errors):
             )
 
 
-DATASET_KEYS = (
-    "num_examples",
-    "w",
-    "bias",
-    "delta",
-    "deg",
-    "seed",
-    "train_fraction",
-    "feature_scale",
-    "feature_shift",
-)
-
-
 DATASET_CHECKS = {  # the required fields of a data set, in DATASET_KEYS order
     "num_examples": _int_at_least(3),
     "w": lambda v: (
@@ -228,21 +217,51 @@ def _per_feature(d: dict, nf: int, p: str, err: _Errors) -> dict[str, tuple[floa
     return out
 
 
-def _dataset(name: str, d: Any, err: _Errors) -> DatasetSpec | None:
-    """One entry of `datasets`, or None (with its problems in `err`)."""
+CLUSTER_CHECKS = {  # the required fields of a classification data set (SPEC 2b)
+    "num_class": _int_at_least(2),
+    "num_examples": _int_at_least(1),
+    "num_inputs": _int_at_least(1),
+    "mean": lambda v: None if _is_num(v) and v >= 0 else "a finite number >= 0",
+    "std": lambda v: None if _is_num(v) and v > 0 else "a finite number > 0",
+    "seed": _seed,
+    "train_fraction": DATASET_CHECKS["train_fraction"],
+}
+OPTIONAL_DATASET_KEYS = ("feature_scale", "feature_shift")
+
+
+def _split_rows(p: str, rows: int, train_fraction: float, what: str, err: _Errors) -> None:
+    n_train = int(rows * train_fraction)
+    if n_train < 2 or rows - n_train < 1:
+        err.raw(
+            p,
+            f"{what} x train_fraction {train_fraction} leaves {n_train} train and "
+            f"{rows - n_train} test rows; need at least 2 and 1",
+        )
+
+
+def _fields(d: dict, checks: dict, p: str, err: _Errors) -> None:
+    """Unknown, missing and invalid fields of one data set entry."""
+    _unknown(d, (*checks, *OPTIONAL_DATASET_KEYS), p, err)
+    for k, check in checks.items():
+        if k not in d:
+            err.raw(f"{p}.{k}", "missing key")
+        elif allowed := check(d[k]):
+            err.add(f"{p}.{k}", d[k], allowed)
+
+
+def _dataset(name: str, d: Any, err: _Errors) -> DatasetSpec | ClusterSpec | None:
+    """One entry of `datasets` (a classification set if it has `num_class`), or None
+    (with its problems in `err`)."""
     p = f"datasets.{name}"
     n0 = len(err.items)
     if not (isinstance(name, str) and NAME_RE.fullmatch(name)):
         err.add(p, name, "a data set name of letters, digits, _ - (quote a number)")
     if not isinstance(d, dict):
-        err.add(p, d, "a mapping of " + ", ".join(DATASET_CHECKS))
+        err.add(p, d, "a mapping of " + ", ".join(DATASET_CHECKS) + " (or of num_class, ...)")
         return None
-    _unknown(d, DATASET_KEYS, p, err)
-    for k, check in DATASET_CHECKS.items():
-        if k not in d:
-            err.raw(f"{p}.{k}", "missing key")
-        elif allowed := check(d[k]):
-            err.add(f"{p}.{k}", d[k], allowed)
+    if "num_class" in d:
+        return _cluster_dataset(name, d, err)
+    _fields(d, DATASET_CHECKS, p, err)
     if len(err.items) > n0:
         return None
     nf = len(d["w"]) - (1 if d["bias"] else 0)
@@ -251,14 +270,7 @@ def _dataset(name: str, d: Any, err: _Errors) -> DatasetSpec | None:
         err.add(f"{p}.w", d["w"], allowed)
         return None
     per_feature = _per_feature(d, nf, p, err)
-    n_train = int(d["num_examples"] * d["train_fraction"])
-    if n_train < 2 or d["num_examples"] - n_train < 1:
-        err.raw(
-            p,
-            f"num_examples {d['num_examples']} x train_fraction {d['train_fraction']} "
-            f"leaves {n_train} train and {d['num_examples'] - n_train} test rows; "
-            "need at least 2 and 1",
-        )
+    _split_rows(p, d["num_examples"], d["train_fraction"], f"num_examples {d['num_examples']}", err)
     if len(err.items) > n0:
         return None
     return DatasetSpec(
@@ -268,6 +280,31 @@ def _dataset(name: str, d: Any, err: _Errors) -> DatasetSpec | None:
         bias=d["bias"],
         delta=float(d["delta"]),
         deg=d["deg"],
+        seed=d["seed"],
+        train_fraction=float(d["train_fraction"]),
+        **per_feature,
+    )
+
+
+def _cluster_dataset(name: str, d: dict, err: _Errors) -> ClusterSpec | None:
+    p = f"datasets.{name}"
+    n0 = len(err.items)
+    _fields(d, CLUSTER_CHECKS, p, err)
+    if len(err.items) > n0:
+        return None
+    per_feature = _per_feature(d, d["num_inputs"], p, err)
+    rows = d["num_class"] * d["num_examples"]
+    what = f"num_class {d['num_class']} x num_examples {d['num_examples']}"
+    _split_rows(p, rows, d["train_fraction"], what, err)
+    if len(err.items) > n0:
+        return None
+    return ClusterSpec(
+        name=name,
+        num_class=d["num_class"],
+        num_examples=d["num_examples"],
+        num_inputs=d["num_inputs"],
+        mean=float(d["mean"]),
+        std=float(d["std"]),
         seed=d["seed"],
         train_fraction=float(d["train_fraction"]),
         **per_feature,
@@ -303,7 +340,7 @@ def _execution(d: Any, err: _Errors) -> Execution:
     return Execution(**ok)
 
 
-def _check_datasets(raw: dict, file: str) -> tuple[dict[str, DatasetSpec], list[str]]:
+def _check_datasets(raw: dict, file: str) -> tuple[dict[str, DataSpec], list[str]]:
     """The `datasets` section: one DatasetSpec per valid entry."""
     err, datasets = _Errors(file), {}
     for name, d in (_section(raw, "datasets", err) or {}).items():
@@ -323,7 +360,7 @@ def _check_value(key: str, v: Any, path: str, known_ds: set[str], err: _Errors) 
     return True
 
 
-def _check_defaults(raw: dict, datasets: dict[str, DatasetSpec], known_ds: set[str], file: str):
+def _check_defaults(raw: dict, datasets: dict[str, DataSpec], known_ds: set[str], file: str):
     """The `defaults` section: a complete RunConfig, or None when anything is wrong."""
     err = _Errors(file)
     d = _section(raw, "defaults", err) or {}

@@ -8,45 +8,58 @@ import numpy as np
 import pandas as pd
 
 from bnmodels.config import CONFIG_KEYS
-from bnmodels.run import RunResult
+from bnmodels.run import CLASSIFICATION_METRICS, REGRESSION_METRICS, RunResult
 
-RUN_COLUMNS = [
-    *CONFIG_KEYS,
-    "run_key",
-    "mlflow_run_id",
-    "final_train_mse",
-    "final_test_mse",
-    "best_test_mse",
-    "diverged",
-]
+REGRESSION_SUMMARY = ("final_train_mse", "final_test_mse", "best_test_mse")
+CLASSIFICATION_SUMMARY = (
+    "final_train_ce",
+    "final_test_ce",
+    "final_test_accuracy",
+    "best_test_accuracy",
+)
+
+
+def _kinds(results: Sequence[RunResult]) -> tuple[bool, bool]:
+    """Whether the sweep has regression runs, and whether it has classification runs."""
+    classification = ["train_ce" in r.history for r in results]
+    return (not all(classification)), any(classification)
+
+
+def run_columns(results: Sequence[RunResult]) -> list[str]:
+    """runs.csv's columns: the summary columns of each kind of run the sweep holds."""
+    regression, classification = _kinds(results)
+    summary = (REGRESSION_SUMMARY if regression else ()) + (
+        CLASSIFICATION_SUMMARY if classification else ()
+    )
+    return [*CONFIG_KEYS, "run_key", "mlflow_run_id", *summary, "diverged"]
 
 
 def runs_frame(results: Sequence[RunResult], run_ids: dict[str, str] | None = None):
-    """One row per run, in the given order; `mlflow_run_id` empty when not logged."""
+    """One row per run, in the given order; `mlflow_run_id` empty when not logged, a
+    summary column of the other kind (a regression run's accuracy) empty."""
     run_ids = run_ids or {}
     rows = [
         {
             **r.config.as_dict(),
             "run_key": r.config.run_key,
             "mlflow_run_id": run_ids.get(r.config.run_key, ""),
-            "final_train_mse": r.final_train_mse,
-            "final_test_mse": r.final_test_mse,
-            "best_test_mse": r.best_test_mse,
+            **r.summary(),
             "diverged": r.diverged,
         }
         for r in results
     ]
-    return pd.DataFrame(rows, columns=RUN_COLUMNS)
+    return pd.DataFrame(rows, columns=run_columns(results))
 
 
 def history_frame(results: Sequence[RunResult]) -> pd.DataFrame:
-    """Long format: run_key, epoch (1-based), train_mse, test_mse, then diagnostics.
+    """Long format: run_key, epoch (1-based), the metrics (SPEC 4), then diagnostics.
 
-    Runs of different depths have different per-layer columns; a missing one is NaN.
+    Runs of different depths have different per-layer columns, and regression and
+    classification runs different metrics; a column a run does not have is NaN.
     """
     frames = []
     for r in results:
-        n = len(r.history["train_mse"])
+        n = len(next(iter(r.history.values())))
         frames.append(
             pd.DataFrame({"run_key": r.config.run_key, "epoch": np.arange(1, n + 1), **r.history})
         )
@@ -55,4 +68,8 @@ def history_frame(results: Sequence[RunResult]) -> pd.DataFrame:
         (c for c in df.columns if c.startswith(("weight_std_l", "grad_std_l"))),
         key=lambda c: (c.split("_l")[0], int(c.split("_l")[1])),
     )
-    return df[["run_key", "epoch", "train_mse", "test_mse", *layer_cols, "dead_fraction"]]
+    regression, classification = _kinds(results)
+    metrics = (REGRESSION_METRICS if regression else ()) + (
+        CLASSIFICATION_METRICS if classification else ()
+    )
+    return df[["run_key", "epoch", *metrics, *layer_cols, "dead_fraction"]]

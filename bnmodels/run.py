@@ -15,13 +15,37 @@ import torch
 
 from bnmodels.config import RunConfig
 
+REGRESSION_METRICS = ("train_mse", "test_mse")
+CLASSIFICATION_METRICS = ("train_ce", "test_ce", "train_accuracy", "test_accuracy")
+# runs.csv's summary columns (SPEC 5); those of the other kind are NaN for a run.
+SUMMARY_COLUMNS = (
+    "final_train_mse",
+    "final_test_mse",
+    "best_test_mse",
+    "final_train_ce",
+    "final_test_ce",
+    "final_test_accuracy",
+    "best_test_accuracy",
+)
 
-def history_columns(depth: int) -> list[str]:
+
+def metric_columns(num_class: int = 0) -> tuple[str, ...]:
+    """The per-epoch metrics of a run: MSE for regression, cross-entropy and accuracy for
+    a classification data set (num_class > 0), in eval mode over train and test rows."""
+    return CLASSIFICATION_METRICS if num_class else REGRESSION_METRICS
+
+
+def loss_columns(num_class: int = 0) -> tuple[str, str]:
+    """The (train, test) columns of the loss that training minimizes."""
+    return ("train_ce", "test_ce") if num_class else ("train_mse", "test_mse")
+
+
+def history_columns(depth: int, num_class: int = 0) -> list[str]:
     """Per-epoch columns of a run's history, in order (layer 1 is the first hidden Linear,
     layer depth+1 the output Linear)."""
     layers = range(1, depth + 2)
     return (
-        ["train_mse", "test_mse"]
+        list(metric_columns(num_class))
         + [f"weight_std_l{i}" for i in layers]
         + [f"grad_std_l{i}" for i in layers]
         + ["dead_fraction"]
@@ -38,22 +62,49 @@ def batch_slices(n_train: int, batch_size: int) -> list[tuple[int, int]]:
 
 
 class RunMetrics:
-    """Summary numbers of a run, from its `history`."""
+    """Summary numbers of a run, from its `history`; NaN for a column of the other kind
+    (a regression run has no accuracy)."""
 
     history: dict[str, np.ndarray]
 
+    def _final(self, column: str) -> float:
+        return float(self.history[column][-1]) if column in self.history else math.nan
+
+    def _best(self, column: str, best) -> float:
+        t = self.history.get(column)
+        return float(best(t)) if t is not None and np.isfinite(t).any() else math.nan
+
     @property
     def final_train_mse(self) -> float:
-        return float(self.history["train_mse"][-1])
+        return self._final("train_mse")
 
     @property
     def final_test_mse(self) -> float:
-        return float(self.history["test_mse"][-1])
+        return self._final("test_mse")
 
     @property
     def best_test_mse(self) -> float:
-        t = self.history["test_mse"]
-        return float(np.nanmin(t)) if np.isfinite(t).any() else math.nan
+        return self._best("test_mse", np.nanmin)
+
+    @property
+    def final_train_ce(self) -> float:
+        return self._final("train_ce")
+
+    @property
+    def final_test_ce(self) -> float:
+        return self._final("test_ce")
+
+    @property
+    def final_test_accuracy(self) -> float:
+        return self._final("test_accuracy")
+
+    @property
+    def best_test_accuracy(self) -> float:
+        return self._best("test_accuracy", np.nanmax)
+
+    def summary(self) -> dict[str, float]:
+        """runs.csv's summary columns (SPEC 5)."""
+        return {c: getattr(self, c) for c in SUMMARY_COLUMNS}
 
 
 @dataclass

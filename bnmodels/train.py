@@ -22,9 +22,15 @@ def _std(t: torch.Tensor) -> float:
     return float(t.detach().std()) if t.numel() > 1 else 0.0
 
 
+def loss_fn(num_class: int):
+    """The batch loss of SPEC 4: MSE, or cross-entropy of the logits for a classifier."""
+    return nn.functional.cross_entropy if num_class else nn.functional.mse_loss
+
+
 @torch.no_grad()
-def evaluate(model: MLP, x: torch.Tensor, y: torch.Tensor) -> tuple[float, list[torch.Tensor]]:
-    """Eval-mode MSE over all rows, and each hidden block's activation output."""
+def evaluate(model: MLP, x: torch.Tensor, y: torch.Tensor, num_class: int = 0):
+    """Eval mode over all rows: {"mse"} or {"ce", "accuracy"}, and each hidden block's
+    activation output."""
     model.eval()
     acts, h = [], x
     for block in model.blocks:
@@ -34,26 +40,31 @@ def evaluate(model: MLP, x: torch.Tensor, y: torch.Tensor) -> tuple[float, list[
         a = block.act(z)
         acts.append(a)
         h = block.norm(a) if block.bn == "post" else a
-    return float(nn.functional.mse_loss(model.out(h), y)), acts
+    out = model.out(h)
+    if not num_class:
+        return {"mse": float(nn.functional.mse_loss(out, y))}, acts
+    # argmax picks the lowest index among tied logits (SPEC 4)
+    accuracy = (out.argmax(dim=1) == y).to(torch.float64).mean()
+    return {"ce": float(nn.functional.cross_entropy(out, y)), "accuracy": float(accuracy)}, acts
 
 
 def train_reference(cfg: RunConfig, data: Split, dtype: torch.dtype = torch.float32) -> RunResult:
     """Train one run per SPEC 4 and return its history, diverged flag and final weights."""
     data = data.to(dtype=dtype)
-    model = build_model(cfg, data.x_train.shape[1]).to(dtype)
+    model = build_model(cfg, data.x_train.shape[1], data.num_class).to(dtype)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr)
+    loss_of = loss_fn(data.num_class)
     gs = torch.Generator().manual_seed(cfg.seed)
     n_train = data.x_train.shape[0]
     slices = batch_slices(n_train, cfg.batch_size)
-    cols = history_columns(cfg.depth)
-    hist = {c: np.full(cfg.epochs, np.nan) for c in cols}
+    hist = {c: np.full(cfg.epochs, np.nan) for c in history_columns(cfg.depth, data.num_class)}
     diverged = False
     for epoch in range(cfg.epochs):
         model.train()
         perm = torch.randperm(n_train, generator=gs)
         for s, e in slices:
             idx = perm[s:e]
-            loss = nn.functional.mse_loss(model(data.x_train[idx]), data.y_train[idx])
+            loss = loss_of(model(data.x_train[idx]), data.y_train[idx])
             if not torch.isfinite(loss):
                 diverged = True
                 break
@@ -62,12 +73,13 @@ def train_reference(cfg: RunConfig, data: Split, dtype: torch.dtype = torch.floa
             opt.step()
         if diverged:
             break
-        train_mse, acts = evaluate(model, data.x_train, data.y_train)
-        test_mse, _ = evaluate(model, data.x_test, data.y_test)
-        if not (math.isfinite(train_mse) and math.isfinite(test_mse)):
+        train, acts = evaluate(model, data.x_train, data.y_train, data.num_class)
+        test, _ = evaluate(model, data.x_test, data.y_test, data.num_class)
+        if not all(math.isfinite(v) for v in (*train.values(), *test.values())):
             diverged = True
             break
-        hist["train_mse"][epoch], hist["test_mse"][epoch] = train_mse, test_mse
+        for name in train:
+            hist[f"train_{name}"][epoch], hist[f"test_{name}"][epoch] = train[name], test[name]
         for i, lin in enumerate(model.linears(), start=1):
             hist[f"weight_std_l{i}"][epoch] = _std(lin.weight)
             hist[f"grad_std_l{i}"][epoch] = _std(lin.weight.grad)

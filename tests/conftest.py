@@ -72,7 +72,7 @@ def write_params(tmp_path):
 ACTIVATION_MODULES = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh}
 
 
-def _reference_mlp(in_features, depth, width, activation, bn, momentum, init, seed):
+def _reference_mlp(in_features, depth, width, activation, bn, momentum, init, seed, outputs=1):
     """SPEC 4 by hand: seed, construct the layers in order, then re-init Linear weights."""
     torch.manual_seed(seed)
     layers, k = [], in_features
@@ -85,7 +85,7 @@ def _reference_mlp(in_features, depth, width, activation, bn, momentum, init, se
         else:
             layers.append(ACTIVATION_MODULES[activation]())
         k = width
-    layers.append(nn.Linear(width, 1))
+    layers.append(nn.Linear(width, outputs))
     for layer in layers:
         if isinstance(layer, nn.Linear):
             if init == "xavier":
