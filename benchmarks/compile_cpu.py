@@ -11,9 +11,9 @@ import time
 import torch
 
 from benchmarks.engines import mixed_sweep
-from bnmodels import engine
 from bnmodels.config import DatasetSpec
 from bnmodels.data import generate
+from bnmodels.group import Group, Init
 
 torch.set_num_threads(1)
 spec = DatasetSpec("quad2", 1000, (2.0, -1.0), False, 0.01, 2, 420, 0.7, (1.0, 1.0), (0.0, 0.0))
@@ -32,9 +32,9 @@ def timed_steps(step, g, n=300):
     return first, (time.perf_counter() - t) / n
 
 
-g = engine._Group(runs, [split] * len(runs), torch.device("cpu"), torch.float32, engine._Init())
+g = Group(runs, [split] * len(runs), torch.device("cpu"), torch.float32, Init())
 _, eager = timed_steps(g.sgd_step, g)
-g2 = engine._Group(runs, [split] * len(runs), torch.device("cpu"), torch.float32, engine._Init())
+g2 = Group(runs, [split] * len(runs), torch.device("cpu"), torch.float32, Init())
 first, compiled = timed_steps(torch.compile(g2.sgd_step), g2)
 print(f"eager step:    {eager * 1e6:8.0f} us")
 print(f"compiled step: {compiled * 1e6:8.0f} us  (first call, compiling: {first:.1f} s)")

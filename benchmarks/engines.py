@@ -102,12 +102,13 @@ def main(n_runs, epochs, depth, batch_size, device, threads, reference_runs, gra
         torch.cuda.synchronize()
     t = time.perf_counter()
     from bnmodels import engine
+    from bnmodels.group import Init
 
     engine_kw = {} if device != "cuda" else {"cuda_graphs": graphs}
     groups: dict = {}
     for i, r in enumerate(runs):
         groups.setdefault(engine.group_key(r, split), []).append(i)
-    init = engine._Init()
+    init = Init()
     timings: dict = {}
     for idx in groups.values():
         engine.train_group(

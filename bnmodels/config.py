@@ -136,6 +136,7 @@ class Sweep:
     name: str
     axes: dict[str, tuple]  # keys given as lists, in file order
     runs: tuple[RunConfig, ...]
+    probes: bool = False  # loss-landscape probes every epoch (SPEC 4): what it records
 
 
 @dataclass(frozen=True)

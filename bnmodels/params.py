@@ -37,6 +37,8 @@ from bnmodels.config import (
 from bnmodels.errors import ParamsError
 
 TOP_KEYS = ("datasets", "defaults", "sweeps", "execution")
+# Keys of a sweep that say what it records rather than which runs it holds.
+SWEEP_SETTINGS = ("probes",)
 
 
 # YAML: PyYAML follows YAML 1.1, where `1e-3` is a string; users (and DVC's own
@@ -414,8 +416,12 @@ def _axis(k: str, v: list, path: str, known_ds: set[str], err: _Errors) -> bool:
 def _check_sweep(name: str, s: dict, defaults: RunConfig | None, ctx: dict, err: _Errors):
     """One sweep: its axes and fixed values, expanded into runs; None when invalid."""
     p = f"sweeps.{name}"
-    _unknown(s, CONFIG_KEYS, p, err)
-    axes, fixed, ok = {}, {}, all(k in CONFIG_KEYS for k in s)
+    _unknown(s, (*CONFIG_KEYS, *SWEEP_SETTINGS), p, err)
+    axes, fixed, ok = {}, {}, all(k in CONFIG_KEYS or k in SWEEP_SETTINGS for k in s)
+    probes = s.get("probes", False)
+    if not isinstance(probes, bool):
+        err.add(f"{p}.probes", probes, "true or false")
+        ok = False
     for k, v in s.items():
         if k not in CONFIG_KEYS:
             continue
@@ -455,7 +461,7 @@ def _check_sweep(name: str, s: dict, defaults: RunConfig | None, ctx: dict, err:
             f"{bs} is larger than the {n_train} train rows of data set {dsn!r}; "
             f"expected 2 <= batch_size <= {n_train}",
         )
-    return None if bad_bs else Sweep(name=name, axes=axes, runs=runs)
+    return None if bad_bs else Sweep(name=name, axes=axes, runs=runs, probes=probes)
 
 
 def _check_sweeps(raw: dict, defaults: RunConfig | None, ctx: dict, file: str):

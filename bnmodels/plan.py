@@ -45,6 +45,8 @@ def make_plans(params: Params, processed: Path, file: str = "params.yaml") -> di
             "axes": {k: list(v) for k, v in sweep.axes.items()},
             "data_md5": data,
             "runs": [r.as_dict() for r in sweep.runs],
+            # only when on: plans of sweeps without probes stay byte for byte as they were
+            **({"probes": True} if sweep.probes else {}),
         }
     if errors:
         raise ParamsError(errors)

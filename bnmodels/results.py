@@ -8,14 +8,21 @@ import numpy as np
 import pandas as pd
 
 from bnmodels.config import CONFIG_KEYS
-from bnmodels.run import CLASSIFICATION_METRICS, REGRESSION_METRICS, RunResult
+from bnmodels.run import CLASSIFICATION_METRICS, PROBE_COLUMNS, REGRESSION_METRICS, RunResult
 
-REGRESSION_SUMMARY = ("final_train_mse", "final_test_mse", "best_test_mse")
+REGRESSION_SUMMARY = (
+    "final_train_mse",
+    "final_test_mse",
+    "best_test_mse",
+    "final_test_mse_precise_bn",
+)
 CLASSIFICATION_SUMMARY = (
     "final_train_ce",
     "final_test_ce",
     "final_test_accuracy",
     "best_test_accuracy",
+    "final_test_ce_precise_bn",
+    "final_test_accuracy_precise_bn",
 )
 
 
@@ -64,12 +71,14 @@ def history_frame(results: Sequence[RunResult]) -> pd.DataFrame:
             pd.DataFrame({"run_key": r.config.run_key, "epoch": np.arange(1, n + 1), **r.history})
         )
     df = pd.concat(frames, ignore_index=True)
+    per_layer = ("weight_std_l", "grad_std_l", "weight_norm_l", "grad_ratio_l")
     layer_cols = sorted(
-        (c for c in df.columns if c.startswith(("weight_std_l", "grad_std_l"))),
+        (c for c in df.columns if c.startswith(per_layer)),
         key=lambda c: (c.split("_l")[0], int(c.split("_l")[1])),
     )
     regression, classification = _kinds(results)
     metrics = (REGRESSION_METRICS if regression else ()) + (
         CLASSIFICATION_METRICS if classification else ()
     )
-    return df[["run_key", "epoch", *metrics, *layer_cols, "dead_fraction"]]
+    probes = [c for c in PROBE_COLUMNS if c in df.columns]
+    return df[["run_key", "epoch", *metrics, *layer_cols, "dead_fraction", *probes]]

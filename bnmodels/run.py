@@ -26,7 +26,11 @@ SUMMARY_COLUMNS = (
     "final_test_ce",
     "final_test_accuracy",
     "best_test_accuracy",
+    "final_test_mse_precise_bn",
+    "final_test_ce_precise_bn",
+    "final_test_accuracy_precise_bn",
 )
+PROBE_COLUMNS = ("probe_loss_range", "probe_grad_change", "probe_beta")  # landscape.py
 
 
 def metric_columns(num_class: int = 0) -> tuple[str, ...]:
@@ -40,15 +44,25 @@ def loss_columns(num_class: int = 0) -> tuple[str, str]:
     return ("train_ce", "test_ce") if num_class else ("train_mse", "test_mse")
 
 
-def history_columns(depth: int, num_class: int = 0) -> list[str]:
+def history_columns(depth: int, num_class: int = 0, probes: bool = False) -> list[str]:
     """Per-epoch columns of a run's history, in order (layer 1 is the first hidden Linear,
-    layer depth+1 the output Linear)."""
+    layer depth+1 the output Linear).
+
+    Per layer, after the epoch: the spread of its weights and of the epoch's last weight
+    gradient (std), the weight norm ||W|| (Frobenius) and ||grad W|| / ||W|| (for weights
+    feeding a BN layer the loss is scale-invariant, so their effective step is about
+    lr / ||W||^2). Then the fraction of dead ReLU units, and the landscape probes when
+    asked for (SPEC 4).
+    """
     layers = range(1, depth + 2)
     return (
         list(metric_columns(num_class))
         + [f"weight_std_l{i}" for i in layers]
         + [f"grad_std_l{i}" for i in layers]
+        + [f"weight_norm_l{i}" for i in layers]
+        + [f"grad_ratio_l{i}" for i in layers]
         + ["dead_fraction"]
+        + (list(PROBE_COLUMNS) if probes else [])
     )
 
 
@@ -102,9 +116,15 @@ class RunMetrics:
     def best_test_accuracy(self) -> float:
         return self._best("test_accuracy", np.nanmax)
 
+    precise_bn: dict[str, float]
+
     def summary(self) -> dict[str, float]:
-        """runs.csv's summary columns (SPEC 5)."""
-        return {c: getattr(self, c) for c in SUMMARY_COLUMNS}
+        """runs.csv's summary columns (SPEC 5); `..._precise_bn`: the test metrics with
+        precise BN statistics (NaN without BN)."""
+        out = {c: getattr(self, c) for c in SUMMARY_COLUMNS if not c.endswith("_precise_bn")}
+        for metric in ("mse", "ce", "accuracy"):
+            out[f"final_test_{metric}_precise_bn"] = self.precise_bn.get(metric, math.nan)
+        return out
 
 
 @dataclass
@@ -121,3 +141,5 @@ class RunResult(RunMetrics):
     # End-of-training diagnostics: per BN layer running_mean/running_var, per Linear the
     # last step's weight gradient (what the course's weights_vp draws).
     final: dict[str, list[list[float]]] = field(default_factory=dict)
+    # Test metrics with precise BN statistics ("mse" or "ce", "accuracy"); empty without BN.
+    precise_bn: dict[str, float] = field(default_factory=dict)

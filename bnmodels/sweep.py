@@ -29,11 +29,13 @@ def train_sweep(
     splits: dict[tuple[str, str], Split],
     execution: Execution | None = None,
     on_results: Callable[[list[RunResult]], None] | None = None,
+    probes: bool = False,
 ) -> list[RunResult]:
     """Train a sweep's runs with the engine `execution` names; results in run order.
 
     `on_results` receives results as they are ready (a group at a time when batched), so
-    that the caller can log them while the next ones train.
+    that the caller can log them while the next ones train; `probes` records the
+    loss-landscape probes (the sweep's `probes: true`).
     """
     execution = execution or Execution()
     torch.set_num_threads(execution.threads)
@@ -42,10 +44,11 @@ def train_sweep(
     if execution.engine == "reference":
         out = []
         for r, d in zip(runs, datas, strict=True):
-            out.append(train_reference(r, d, dtype=dtype))
+            out.append(train_reference(r, d, dtype=dtype, probes=probes))
             if on_results:
                 on_results(out[-1:])
         return out
     from bnmodels.engine import train_runs
 
-    return train_runs(runs, datas, resolve_device(execution.device), dtype, on_results)
+    device = resolve_device(execution.device)
+    return train_runs(runs, datas, device, dtype, on_results, probes=probes)

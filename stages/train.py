@@ -72,7 +72,8 @@ def main(sweep: str, plan_file: str, processed: str, out: str, params_file: str)
                 logger.submit(results[i : i + LOG_CHUNK])
             bars["log"].update(logger.poll())
 
-        results = train_sweep(runs, splits, execution, on_results=log)
+        probes = plan.get("probes", False)
+        results = train_sweep(runs, splits, execution, on_results=log, probes=probes)
         history = history_frame(results)
         # While the logger finishes: the sweep's curves, on the parent run.
         parent.log_figures(sweep_figures(sweep, results, history, plan["axes"]))

@@ -551,3 +551,25 @@ sweeps:
     params = load_params(write_params(text))
     assert params.datasets["quad2_other_seed"].seed == 421
     assert params.datasets["quad2_other_seed"].w == params.datasets["quad2"].w
+
+
+def test_a_sweep_may_ask_for_probes_and_only_its_plan_says_so(raw_params, tmp_path):
+    from bnmodels.plan import make_plans
+
+    raw_params["sweeps"]["depth"]["probes"] = True
+    params = validate(raw_params)
+    assert params.sweeps["depth"].probes and not params.sweeps["placement"].probes
+    processed = tmp_path / "processed" / "quad2"
+    processed.mkdir(parents=True)
+    (processed / "none.pt").write_bytes(b"data")
+    plans = make_plans(params, tmp_path / "processed")
+    assert plans["depth"]["probes"] is True and "probes" not in plans["placement"]
+    # probes change what is recorded, never which runs there are
+    del raw_params["sweeps"]["depth"]["probes"]
+    assert params.sweeps["depth"].runs == validate(raw_params).sweeps["depth"].runs
+
+
+def test_probes_must_be_true_or_false(write_params, raw_params):
+    raw_params["sweeps"]["depth"]["probes"] = "yes"
+    path, errors = problems(write_params, raw_params)
+    assert f"{path}: sweeps.depth.probes: 'yes' is not allowed; expected true or false" in errors
