@@ -276,3 +276,23 @@ def test_width_one_and_a_full_batch_match_the_reference_including_spreads(split)
             np.testing.assert_allclose(
                 b.history[col], ref_values, rtol=1e-8, atol=1e-12, err_msg=f"{c.run_key} {col}"
             )
+
+
+@cuda
+def test_cuda_classification_probes_and_precise_bn_match_the_cpu_reference(split):
+    """The new columns on the GPU path (broadcast products, CUDA graphs): classification
+    runs, landscape probes and precise BN, against the reference engine in float64."""
+    from bnmodels.config import ClusterSpec
+
+    blobs = generate(ClusterSpec("b", 3, 60, 2, 2.0, 1.5, 420, 0.7, (1.0,) * 2, (0.0,) * 2))
+    cfgs = [cfg(dataset=ds, bn=b, activation=a, epochs=4, batch_size=20)
+            for ds in ("d", "b") for a, b, *_ in ALL_SHAPES[::12]]  # fmt: skip
+    datas = [split if c.dataset == "d" else blobs for c in cfgs]
+    batched = train_runs(cfgs, datas, device="cuda", dtype=torch.float64, probes=True)
+    for c, d, b in zip(cfgs, datas, batched, strict=True):
+        r = train_reference(c, d, dtype=torch.float64, probes=True)
+        for col, values in r.history.items():
+            np.testing.assert_allclose(b.history[col], values, rtol=1e-8, atol=1e-12, err_msg=col)
+        assert b.precise_bn.keys() == r.precise_bn.keys()
+        for k, v in r.precise_bn.items():
+            assert b.precise_bn[k] == pytest.approx(v, rel=1e-8), (c.run_key, k)
