@@ -123,6 +123,7 @@ class Params:
     defaults: RunConfig
     sweeps: dict[str, Sweep]
     execution: Execution = field(default_factory=Execution)
+    claims: dict[str, Any] = field(default_factory=dict)  # id -> claim_spec.Claim
 
 
 # ---------------------------------------------------------------------------
@@ -363,7 +364,7 @@ def validate(raw: Any, file: str = "params.yaml") -> Params:
     err = _Errors(file)
     if not isinstance(raw, dict):
         raise ParamsError([f"{file}: expected a mapping with datasets, defaults, sweeps"])
-    _unknown(raw, ("datasets", "defaults", "sweeps", "execution"), "", err)
+    _unknown(raw, ("datasets", "defaults", "sweeps", "execution", "claims"), "", err)
 
     datasets = {}
     for name, d in (_section(raw, "datasets", err) or {}).items():
@@ -467,9 +468,18 @@ def validate(raw: Any, file: str = "params.yaml") -> Params:
             err.raw("defaults.batch_size",
                     f"{defaults.batch_size} is larger than the {n_train} train rows of data set "
                     f"{defaults.dataset!r}")  # fmt: skip
+    # Imported where used: claims never change what a run computes, so the train stages
+    # (which load params for `execution`) do not list the claims code among their deps.
+    from bnmodels.claim_spec import validate_claims
+
+    claims = validate_claims(
+        raw.get("claims"), {n: [r.as_dict() for r in s.runs] for n, s in sweeps.items()}, err,
+        known=map(str, raw["sweeps"] if isinstance(raw.get("sweeps"), dict) else ()),
+    )  # fmt: skip
     if err.items:
         raise ParamsError(err.items)
-    return Params(datasets=datasets, defaults=defaults, sweeps=sweeps, execution=execution)
+    return Params(datasets=datasets, defaults=defaults, sweeps=sweeps, execution=execution,
+                  claims=claims)  # fmt: skip
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
