@@ -4,11 +4,13 @@ import json
 import multiprocessing
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import click
 import pandas as pd
 
+from bnmodels.config import ParamsError, load_params
 from bnmodels.io import atomic_write_bytes
 from bnmodels.plots import png_bytes
 from bnmodels.report import Report, SweepData, build_report
@@ -48,12 +50,19 @@ def read_sweep(folder: Path, axes: dict) -> SweepData:
 @click.option("--plans", required=True, help="folder of <sweep>.json plans")
 @click.option("--runs", "runs_dir", required=True, help="folder of <sweep>/ results")
 @click.option("--out", required=True, help="reports folder")
-def main(plans: str, runs_dir: str, out: str):
+@click.option("--params", "params_file", default="params.yaml", show_default=True,
+              help="read for its claims (validated as the plan stage does)")  # fmt: skip
+def main(plans: str, runs_dir: str, out: str, params_file: str):
+    try:
+        claims = list(load_params(params_file).claims.values())
+    except ParamsError as e:  # as cli.clean_errors does, without importing torch and mlflow
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
     sweeps = {}
     for plan_file in sorted(Path(plans).glob("*.json")):  # removed sweeps are left out
         plan = json.loads(plan_file.read_text())
         sweeps[plan["sweep"]] = read_sweep(Path(runs_dir) / plan["sweep"], plan["axes"])
-    files = report_files(build_report(sweeps))
+    files = report_files(build_report(sweeps, claims))
     out = Path(out)
     for sub in ("figures", "plots"):  # regenerated whole: no stale figure survives
         shutil.rmtree(out / sub, ignore_errors=True)
