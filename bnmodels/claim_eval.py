@@ -31,7 +31,7 @@ import pandas as pd
 from bnmodels import stats
 from bnmodels.claim_metrics import LOG, ORDER, Metric, on_scale, reduce_curves
 from bnmodels.claim_spec import BEST, INTERACTION, MAXIMUM, OPTIMUM, PAIR, SAME, TREND, Claim
-from bnmodels.prepared import PreparedSweep, label, show
+from bnmodels.prepared import PreparedSweep, label, nanmean, show
 
 
 @dataclass(frozen=True)
@@ -94,12 +94,7 @@ def _better_sign(m: Metric, claim: Claim) -> float:
 
 def _level_table(r: pd.DataFrame, key: str) -> pd.DataFrame:
     """(seeds, levels) of the value averaged over the other cells of each seed."""
-    return r.groupby(["seed", key], sort=True)["value"].agg(stats_mean).unstack(key)
-
-
-def stats_mean(x) -> float:
-    f = stats.finite(x)
-    return float(f.mean()) if f.size else math.nan
+    return r.groupby(["seed", key], sort=True)["value"].agg(nanmean).unstack(key)
 
 
 def _eligible(r: pd.DataFrame, key: str) -> list:
@@ -113,7 +108,7 @@ def _cv_best(table: pd.DataFrame, levels: Sequence, sign: float) -> pd.Series:
     out = {}
     for seed in table.index:
         others = table.drop(index=seed)[list(levels)]
-        score = others.apply(stats_mean).to_numpy() * sign
+        score = others.apply(nanmean).to_numpy() * sign
         out[seed] = levels[int(np.nanargmin(score))] if np.isfinite(score).any() else levels[0]
     return pd.Series(out)
 
@@ -126,8 +121,10 @@ def _arm(sw, values, filt: Mapping, cells: list[str], sign: float) -> pd.Series:
     r = sw.runs.loc[sw.select(**plain), ["seed", *cells, *best, "diverged", "run_key"]].copy()
     r["value"] = values.reindex(r["run_key"]).to_numpy()
     if best:
-        k = best[0]
-        chosen = _cv_best(_level_table(r, k), _eligible(r, k), sign)
+        k, levels = best[0], _eligible(r, best[0])
+        if not levels:  # every level mostly diverged: no best level to compare with
+            return r.iloc[:0].groupby(["seed", *cells])["value"].mean()
+        chosen = _cv_best(_level_table(r, k), levels, sign)
         r = r[r[k].to_numpy() == chosen.reindex(r["seed"]).to_numpy()]
     return r.groupby(["seed", *cells], sort=True)["value"].mean()
 
@@ -221,7 +218,7 @@ def _trend_evidence(claim: Claim, sw: PreparedSweep, values: pd.Series) -> Evide
         f"per unit of {claim.along}"
     )
     means = ", ".join(
-        f"{claim.along} {show(lv)}: {_fmt(claim.metric, stats_mean(table[lv]))}" for lv in levels
+        f"{claim.along} {show(lv)}: {_fmt(claim.metric, nanmean(table[lv]))}" for lv in levels
     )
     return Evidence(
         stats.one_sample(slope, _margin(claim)), dropped, words, f"Effect per level: {means}."
@@ -239,8 +236,8 @@ def _interaction_evidence(claim: Claim, sw: PreparedSweep, values: pd.Series) ->
         f"{_scale_words(claim.metric)}, paired by seed"
     )
     detail = (
-        f"Effect in {g}: {_fmt(claim.metric, stats_mean(sg))}; in {t}: "
-        f"{_fmt(claim.metric, stats_mean(st))}."
+        f"Effect in {g}: {_fmt(claim.metric, nanmean(sg))}; in {t}: "
+        f"{_fmt(claim.metric, nanmean(st))}."
     )
     test = stats.one_sample(both["g"] - both["t"], _margin(claim))
     return Evidence(test, dg + dt, words, detail)
@@ -327,9 +324,9 @@ def _arm_detail(claim: Claim, sw: PreparedSweep, values: pd.Series) -> str:
         if claim.metric.scale == ORDER:
             parts.append(f"{_words_filter(arm)}: reached {int(np.isfinite(v).sum())}/{v.size}")
         elif claim.metric.scale == LOG:
-            parts.append(f"{_words_filter(arm)}: geometric mean {math.exp(stats_mean(v)):.3g}")
+            parts.append(f"{_words_filter(arm)}: geometric mean {math.exp(nanmean(v)):.3g}")
         else:
-            mean = stats_mean(v) * claim.metric.shown_scale
+            mean = nanmean(v) * claim.metric.shown_scale
             parts.append(f"{_words_filter(arm)}: mean {mean:.3g} {claim.metric.unit}".rstrip())
     return "Per arm (runs that did not diverge): " + "; ".join(parts) + "."
 
