@@ -55,7 +55,8 @@ class ClaimResult:
     n: int  # seeds behind the estimate
     n_dropped: int
     verdict: str
-    comparison: str
+    comparison: str  # in words, in full
+    short: str  # the comparison in a few words, for the table
     effect: str  # the estimate and interval, formatted for reading
     detail: str
 
@@ -331,6 +332,19 @@ def _arm_detail(claim: Claim, sw: PreparedSweep, values: pd.Series) -> str:
     return "Per arm (runs that did not diverge): " + "; ".join(parts) + "."
 
 
+def short_words(c: Claim) -> str:
+    """The comparison in a few words: arms, groups or axis, and the metric."""
+    where = f" ({_words_filter(c.where)})" if c.where else ""
+    if c.kind == OPTIMUM:
+        return f"{c.metric.name} against {c.along}{where}"
+    arms = f"{_arms_words(c)}{where}"
+    if c.kind == TREND:
+        arms += f", slope along {c.along}"
+    elif c.kind == INTERACTION:
+        arms += f", {_words_filter(c.group)} minus {_words_filter(c.than)}"
+    return f"{arms}: {c.metric.name}"
+
+
 def evidence(claim: Claim, sw: PreparedSweep) -> Evidence:
     return KINDS[claim.kind](claim, sw, run_values(claim, sw))
 
@@ -356,6 +370,7 @@ def evaluate(claims: Sequence[Claim], sweeps: Mapping[str, PreparedSweep]) -> li
                 n_dropped=e.n_dropped,
                 verdict=stats.verdict(expect, t, float(ph), margin),
                 comparison=e.comparison,
+                short=short_words(c),
                 effect=_fmt(c.metric, t.estimate, t.ci_low, t.ci_high),
                 detail=e.detail,
             )

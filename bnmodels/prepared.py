@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from bnmodels import stats
+from bnmodels.claim_metrics import epochs_to
 from bnmodels.config import CONFIG_KEYS
 
 GROUP_KEYS = tuple(k for k in CONFIG_KEYS if k != "seed")  # a configuration without seed
@@ -192,9 +193,8 @@ def prepare(name: str, data: SweepData) -> PreparedSweep:
         epochs = max(epochs, int(curves["train_mse"].columns.max()))
         first = stats.finite(curves["train_mse"].iloc[:, 0])
         threshold = THRESHOLD_FRACTION * float(np.median(first)) if first.size else math.nan
-        runs["epochs_to_threshold"] = stats.epochs_to_threshold(
-            curves["train_mse"].to_numpy(), threshold
-        )
+        reached = epochs_to(curves["train_mse"].to_numpy(), threshold)
+        runs["epochs_to_threshold"] = np.where(np.isinf(reached), np.nan, reached)
     runs["dead_final"] = math.nan
     if "dead_fraction" in curves:
         runs["dead_final"] = curves["dead_fraction"].to_numpy()[:, -1]

@@ -1,8 +1,10 @@
-"""Effect sizes over seeds with 95% confidence intervals, and verdicts computed from them.
+"""Effect sizes over seeds with 95% confidence intervals and p-values, Holm's correction
+over a family of claims, and the verdicts read from the corrected p-values.
 
 Training is chaotic (SPEC, Precision): one run says little, so every comparison here is
 between distributions over seeds, and every interval is a Student t-interval (exact for
-normal data, deterministic, no resampling to make byte-stable).
+normal data, deterministic, no resampling to make byte-stable); p-values come from the
+same t distribution (scipy), so a 95% interval excludes 0 exactly when p < 0.05.
 
 Conventions:
 
@@ -188,21 +190,6 @@ def verdict(expect: str, t: Test, p_holm: float, margin: float = 0.0, alpha: flo
     if not p_holm < alpha or not math.isfinite(t.estimate) or t.estimate == 0:
         return INCONCLUSIVE
     return SUPPORTED if (t.estimate < 0) == (expect == "lower") else NOT_SUPPORTED
-
-
-def epochs_to_threshold(curves, threshold: float):
-    """First epoch (1-based) at which each curve is at or below `threshold`; NaN if never.
-
-    `curves` is (runs, epochs), or one curve (epochs,) giving one number; NaN entries
-    (epochs after a run diverged) never count as reached.
-    """
-    c = np.asarray(curves, dtype=float)
-    c2 = np.atleast_2d(c)
-    hit = np.zeros(c2.shape, dtype=bool)
-    np.less_equal(c2, threshold, out=hit, where=np.isfinite(c2))
-    first = np.argmax(hit, axis=1).astype(float) + 1
-    first[~hit.any(axis=1)] = np.nan
-    return first if c.ndim > 1 else first[0]
 
 
 def slopes(x, y) -> np.ndarray:

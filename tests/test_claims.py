@@ -13,6 +13,7 @@ import pytest
 
 from bnmodels import stats
 from bnmodels.claim_eval import evaluate
+from bnmodels.claim_metrics import epochs_to
 from bnmodels.claim_spec import validate_claims
 from bnmodels.config import CONFIG_KEYS
 from bnmodels.prepared import SweepData, prepare
@@ -246,3 +247,17 @@ def test_a_best_arm_is_chosen_on_the_other_seeds():
     r = judge(data, gain=claim)["gain"]
     assert r.verdict == stats.SUPPORTED
     assert r.estimate == pytest.approx(math.log(5.0), abs=0.15)  # (1 + 4) / (1 + 0)
+
+
+def test_epochs_to_is_the_first_hit_and_inf_when_never():
+    curves = np.array(
+        [
+            [10.0, 6.0, 4.0, 5.0, 3.0],  # first at or below 5 in epoch 3
+            [10.0, 9.0, 8.0, 7.0, 6.0],  # never
+            [10.0, np.nan, np.nan, np.nan, np.nan],  # diverged after epoch 1: never
+            [5.0, 9.0, 9.0, 9.0, 9.0],  # epoch 1
+        ]
+    )
+    np.testing.assert_array_equal(epochs_to(curves, 5.0), [3.0, np.inf, np.inf, 1.0])
+    # A higher-is-better column (accuracy) reaches its threshold from below.
+    np.testing.assert_array_equal(epochs_to(-curves, -5.0, higher_is_better=True)[:1], [3.0])

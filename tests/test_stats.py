@@ -174,20 +174,6 @@ def test_describe_gives_geometric_mean_and_its_interval():
 # --- convergence and trends ---------------------------------------------------------------
 
 
-def test_epochs_to_threshold_first_hit_else_nan():
-    curves = np.array(
-        [
-            [10.0, 6.0, 4.0, 5.0, 3.0],  # first at or below 5 in epoch 3
-            [10.0, 9.0, 8.0, 7.0, 6.0],  # never
-            [10.0, np.nan, np.nan, np.nan, np.nan],  # diverged after epoch 1
-            [5.0, 9.0, 9.0, 9.0, 9.0],  # epoch 1
-        ]
-    )
-    got = stats.epochs_to_threshold(curves, 5.0)
-    np.testing.assert_array_equal(got, [3.0, np.nan, np.nan, 1.0])
-    assert stats.epochs_to_threshold(curves[0], 5.0) == 3.0
-
-
 def test_slopes_recover_a_known_trend_and_skip_nan():
     x = np.array([1.0, 2.0, 3.0, 4.0])
     y = np.vstack([2.0 * x + 1, -0.5 * x, [1.0, np.nan, 3.0, np.nan], [np.nan] * 4])
