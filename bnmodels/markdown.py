@@ -133,7 +133,7 @@ seeds, never by one run (SPEC, Precision). Conventions:
 - **Epochs to a threshold** are censored (a run may never get there): such a comparison
   uses only the order of two paired runs (+1 later, -1 sooner, 0 for a tie or when
   neither gets there), and its effect is the net share of seeds; never is never averaged
-  as a number of epochs.
+  as a number of epochs. The t-interval on these bounded scores is approximate.
 - **Optimum**: each edge level of the axis against the best level between them, that level
   chosen on the other seeds (choosing it on the same data would favour it); both edges
   must be worse, so p is the larger of the two edges' p-values.
