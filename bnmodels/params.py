@@ -36,7 +36,9 @@ from bnmodels.config import (
 )
 from bnmodels.errors import ParamsError
 
-TOP_KEYS = ("datasets", "defaults", "sweeps", "execution")
+# `claims` is read by bnmodels.study (the plan and aggregate stages), not here: a stage
+# that trains never depends on how claims are judged.
+TOP_KEYS = ("datasets", "defaults", "sweeps", "execution", "claims")
 # Keys of a sweep that say what it records rather than which runs it holds.
 SWEEP_SETTINGS = ("probes",)
 
@@ -154,7 +156,10 @@ RUN_CHECKS = {
 }
 
 
-class _Errors:
+class ErrorList:
+    """Problems of a params file, one readable line each (`bnmodels.claim_spec` adds the
+    claims section's to the same list)."""
+
     def __init__(self, file: str):
         self.file, self.items = file, []
 
@@ -171,7 +176,7 @@ def _show(v: Any) -> str:
     return s if len(s) <= 60 else s[:57] + "..."
 
 
-def _section(raw: dict, key: str, err: _Errors, required=True) -> dict | None:
+def _section(raw: dict, key: str, err: ErrorList, required=True) -> dict | None:
     if key not in raw:
         if required:
             err.raw(key, "missing section")
@@ -183,7 +188,7 @@ def _section(raw: dict, key: str, err: _Errors, required=True) -> dict | None:
     return v
 
 
-def _unknown(d: dict, allowed, path: str, err: _Errors):
+def _unknown(d: dict, allowed, path: str, err: ErrorList):
     for k in d:
         if k not in allowed:
             err.raw(
@@ -207,7 +212,7 @@ DATASET_CHECKS = {  # the required fields of a data set, in DATASET_KEYS order
 }
 
 
-def _per_feature(d: dict, nf: int, p: str, err: _Errors) -> dict[str, tuple[float, ...]]:
+def _per_feature(d: dict, nf: int, p: str, err: ErrorList) -> dict[str, tuple[float, ...]]:
     """feature_scale and feature_shift: a number for every feature, or one per feature."""
     out = {}
     for k, default in (("feature_scale", 1.0), ("feature_shift", 0.0)):
@@ -231,7 +236,7 @@ CLUSTER_CHECKS = {  # the required fields of a classification data set (SPEC 2b)
 OPTIONAL_DATASET_KEYS = ("feature_scale", "feature_shift")
 
 
-def _split_rows(p: str, rows: int, train_fraction: float, what: str, err: _Errors) -> None:
+def _split_rows(p: str, rows: int, train_fraction: float, what: str, err: ErrorList) -> None:
     n_train = int(rows * train_fraction)
     if n_train < 2 or rows - n_train < 1:
         err.raw(
@@ -241,7 +246,7 @@ def _split_rows(p: str, rows: int, train_fraction: float, what: str, err: _Error
         )
 
 
-def _fields(d: dict, checks: dict, p: str, err: _Errors) -> None:
+def _fields(d: dict, checks: dict, p: str, err: ErrorList) -> None:
     """Unknown, missing and invalid fields of one data set entry."""
     _unknown(d, (*checks, *OPTIONAL_DATASET_KEYS), p, err)
     for k, check in checks.items():
@@ -251,7 +256,7 @@ def _fields(d: dict, checks: dict, p: str, err: _Errors) -> None:
             err.add(f"{p}.{k}", d[k], allowed)
 
 
-def _dataset(name: str, d: Any, err: _Errors) -> DatasetSpec | ClusterSpec | None:
+def _dataset(name: str, d: Any, err: ErrorList) -> DatasetSpec | ClusterSpec | None:
     """One entry of `datasets` (a classification set if it has `num_class`), or None
     (with its problems in `err`)."""
     p = f"datasets.{name}"
@@ -288,7 +293,7 @@ def _dataset(name: str, d: Any, err: _Errors) -> DatasetSpec | ClusterSpec | Non
     )
 
 
-def _cluster_dataset(name: str, d: dict, err: _Errors) -> ClusterSpec | None:
+def _cluster_dataset(name: str, d: dict, err: ErrorList) -> ClusterSpec | None:
     p = f"datasets.{name}"
     n0 = len(err.items)
     _fields(d, CLUSTER_CHECKS, p, err)
@@ -317,7 +322,7 @@ def _coerce(key: str, v: Any) -> Any:
     return float(v) if key in ("momentum", "lr") else v
 
 
-def _execution(d: Any, err: _Errors) -> Execution:
+def _execution(d: Any, err: ErrorList) -> Execution:
     if d is None:
         return Execution()
     if not isinstance(d, dict):
@@ -344,14 +349,14 @@ def _execution(d: Any, err: _Errors) -> Execution:
 
 def _check_datasets(raw: dict, file: str) -> tuple[dict[str, DataSpec], list[str]]:
     """The `datasets` section: one DatasetSpec per valid entry."""
-    err, datasets = _Errors(file), {}
+    err, datasets = ErrorList(file), {}
     for name, d in (_section(raw, "datasets", err) or {}).items():
         if (spec := _dataset(name, d, err)) is not None:
             datasets[str(name)] = spec
     return datasets, err.items
 
 
-def _check_value(key: str, v: Any, path: str, known_ds: set[str], err: _Errors) -> bool:
+def _check_value(key: str, v: Any, path: str, known_ds: set[str], err: ErrorList) -> bool:
     """One configuration value (a default, a sweep's scalar or an axis entry)."""
     if allowed := RUN_CHECKS[key](v):
         err.add(path, v, allowed)
@@ -364,7 +369,7 @@ def _check_value(key: str, v: Any, path: str, known_ds: set[str], err: _Errors) 
 
 def _check_defaults(raw: dict, datasets: dict[str, DataSpec], known_ds: set[str], file: str):
     """The `defaults` section: a complete RunConfig, or None when anything is wrong."""
-    err = _Errors(file)
+    err = ErrorList(file)
     d = _section(raw, "defaults", err) or {}
     _unknown(d, CONFIG_KEYS, "defaults", err)
     ok = bool(d)
@@ -390,11 +395,11 @@ def _check_defaults(raw: dict, datasets: dict[str, DataSpec], known_ds: set[str]
 
 def _check_execution(raw: dict, file: str) -> tuple[Execution, list[str]]:
     """The optional `execution` section (how runs are computed, never what they are)."""
-    err = _Errors(file)
+    err = ErrorList(file)
     return _execution(raw.get("execution"), err), err.items
 
 
-def _axis(k: str, v: list, path: str, known_ds: set[str], err: _Errors) -> bool:
+def _axis(k: str, v: list, path: str, known_ds: set[str], err: ErrorList) -> bool:
     """A list value of a sweep: non-empty, every entry valid, no entry repeated."""
     if not v:
         err.add(path, v, "a value or a non-empty list of values")
@@ -413,7 +418,7 @@ def _axis(k: str, v: list, path: str, known_ds: set[str], err: _Errors) -> bool:
     return ok
 
 
-def _check_sweep(name: str, s: dict, defaults: RunConfig | None, ctx: dict, err: _Errors):
+def _check_sweep(name: str, s: dict, defaults: RunConfig | None, ctx: dict, err: ErrorList):
     """One sweep: its axes and fixed values, expanded into runs; None when invalid."""
     p = f"sweeps.{name}"
     _unknown(s, (*CONFIG_KEYS, *SWEEP_SETTINGS), p, err)
@@ -466,7 +471,7 @@ def _check_sweep(name: str, s: dict, defaults: RunConfig | None, ctx: dict, err:
 
 def _check_sweeps(raw: dict, defaults: RunConfig | None, ctx: dict, file: str):
     """The `sweeps` section: each valid sweep with its runs."""
-    err, sweeps = _Errors(file), {}
+    err, sweeps = ErrorList(file), {}
     for name, s in (_section(raw, "sweeps", err) or {}).items():
         name = str(name)
         if not NAME_RE.fullmatch(name):
@@ -480,11 +485,12 @@ def _check_sweeps(raw: dict, defaults: RunConfig | None, ctx: dict, file: str):
     return sweeps, err.items
 
 
-def validate(raw: Any, file: str = "params.yaml") -> Params:
-    """Validate a parsed params file completely; raise ParamsError listing every problem."""
+def check(raw: Any, file: str = "params.yaml") -> tuple[Params, list[str]]:
+    """Every problem of the datasets, defaults, execution and sweeps sections, and the
+    records of what is valid (a sweep with a problem is left out of `sweeps`)."""
     if not isinstance(raw, dict):
         raise ParamsError([f"{file}: expected a mapping with datasets, defaults, sweeps"])
-    err = _Errors(file)
+    err = ErrorList(file)
     _unknown(raw, TOP_KEYS, "", err)
     datasets, ds_errors = _check_datasets(raw, file)
     raw_ds = raw.get("datasets")
@@ -495,9 +501,17 @@ def validate(raw: Any, file: str = "params.yaml") -> Params:
     ctx = {"datasets": datasets, "known_ds": known_ds, "execution": execution}
     sweeps, sweep_errors = _check_sweeps(raw, defaults, ctx, file)
     errors = err.items + ds_errors + default_errors + exec_errors + sweep_errors
+    params = Params(datasets=datasets, defaults=defaults, sweeps=sweeps, execution=execution)
+    return params, errors
+
+
+def validate(raw: Any, file: str = "params.yaml") -> Params:
+    """Validate a parsed params file completely (its claims aside: bnmodels.study); raise
+    ParamsError listing every problem."""
+    params, errors = check(raw, file)
     if errors:
         raise ParamsError(errors)
-    return Params(datasets=datasets, defaults=defaults, sweeps=sweeps, execution=execution)
+    return params
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

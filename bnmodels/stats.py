@@ -1,8 +1,10 @@
-"""Effect sizes over seeds with 95% confidence intervals, and verdicts computed from them.
+"""Effect sizes over seeds with 95% confidence intervals and p-values, Holm's correction
+over a family of claims, and the verdicts read from the corrected p-values.
 
 Training is chaotic (SPEC, Precision): one run says little, so every comparison here is
 between distributions over seeds, and every interval is a Student t-interval (exact for
-normal data, deterministic, no resampling to make byte-stable).
+normal data, deterministic, no resampling to make byte-stable); p-values come from the
+same t distribution (scipy), so a 95% interval excludes 0 exactly when p < 0.05.
 
 Conventions:
 
@@ -34,10 +36,7 @@ SUPPORTED = "supported"
 NOT_SUPPORTED = "not supported"
 INCONCLUSIVE = "inconclusive"
 
-# What a claim asserts about the sign of an effect (b - a).
-DECREASE = "decrease"
-INCREASE = "increase"
-NO_DIFFERENCE = "no difference"  # |effect| below a margin
+ALPHA = 0.05  # family-wise error rate of a report's claims (Holm)
 
 
 @dataclass(frozen=True)
@@ -117,68 +116,80 @@ def unpaired_effect(a, b, confidence: float = CONFIDENCE) -> Effect:
     return Effect(est, est - half, est + half, n, dropped, paired=False)
 
 
-def verdict(ci_low: float, ci_high: float, claimed: str, margin: float = 0.0) -> str:
-    """Judge a claim from the confidence interval of its effect.
+@dataclass(frozen=True)
+class Test:
+    """A mean over seeds: estimate, 95% t-interval, p-value and the number of seeds."""
 
-    `claimed` is DECREASE or INCREASE (the sign the claim predicts): supported when the
-    interval excludes 0 on that side, not supported when it excludes 0 on the other,
-    inconclusive otherwise. NO_DIFFERENCE (an equivalence claim): supported when the
-    interval lies inside (-margin, margin), not supported when it lies wholly outside it.
+    estimate: float
+    ci_low: float
+    ci_high: float
+    p: float
+    n: int
+
+
+def one_sample(x, margin: float | None = None, confidence: float = CONFIDENCE) -> Test:
+    """Mean of the finite values of `x` (one per seed) with a Student-t interval and p-value.
+
+    Without `margin`, p is two-sided for H0: mean = 0. With `margin` (> 0), p is the
+    equivalence test's (TOST: the larger of the one-sided p-values of H0: mean <= -margin
+    and H0: mean >= margin), small when the mean lies within (-margin, margin).
+    Degenerate samples give answers, not NaN: values that are all equal have a zero-width
+    interval and p = 1 (all zero: no difference) or p = 0 (any other constant); fewer than
+    2 values have no interval and p = 1.
     """
-    if not (math.isfinite(ci_low) and math.isfinite(ci_high)):
-        return INCONCLUSIVE
-    if claimed == DECREASE:
-        ci_low, ci_high = -ci_high, -ci_low
-    elif claimed == NO_DIFFERENCE:
-        if -margin < ci_low and ci_high < margin:
+    x = finite(x)
+    n = x.size
+    if n < 2:
+        est = float(x[0]) if n else math.nan
+        return Test(est, math.nan, math.nan, 1.0, n)
+    mean = float(np.mean(x))
+    if np.ptp(x) == 0:
+        if margin is not None:
+            return Test(mean, mean, mean, 0.0 if abs(mean) < margin else 1.0, n)
+        return Test(mean, mean, mean, 1.0 if mean == 0 else 0.0, n)
+    res = sps.ttest_1samp(x, 0.0)
+    ci = res.confidence_interval(confidence)
+    p = float(res.pvalue)
+    if margin is not None:
+        p_low = sps.ttest_1samp(x, -margin, alternative="greater").pvalue
+        p_high = sps.ttest_1samp(x, margin, alternative="less").pvalue
+        p = float(max(p_low, p_high))
+    return Test(mean, float(ci.low), float(ci.high), p, n)
+
+
+def holm(p) -> np.ndarray:
+    """Holm's step-down adjusted p-values (NaN counts as 1): reject where adjusted < alpha,
+    controlling the family-wise error rate at alpha over the whole family."""
+    p = np.where(np.isfinite(np.asarray(p, dtype=float)), np.asarray(p, dtype=float), 1.0)
+    m = p.size
+    order = np.argsort(p, kind="stable")
+    stepped = np.maximum.accumulate(np.minimum(1.0, (m - np.arange(m)) * p[order]))
+    out = np.empty(m)
+    out[order] = stepped
+    return out
+
+
+def verdict(expect: str, t: Test, p_holm: float, margin: float = 0.0, alpha: float = ALPHA):
+    """A claim's verdict from its corrected p-value.
+
+    `expect` "lower" or "higher" (the sign of the effect): supported when p_holm < alpha
+    and the estimate has that sign, not supported when p_holm < alpha and it has the
+    other, inconclusive otherwise. "same": supported when the equivalence test's p_holm <
+    alpha (the effect lies within the margin); not supported when the 95% interval lies
+    wholly outside the margin; inconclusive otherwise.
+    """
+    if expect == "same":
+        if p_holm < alpha:
             return SUPPORTED
-        if ci_low >= margin or ci_high <= -margin:
+        lo, hi = t.ci_low, t.ci_high
+        if math.isfinite(lo) and math.isfinite(hi) and (lo >= margin or hi <= -margin):
             return NOT_SUPPORTED
         return INCONCLUSIVE
-    elif claimed != INCREASE:
-        raise ValueError(f"claimed must be {DECREASE!r}, {INCREASE!r} or {NO_DIFFERENCE!r}")
-    if ci_low > 0:
-        return SUPPORTED
-    if ci_high < 0:
-        return NOT_SUPPORTED
-    return INCONCLUSIVE
-
-
-def effect_verdict(effect: Effect, claimed: str, margin: float = 0.0) -> str:
-    return verdict(effect.ci_low, effect.ci_high, claimed, margin)
-
-
-def combine_verdicts(verdicts) -> str:
-    """A claim made of parts that must all hold: any part refuted refutes it."""
-    verdicts = list(verdicts)
-    if not verdicts:
+    if expect not in ("lower", "higher"):
+        raise ValueError(f"expect must be lower, higher or same, not {expect!r}")
+    if not p_holm < alpha or not math.isfinite(t.estimate) or t.estimate == 0:
         return INCONCLUSIVE
-    if NOT_SUPPORTED in verdicts:
-        return NOT_SUPPORTED
-    if all(v == SUPPORTED for v in verdicts):
-        return SUPPORTED
-    return INCONCLUSIVE
-
-
-def epochs_to_threshold(curves, threshold: float):
-    """First epoch (1-based) at which each curve is at or below `threshold`; NaN if never.
-
-    `curves` is (runs, epochs), or one curve (epochs,) giving one number; NaN entries
-    (epochs after a run diverged) never count as reached.
-    """
-    c = np.asarray(curves, dtype=float)
-    c2 = np.atleast_2d(c)
-    hit = np.zeros(c2.shape, dtype=bool)
-    np.less_equal(c2, threshold, out=hit, where=np.isfinite(c2))
-    first = np.argmax(hit, axis=1).astype(float) + 1
-    first[~hit.any(axis=1)] = np.nan
-    return first if c.ndim > 1 else first[0]
-
-
-def censor(epochs, n_epochs: int) -> np.ndarray:
-    """Not-reached (NaN) epochs-to-threshold counted as `n_epochs + 1`, for averaging."""
-    e = np.asarray(epochs, dtype=float)
-    return np.where(np.isnan(e), n_epochs + 1.0, e)
+    return SUPPORTED if (t.estimate < 0) == (expect == "lower") else NOT_SUPPORTED
 
 
 def slopes(x, y) -> np.ndarray:

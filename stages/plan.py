@@ -11,8 +11,8 @@ import click
 
 from bnmodels.errors import clean_errors
 from bnmodels.io import atomic_write_text
-from bnmodels.params import load_params
 from bnmodels.plan import make_plans, plan_text
+from bnmodels.study import load_study
 
 
 @click.command()
@@ -34,8 +34,8 @@ from bnmodels.plan import make_plans, plan_text
 )
 @clean_errors
 def main(params_file: str, processed: str, out: str):
-    """Validate all of params.yaml, then write one plan per sweep (its runs and data)."""
-    plans = make_plans(load_params(params_file), Path(processed), file=params_file)
+    """Validate all of params.yaml (claims too), then write one plan per sweep."""
+    plans = make_plans(load_study(params_file).params, Path(processed), file=params_file)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.json"):

@@ -28,6 +28,9 @@ sweeps:
   beta: {activation: [relu, tanh], normalization: zscore, seed: [24, 25]}
   wild: {lr: [0.03, 10000.0]}
   slow: {batch_size: 2, epochs: 150, bn: [none, pre, post], seed: [1, 2, 3, 4]}
+claims:
+  bn_helps_alpha: {says: BN lowers the error, sweep: alpha, compare: {bn: pre},
+                   against: {bn: none}, metric: final_test_mse, expect: lower}
 """
 
 
@@ -117,8 +120,53 @@ def test_each_sweep_execution_has_a_parent_run_with_the_sweeps_curves(repo):
 
 def test_reports_are_written(repo):
     assert (repo / "reports" / "report.md").read_text().count("alpha") >= 1
+    assert "bn_helps_alpha" in (repo / "reports" / "claims.csv").read_text()
     assert (repo / "reports" / "metrics.json").exists()
     assert (repo / "reports" / "summary.csv").exists()
+
+
+def test_editing_or_adding_a_claim_reruns_the_aggregation_only(repo):
+    runs = digest(repo / "runs")
+    plans = digest(repo / "data" / "plans")
+    params = (repo / "params.yaml").read_text()
+    edited = params.replace("expect: lower}", "expect: higher}") + (
+        "  relu_vs_tanh: {says: relu beats tanh, sweep: beta, compare: {activation: relu},\n"
+        "                 against: {activation: tanh}, metric: last2_test_mse, expect: same,\n"
+        "                 margin: 0.5}\n"
+    )
+    (repo / "params.yaml").write_text(edited)
+    try:
+        out = sh(["dvc", "repro"], repo).stdout
+    finally:
+        (repo / "params.yaml").write_text(params)
+    assert "Running stage 'aggregate'" in out and "Running stage 'train@" not in out
+    assert digest(repo / "runs") == runs and digest(repo / "data" / "plans") == plans
+    claims = pd.read_csv(repo / "reports" / "claims.csv").set_index("id")
+    assert list(claims.index) == ["bn_helps_alpha", "relu_vs_tanh"]
+    assert claims.loc["bn_helps_alpha", "expect"] == "higher"
+    assert set(claims["verdict"]) <= {"supported", "not supported", "inconclusive"}
+    sh(["dvc", "repro"], repo)  # back to the original claims: the aggregation only, again
+
+
+def test_a_bad_claim_stops_before_training_and_changes_nothing(repo):
+    good = (repo / "params.yaml").read_text()
+    before = {d: digest(repo / d) for d in ("runs", "reports")}
+    bad = good.replace("sweep: alpha, compare: {bn: pre}", "sweep: alpha, compare: {bn: post}")
+    (repo / "params.yaml").write_text(bad.replace("final_test_mse", "final_test_mae"))
+    try:
+        p = sh(["dvc", "repro"], repo, check=False)
+    finally:
+        (repo / "params.yaml").write_text(good)
+    out = p.stdout + p.stderr
+    assert p.returncode != 0 and "Traceback" not in out
+    for line in (
+        "params.yaml: claims.bn_helps_alpha.compare.bn: 'post' is not allowed; expected one of "
+        "none, pre (the values of sweep alpha)",
+        "params.yaml: claims.bn_helps_alpha.metric: 'final_test_mae' is not allowed; expected",
+    ):
+        assert line in out, out
+    assert "Running stage 'train@" not in out
+    assert {d: digest(repo / d) for d in ("runs", "reports")} == before
 
 
 def test_second_repro_does_nothing_and_editing_one_sweep_retrains_only_it(repo):

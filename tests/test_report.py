@@ -12,15 +12,29 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bnmodels import plots, report
+from bnmodels import markdown, plots, report
+from bnmodels.claim_spec import validate_claims
 from bnmodels.config import CONFIG_KEYS
-from bnmodels.report import SweepData, build_report, claims_table
+from bnmodels.errors import ParamsError
+from bnmodels.report import SweepData, build_report
+from bnmodels.study import load_study
 
 SEEDS = (24, 25, 26, 27, 28, 29)
 EPOCHS = 6
-DEFAULTS = {"dataset": "quad2", "normalization": "none", "activation": "sigmoid", "bn": "none",
-            "depth": 1, "width": 4, "init": "default", "momentum": 0.1, "batch_size": 10,
-            "lr": 0.03, "epochs": EPOCHS, "seed": 24}  # fmt: skip
+DEFAULTS = {
+    "dataset": "quad2",
+    "normalization": "none",
+    "activation": "sigmoid",
+    "bn": "none",
+    "depth": 1,
+    "width": 4,
+    "init": "default",
+    "momentum": 0.1,
+    "batch_size": 10,
+    "lr": 0.03,
+    "epochs": EPOCHS,
+    "seed": 24,
+}
 SAMPLE_RUNS = Path("/tmp/sample_runs")
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
@@ -37,8 +51,12 @@ def make_sweep(axes, final_mse, *, fixed=None, diverge_at=None, grad_decades=Non
     runs, hist, diag = [], [], {}
     for values in itertools.product(*axes.values()):
         for seed in SEEDS:
-            cfg = {**DEFAULTS, **(fixed or {}), **dict(zip(axes, values, strict=True)),
-                   "seed": seed}  # fmt: skip
+            cfg = {
+                **DEFAULTS,
+                **(fixed or {}),
+                **dict(zip(axes, values, strict=True)),
+                "seed": seed,
+            }
             key = "-".join(str(cfg[k]) for k in CONFIG_KEYS)
             final = final_mse(cfg) * seed_factor[seed] * math.exp(rng.normal(0, 0.05))
             epochs = np.arange(1, EPOCHS + 1)
@@ -50,8 +68,12 @@ def make_sweep(axes, final_mse, *, fixed=None, diverge_at=None, grad_decades=Non
             n_layers = cfg["depth"] + 1
             decades = grad_decades(cfg) if grad_decades else 0.5
             for e in epochs:
-                row = {"run_key": key, "epoch": e, "train_mse": train[e - 1],
-                       "test_mse": test[e - 1]}  # fmt: skip
+                row = {
+                    "run_key": key,
+                    "epoch": e,
+                    "train_mse": train[e - 1],
+                    "test_mse": test[e - 1],
+                }
                 for i in range(1, n_layers + 1):
                     ok = at is None or e < at
                     scale = 10.0 ** (-decades * (n_layers - i)) * math.exp(rng.normal(0, 0.1))
@@ -67,15 +89,24 @@ def make_sweep(axes, final_mse, *, fixed=None, diverge_at=None, grad_decades=Non
                 )
                 hist.append(row)
             sizes = [2 * 4] + [4 * 4] * (n_layers - 2) + [4]
-            grads = [list(rng.normal(0, 10.0 ** (-decades * (n_layers - i)), s))
-                     for i, s in enumerate(sizes, start=1)]  # fmt: skip
+            grads = [
+                list(rng.normal(0, 10.0 ** (-decades * (n_layers - i)), s))
+                for i, s in enumerate(sizes, start=1)
+            ]
             if at is not None:
                 grads = [[math.nan] * len(g) for g in grads]
             diag[key] = {"bn_running_mean": [], "bn_running_var": [], "weight_grad": grads}
-            runs.append({**cfg, "run_key": key, "mlflow_run_id": "",
-                         "final_train_mse": train[-1], "final_test_mse": test[-1],
-                         "best_test_mse": np.nanmin(test) if np.isfinite(test).any() else np.nan,
-                         "diverged": at is not None})  # fmt: skip
+            runs.append(
+                {
+                    **cfg,
+                    "run_key": key,
+                    "mlflow_run_id": "",
+                    "final_train_mse": train[-1],
+                    "final_test_mse": test[-1],
+                    "best_test_mse": np.nanmin(test) if np.isfinite(test).any() else np.nan,
+                    "diverged": at is not None,
+                }
+            )
     return SweepData(pd.DataFrame(runs), pd.DataFrame(hist), diag, {**axes, "seed": list(SEEDS)})
 
 
@@ -109,10 +140,56 @@ def user_sweep():
     )
 
 
+BN_ALL = {"sweep": "depth", "compare": {"bn": "pre"}, "against": {"bn": "none"},
+          "metric": "final_test_mse"}  # fmt: skip
+BN = {**BN_ALL, "where": {"activation": "sigmoid"}}
+CLAIMS = {
+    "bn_lowers": {**BN, "says": "BN lowers the error", "expect": "lower"},
+    "bn_deeper": {
+        **BN,
+        "says": "more with depth",
+        "kind": "trend",
+        "along": "depth",
+        "expect": "lower",
+    },
+    "bn_evens": {**BN, "says": "BN evens gradients", "metric": "grad_spread", "expect": "lower"},
+    "elsewhere": {
+        **BN_ALL,
+        "says": "a claim on a sweep not run",
+        "sweep": "other",
+        "expect": "lower",
+    },
+}
+
+
+def claims_for(sweep: SweepData, specs=None):
+    """The claims `specs` (as in params.yaml) validated against `sweep` as `depth` (and,
+    for claims on another sweep, as `other`)."""
+    errors = []
+
+    class Collect:
+        def add(self, path, value, allowed):
+            errors.append(f"{path}: {value!r}: {allowed}")
+
+        def raw(self, path, message):
+            errors.append(f"{path}: {message}")
+
+    runs = sweep.runs[list(CONFIG_KEYS)].to_dict("records")
+    claims = validate_claims(specs or CLAIMS, {"depth": runs, "other": runs}, Collect())
+    if errors:
+        raise ParamsError(errors)
+    return list(claims.values())
+
+
+def verdicts(sweep: SweepData, specs=None) -> dict[str, str]:
+    rep = build_report({"depth": sweep}, claims_for(sweep, specs))
+    return rep.claims.set_index("id")["verdict"].to_dict()
+
+
 @pytest.fixture(scope="module")
 def synthetic():
     sweeps = {"depth": depth_sweep(), "my_sweep": user_sweep()}
-    return sweeps, build_report(sweeps)
+    return sweeps, build_report(sweeps, claims_for(sweeps["depth"]))
 
 
 def test_report_has_claims_method_and_a_section_per_sweep(synthetic):
@@ -125,9 +202,14 @@ def test_report_has_claims_method_and_a_section_per_sweep(synthetic):
     # Every linked figure exists, relative to reports/report.md, and every figure is linked.
     links = re.findall(r"\]\((figures/[^)]+)\)", md)
     assert sorted(links) == sorted(f"figures/{k}" for k in rep.figures)
-    assert {"depth_test_curves.png", "depth_grad_layers.png", "depth_grad_violins.png",
-            "my_sweep_test_curves.png", "my_sweep_lr_curve.png",
-            "my_sweep_dead_fraction.png"} <= set(rep.figures)  # fmt: skip
+    assert {
+        "depth_test_curves.png",
+        "depth_grad_layers.png",
+        "depth_grad_violins.png",
+        "my_sweep_test_curves.png",
+        "my_sweep_lr_curve.png",
+        "my_sweep_dead_fraction.png",
+    } <= set(rep.figures)
     n_configs = 1 * 2 * 2 + 2 * 2
     assert len(rep.summary) == n_configs
     assert (rep.summary["n_seeds"] == len(SEEDS)).all()
@@ -138,7 +220,7 @@ def test_report_has_claims_method_and_a_section_per_sweep(synthetic):
 def test_report_files_are_byte_identical_when_generated_twice(synthetic):
     sweeps, rep = synthetic
     first = rep.files()
-    again = build_report(sweeps).files()
+    again = build_report(sweeps, claims_for(sweeps["depth"])).files()
     assert list(first) == list(again)
     for name in first:
         assert first[name] == again[name], name
@@ -176,16 +258,35 @@ def test_diverged_runs_are_counted_and_break_nothing(synthetic):
 def test_planted_effects_give_the_expected_verdicts(synthetic):
     _, rep = synthetic
     v = rep.claims.set_index("id")["verdict"]
-    assert v["2a"] == "supported"  # BN halves the error
-    assert v["2b"] == "supported"  # ... and more with depth
-    assert v["G"] == "supported"  # one decade per layer without BN, 0.1 with
-    assert v["5"] == "not run"  # no tanh runs
-    for cid in ("1a", "1b", "3", "4a (no BN)", "4a (BN)", "4b", "6a", "6b", "7"):
-        assert v[cid] == "not run", cid
-    assert rep.metrics["claims"]["4a_no_BN"]["verdict"] == "not run"
-    assert (
-        "⏸ not run" in rep.markdown and "sweep `batch_size` is not in params.yaml" in rep.markdown
-    )
+    assert v["bn_lowers"] == "supported"  # BN halves the error
+    assert v["bn_deeper"] == "supported"  # ... and more with depth
+    assert v["bn_evens"] == "supported"  # one decade per layer without BN, 0.1 with
+    assert "elsewhere" not in v  # its sweep was not run: listed, not judged
+    assert "Not judged (their sweeps were not run): elsewhere." in rep.markdown
+    assert rep.metrics["claims"]["bn_lowers"]["verdict"] == "supported"
+    assert list(rep.claims.columns[:11]) == [
+        "id",
+        "kind",
+        "sweep",
+        "metric",
+        "scale",
+        "expect",
+        "margin",
+        "estimate",
+        "ci_low",
+        "ci_high",
+        "p",
+    ]
+    assert {"p_holm", "n", "verdict"} <= set(rep.claims.columns)
+
+
+def test_claims_come_first_with_their_words_and_per_sweep_lists(synthetic):
+    _, rep = synthetic
+    md = rep.markdown
+    assert md.index("## Claims") < md.index("`bn_lowers`") < md.index("## Method")
+    assert "BN lowers the error" in md and "bn=pre vs bn=none" in md
+    section = md[md.index("## Sweep `depth`") :]
+    assert "Claims judged on this sweep: `bn_lowers`, `bn_deeper`, `bn_evens`." in section
 
 
 @pytest.mark.parametrize(
@@ -193,23 +294,31 @@ def test_planted_effects_give_the_expected_verdicts(synthetic):
     [(0.5, "supported"), (1.0, "inconclusive"), (2.0, "not supported")],
 )
 def test_bn_claim_follows_the_sign_of_the_effect(bn_factor, expected):
-    sweeps = {"depth": depth_sweep(bn_factor=bn_factor, per_layer=1.0)}
-    v = claims_table(sweeps).set_index("id")["verdict"]
-    assert v["2a"] == expected
-    assert v["2b"] == "inconclusive"  # no trend planted
+    v = verdicts(depth_sweep(bn_factor=bn_factor, per_layer=1.0))
+    assert v["bn_lowers"] == expected
+    assert v["bn_deeper"] != "supported"  # no trend planted
 
 
 def test_tanh_claim_compares_the_bn_effects_of_two_activations():
-    sweep = depth_sweep(activations=("sigmoid", "tanh"))
-    v = claims_table({"depth": sweep}).set_index("id")["verdict"]
-    assert v["5"] == "inconclusive"  # the same BN effect for both
+    spec = {
+        "tanh": {
+            **BN_ALL,
+            "says": "tanh more",
+            "kind": "interaction",
+            "group": {"activation": "tanh"},
+            "than": {"activation": "sigmoid"},
+            "expect": "lower",
+        }
+    }
+    v = verdicts(depth_sweep(activations=("sigmoid", "tanh")), spec)
+    assert v["tanh"] != "supported"  # the same BN effect for both
 
 
-def test_no_sweeps_leaves_every_claim_not_run():
-    rep = build_report({})
-    assert set(rep.claims["verdict"]) == {"not run"}
+def test_no_sweeps_judges_no_claim():
+    rep = build_report({}, claims_for(depth_sweep()))
+    assert rep.claims.empty and "verdict" in rep.claims.columns
     assert rep.summary.empty and rep.figures == {}
-    assert "## Claims" in rep.markdown
+    assert "## Claims" in rep.markdown and "Not judged" in rep.markdown
 
 
 def test_missing_columns_are_reported_by_name():
@@ -232,9 +341,7 @@ def test_axes_are_inferred_when_not_given():
 def sample():
     if not SAMPLE_RUNS.is_dir():
         pytest.skip(f"{SAMPLE_RUNS} is absent: no sample outputs of the default sweeps")
-    from bnmodels.params import load_params
-
-    axes = {name: s.axes for name, s in load_params(PARAMS).sweeps.items()}
+    axes = {name: s.axes for name, s in load_study(PARAMS).params.sweeps.items()}
     sweeps = {}
     for name, sweep_axes in axes.items():
         d = SAMPLE_RUNS / name
@@ -247,16 +354,16 @@ def sample():
             )
     if not sweeps:
         pytest.skip(f"{SAMPLE_RUNS} holds none of the sweeps of {PARAMS.name}")
-    return sweeps, build_report(sweeps)
+    return sweeps, build_report(sweeps, list(load_study(PARAMS).claims.values()))
 
 
 def test_sample_report_judges_every_claim(sample):
     sweeps, rep = sample
     for name in sweeps:
         assert f"## Sweep `{name}`" in rep.markdown
-    if set(report.COURSE) <= set(sweeps):
-        assert "not run" not in set(rep.claims["verdict"])
-    assert set(rep.claims["verdict"]) <= {"supported", "not supported", "inconclusive", "not run"}
+    if set(markdown.COURSE) <= set(sweeps):
+        assert len(rep.claims) == len(load_study(PARAMS).claims)
+    assert set(rep.claims["verdict"]) <= {"supported", "not supported", "inconclusive"}
     assert "nan" not in rep.markdown.lower()
     json.dumps(rep.metrics, allow_nan=False)
 
@@ -266,7 +373,7 @@ def test_sample_sweep_regenerates_byte_identically(sample):
     # summary rows and its figures do not depend on the other sweeps or on the first build.
     sweeps, rep = sample
     name = "learning_rate" if "learning_rate" in sweeps else next(iter(sweeps))
-    again = build_report({name: sweeps[name]})
+    again = build_report({name: sweeps[name]}, list(load_study(PARAMS).claims.values()))
 
     def section(md):
         start = md.index(f"## Sweep `{name}`")

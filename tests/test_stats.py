@@ -17,58 +17,81 @@ def rng(seed=0):
     return np.random.default_rng(seed)
 
 
-# --- verdicts from planted effects -------------------------------------------------------
+# --- tests and verdicts from planted effects --------------------------------------------
+
+
+def judged(x, expect, margin=None):
+    """The verdict of a lone claim (a family of one: Holm changes nothing)."""
+    t = stats.one_sample(x, margin)
+    return stats.verdict(expect, t, t.p, margin or 0.0)
 
 
 def test_a_real_paired_effect_is_supported():
     a = rng(1).normal(5, 1, N_SEEDS)
     b = a - 1.0 + rng(2).normal(0, 0.1, N_SEEDS)  # b lowers the metric by 1
-    e = stats.paired_effect(a, b)
-    assert e.ci_high < 0 and e.estimate == pytest.approx(-1.0, abs=0.15)
-    assert stats.effect_verdict(e, stats.DECREASE) == stats.SUPPORTED
+    t = stats.one_sample(b - a)
+    assert t.ci_high < 0 and t.estimate == pytest.approx(-1.0, abs=0.15) and t.p < 1e-6
+    assert judged(b - a, "lower") == stats.SUPPORTED
+    assert judged(b - a, "higher") == stats.NOT_SUPPORTED
 
 
 def test_an_absent_effect_is_inconclusive():
-    a = rng(3).normal(5, 1, N_SEEDS)
     d = np.array([-1.0, 1.0, -0.5, 0.5, -0.2, 0.2, -2.0, 2.0, -0.1, 0.1])  # mean exactly 0
-    e = stats.paired_effect(a, a + d)
-    assert e.ci_low < 0 < e.ci_high
-    assert stats.effect_verdict(e, stats.DECREASE) == stats.INCONCLUSIVE
-    assert stats.effect_verdict(e, stats.INCREASE) == stats.INCONCLUSIVE
+    t = stats.one_sample(d)
+    assert t.ci_low < 0 < t.ci_high and t.p == pytest.approx(1.0)
+    assert judged(d, "lower") == stats.INCONCLUSIVE
+    assert judged(d, "higher") == stats.INCONCLUSIVE
 
 
-def test_an_opposite_effect_is_not_supported():
-    a = rng(4).normal(5, 1, N_SEEDS)
-    b = a + 1.0 + rng(5).normal(0, 0.1, N_SEEDS)  # the claim says decrease; it increases
-    e = stats.paired_effect(a, b)
-    assert stats.effect_verdict(e, stats.DECREASE) == stats.NOT_SUPPORTED
-    assert stats.effect_verdict(e, stats.INCREASE) == stats.SUPPORTED
+def test_one_sample_matches_scipy_and_a_hand_computed_interval():
+    x = rng(12).normal(0.3, 1.0, N_SEEDS)
+    t = stats.one_sample(x)
+    ref = sps.ttest_1samp(x, 0.0)
+    assert t.p == pytest.approx(ref.pvalue, rel=1e-12)
+    half = sps.t.ppf(0.975, N_SEEDS - 1) * x.std(ddof=1) / math.sqrt(N_SEEDS)
+    assert (t.ci_low, t.ci_high) == pytest.approx((x.mean() - half, x.mean() + half), rel=1e-12)
+    assert t.n == N_SEEDS and t.estimate == pytest.approx(x.mean())
 
 
-def test_verdict_rule_on_interval_edges():
-    assert stats.verdict(-2.0, -0.1, stats.DECREASE) == stats.SUPPORTED
-    assert stats.verdict(-2.0, 0.0, stats.DECREASE) == stats.INCONCLUSIVE  # touching 0
-    assert stats.verdict(0.1, 2.0, stats.DECREASE) == stats.NOT_SUPPORTED
-    assert stats.verdict(0.0, 0.0, stats.INCREASE) == stats.INCONCLUSIVE
-    assert stats.verdict(math.nan, 1.0, stats.INCREASE) == stats.INCONCLUSIVE
-    with pytest.raises(ValueError):
-        stats.verdict(0.0, 1.0, "bigger")
-
-
-def test_no_difference_claims_use_the_margin():
+def test_equivalence_p_is_the_larger_one_sided_p_against_each_margin():
+    x = rng(13).normal(0.05, 0.1, N_SEEDS)
     m = 0.2
-    assert stats.verdict(-0.1, 0.15, stats.NO_DIFFERENCE, m) == stats.SUPPORTED
-    assert stats.verdict(0.25, 0.9, stats.NO_DIFFERENCE, m) == stats.NOT_SUPPORTED
-    assert stats.verdict(-0.9, -0.3, stats.NO_DIFFERENCE, m) == stats.NOT_SUPPORTED
-    assert stats.verdict(0.1, 0.5, stats.NO_DIFFERENCE, m) == stats.INCONCLUSIVE
+    se = x.std(ddof=1) / math.sqrt(N_SEEDS)
+    p_low = sps.t.sf((x.mean() + m) / se, N_SEEDS - 1)  # H0: mean <= -m
+    p_high = sps.t.cdf((x.mean() - m) / se, N_SEEDS - 1)  # H0: mean >= m
+    assert stats.one_sample(x, m).p == pytest.approx(max(p_low, p_high), rel=1e-9)
+    assert judged(x, "same", m) == stats.SUPPORTED
+    assert judged(x + 1.0, "same", m) == stats.NOT_SUPPORTED  # interval wholly above m
+    assert judged(rng(14).normal(0.2, 0.3, N_SEEDS), "same", m) == stats.INCONCLUSIVE
 
 
-def test_combined_claims_need_every_part():
-    yes, no, unsure = stats.SUPPORTED, stats.NOT_SUPPORTED, stats.INCONCLUSIVE
-    assert stats.combine_verdicts([yes, yes]) == yes
-    assert stats.combine_verdicts([yes, unsure]) == unsure
-    assert stats.combine_verdicts([yes, no, unsure]) == no
-    assert stats.combine_verdicts([]) == unsure
+def test_identical_arms_are_no_difference_not_nan():
+    zeros = np.zeros(N_SEEDS)  # bit-identical arms: every per-seed difference is 0
+    t = stats.one_sample(zeros)
+    assert (t.estimate, t.ci_low, t.ci_high, t.p) == (0.0, 0.0, 0.0, 1.0)
+    assert judged(zeros, "lower") == stats.INCONCLUSIVE
+    assert judged(zeros, "same", 0.1) == stats.SUPPORTED
+    const = np.full(N_SEEDS, -0.5)  # the same nonzero difference in every seed
+    assert stats.one_sample(const).p == 0.0 and judged(const, "lower") == stats.SUPPORTED
+    assert stats.one_sample([0.3]).p == 1.0 and math.isnan(stats.one_sample([]).estimate)
+
+
+def test_holm_matches_a_hand_computed_example():
+    # sorted: 0.005 x 4 = 0.02; 0.01 x 3 = 0.03; 0.03 x 2 = 0.06; 0.04 x 1 = 0.04 -> 0.06
+    # (adjusted p-values never decrease along the order); NaN counts as p = 1.
+    got = stats.holm([0.01, 0.04, 0.03, 0.005])
+    assert got == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert stats.holm([0.5, math.nan]) == pytest.approx([1.0, 1.0])
+    assert stats.holm([0.2]) == pytest.approx([0.2])
+
+
+def test_verdict_reads_the_corrected_p():
+    t = stats.Test(-0.5, -0.9, -0.1, 0.02, N_SEEDS)
+    assert stats.verdict("lower", t, 0.02) == stats.SUPPORTED
+    assert stats.verdict("lower", t, 0.08) == stats.INCONCLUSIVE  # corrected away
+    assert stats.verdict("higher", t, 0.02) == stats.NOT_SUPPORTED
+    with pytest.raises(ValueError):
+        stats.verdict("bigger", t, 0.02)
 
 
 # --- paired against unpaired ------------------------------------------------------------
@@ -82,8 +105,7 @@ def test_pairing_removes_the_seed_to_seed_spread():
     b = seed_offset + 0.5 + rng(8).normal(0, 0.05, N_SEEDS)
     paired, unpaired = stats.paired_effect(a, b), stats.unpaired_effect(a, b)
     assert paired.estimate == pytest.approx(unpaired.estimate)
-    assert stats.effect_verdict(paired, stats.INCREASE) == stats.SUPPORTED
-    assert stats.effect_verdict(unpaired, stats.INCREASE) == stats.INCONCLUSIVE
+    assert paired.ci_low > 0 and unpaired.ci_low < 0 < unpaired.ci_high
     assert paired.ci_high - paired.ci_low < (unpaired.ci_high - unpaired.ci_low) / 10
 
 
@@ -128,7 +150,9 @@ def test_too_few_values_give_no_interval_and_no_verdict():
     assert math.isnan(stats.paired_effect([1.0], [2.0]).ci_low)
     e = stats.paired_effect([np.nan, 1.0], [1.0, np.nan])
     assert e.n == 0 and math.isnan(e.estimate)
-    assert stats.effect_verdict(e, stats.INCREASE) == stats.INCONCLUSIVE
+    assert (
+        judged([], "higher") == stats.INCONCLUSIVE and judged([1.0], "higher") == stats.INCONCLUSIVE
+    )
     assert math.isnan(stats.unpaired_effect([np.nan], [1.0, 2.0]).estimate)
     with pytest.raises(ValueError):
         stats.paired_effect([1.0, 2.0], [1.0])
@@ -148,21 +172,6 @@ def test_describe_gives_geometric_mean_and_its_interval():
 
 
 # --- convergence and trends ---------------------------------------------------------------
-
-
-def test_epochs_to_threshold_first_hit_else_nan():
-    curves = np.array(
-        [
-            [10.0, 6.0, 4.0, 5.0, 3.0],  # first at or below 5 in epoch 3
-            [10.0, 9.0, 8.0, 7.0, 6.0],  # never
-            [10.0, np.nan, np.nan, np.nan, np.nan],  # diverged after epoch 1
-            [5.0, 9.0, 9.0, 9.0, 9.0],  # epoch 1
-        ]
-    )
-    got = stats.epochs_to_threshold(curves, 5.0)
-    np.testing.assert_array_equal(got, [3.0, np.nan, np.nan, 1.0])
-    assert stats.epochs_to_threshold(curves[0], 5.0) == 3.0
-    np.testing.assert_array_equal(stats.censor(got, 5), [3.0, 6.0, 6.0, 1.0])
 
 
 def test_slopes_recover_a_known_trend_and_skip_nan():

@@ -1,0 +1,378 @@
+"""Judging claims on prepared sweeps: each claim's per-seed effects, its test, the family's
+correction, and one `ClaimResult` per claim.
+
+Every claim reduces to one number per seed (runs with the same seed share their batches
+and initial Linear weights, so differences within a seed remove the seed-to-seed spread):
+
+- pair: the mean over the other axes' cells of `compare - against` (on the metric's
+  scale: log for error-like metrics; for censored epochs-to-threshold, the sign of the
+  difference: +1 when `compare` reaches the threshold later, -1 sooner, 0 for a tie or
+  when neither does, so a censored time is only ever used through its order);
+- trend: the least-squares slope of the pair's per-level effect against `along`;
+- interaction: the pair's effect in `group` minus its effect in `than`;
+- optimum: each edge level minus the best interior level, that level chosen on the
+  *other* seeds (choosing it on the same seed would bias the edges upward); the claim
+  needs both edges worse (an intersection-union test: p is the larger p).
+
+A level of an optimum (or a `best` arm) where more than half the runs diverged is left
+out: its surviving runs are the lucky ones. The family of tests is the report: Holm's
+correction over every claim judged, and the verdict is read from the corrected p.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from bnmodels import stats
+from bnmodels.claim_metrics import LOG, ORDER, Metric, on_scale, reduce_curves
+from bnmodels.claim_spec import BEST, INTERACTION, MAXIMUM, OPTIMUM, PAIR, SAME, TREND, Claim
+from bnmodels.prepared import PreparedSweep, label, nanmean, show
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One claim's test before the family's correction, and what it compared."""
+
+    test: stats.Test
+    n_dropped: int  # cell pairs (or seeds) without a finite value: diverged runs
+    comparison: str  # in words
+    detail: str  # the numbers behind it: per-arm or per-edge summaries
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    claim: Claim
+    estimate: float  # on the claim's scale (log ratio, slope, net share, units)
+    ci_low: float
+    ci_high: float
+    p: float
+    p_holm: float
+    n: int  # seeds behind the estimate
+    n_dropped: int
+    verdict: str
+    comparison: str  # in words, in full
+    short: str  # the comparison in a few words, for the table
+    effect: str  # the estimate and interval, formatted for reading
+    detail: str
+
+
+# ---------------------------------------------------------------------------
+# Per-run values and arms
+
+
+def run_values(claim: Claim, sw: PreparedSweep) -> pd.Series:
+    """The claim's metric for every run of the sweep, on its comparison scale."""
+    m = claim.metric
+    if m.reducer == "derived":
+        v = on_scale(m, sw.runs[m.name])
+    elif m.name in sw.runs.columns:  # runs.csv has it (final_test_mse, best_test_mse, ...)
+        v = on_scale(m, sw.runs[m.name])
+    else:
+        curves = sw.curve(m.column)
+        v = reduce_curves(m, curves, _threshold(claim, curves))
+    return pd.Series(np.asarray(v, dtype=float), index=sw.runs["run_key"].to_numpy())
+
+
+def _threshold(claim: Claim, curves: np.ndarray) -> float:
+    t = claim.threshold
+    if math.isfinite(t.value):
+        return t.value
+    first = stats.finite(curves[:, 0]) if curves.size else np.array([])
+    return t.start_fraction * float(np.median(first)) if first.size else math.nan
+
+
+def _better_sign(m: Metric, claim: Claim) -> float:
+    """+1 when lower values are better for an optimum's or a `best` arm's search."""
+    if claim.kind == OPTIMUM:
+        return -1.0 if claim.expect == MAXIMUM else 1.0
+    return -1.0 if m.higher_is_better else 1.0
+
+
+def _level_table(r: pd.DataFrame, key: str) -> pd.DataFrame:
+    """(seeds, levels) of the value averaged over the other cells of each seed."""
+    return r.groupby(["seed", key], sort=True)["value"].agg(nanmean).unstack(key)
+
+
+def _eligible(r: pd.DataFrame, key: str) -> list:
+    """Levels at which at most half of the runs diverged, in ascending order."""
+    share = r.groupby(key, sort=True)["diverged"].mean()
+    return [lv for lv, s in share.items() if s <= 0.5]
+
+
+def _cv_best(table: pd.DataFrame, levels: Sequence, sign: float) -> pd.Series:
+    """Per seed, the level with the best mean over the *other* seeds (first on ties)."""
+    out = {}
+    for seed in table.index:
+        others = table.drop(index=seed)[list(levels)]
+        score = others.apply(nanmean).to_numpy() * sign
+        out[seed] = levels[int(np.nanargmin(score))] if np.isfinite(score).any() else levels[0]
+    return pd.Series(out)
+
+
+def _arm(sw, values, filt: Mapping, cells: list[str], sign: float) -> pd.Series:
+    """(seed, *cells) -> value of the runs an arm selects, levels of list-valued keys
+    averaged; a `best` key resolved per seed on the other seeds."""
+    best = [k for k, v in filt.items() if BEST in v]
+    plain = {k: v for k, v in filt.items() if k not in best}
+    r = sw.runs.loc[sw.select(**plain), ["seed", *cells, *best, "diverged", "run_key"]].copy()
+    r["value"] = values.reindex(r["run_key"]).to_numpy()
+    if best:
+        k, levels = best[0], _eligible(r, best[0])
+        if not levels:  # every level mostly diverged: no best level to compare with
+            return r.iloc[:0].groupby(["seed", *cells])["value"].mean()
+        chosen = _cv_best(_level_table(r, k), levels, sign)
+        r = r[r[k].to_numpy() == chosen.reindex(r["seed"]).to_numpy()]
+    return r.groupby(["seed", *cells], sort=True)["value"].mean()
+
+
+def _difference(a: pd.Series, b: pd.Series, m: Metric) -> pd.Series:
+    if m.scale == ORDER:  # censored times (+inf): only their order is known
+        both_never = np.isinf(a) & np.isinf(b)
+        return pd.Series(np.where(both_never, 0.0, np.sign(a - b)), index=a.index)
+    return a - b
+
+
+def _pair(claim: Claim, sw: PreparedSweep, values: pd.Series, extra: Mapping):
+    """Per-seed effect `compare - against` within where + extra; (Series, dropped)."""
+    where = {**dict(claim.where), **extra}
+    a_f, b_f = {**where, **dict(claim.compare)}, {**where, **dict(claim.against)}
+    cells = _cells(claim, sw, where)
+    sign = _better_sign(claim.metric, claim)
+    a = _arm(sw, values, a_f, cells, sign)
+    b = _arm(sw, values, b_f, cells, sign)
+    both = pd.concat({"a": a, "b": b}, axis=1, join="inner")
+    d = _difference(both["a"], both["b"], claim.metric)
+    ok = np.isfinite(d.to_numpy(float))
+    return d[ok].groupby(level="seed").mean(), int((~ok).sum())
+
+
+# ---------------------------------------------------------------------------
+# The four kinds
+
+
+def _margin(claim: Claim) -> float | None:
+    if claim.expect != SAME:
+        return None
+    return math.log1p(claim.margin) if claim.metric.scale == LOG else claim.margin
+
+
+def _words_filter(f) -> str:
+    return label({k: v[0] if len(v) == 1 else list(v) for k, v in dict(f).items()})
+
+
+def _arms_words(claim: Claim) -> str:
+    return f"{_words_filter(claim.compare)} vs {_words_filter(claim.against)}"
+
+
+def _cells(claim: Claim, sw: PreparedSweep, where: Mapping) -> list[str]:
+    """Axes on which the two arms' runs are matched (besides seed): every axis the arms do
+    not set and `where` does not fix to one value."""
+    arms = {k for f in (claim.compare, claim.against) for k, _ in f}
+    return [k for k in sw.axes if k not in arms and len(where.get(k, (0, 0))) != 1]
+
+
+def _where_words(claim: Claim, sw: PreparedSweep, extra: Mapping | None = None) -> str:
+    cells = _cells(claim, sw, {**dict(claim.where), **(extra or {})})
+    out = f", where {_words_filter(claim.where)}" if claim.where else ""
+    return out + (f", averaged over {', '.join(cells)} within each seed" if cells else "")
+
+
+def _scale_words(m: Metric) -> str:
+    if m.scale == LOG:
+        return "log ratio (shown as the change of the geometric mean)"
+    if m.scale == ORDER:
+        return (
+            "per seed +1 when the first arm reaches the threshold later, -1 sooner, 0 for "
+            "a tie or neither (net share of seeds)"
+        )
+    return f"difference in {m.unit or 'units'}"
+
+
+def _pair_evidence(claim: Claim, sw: PreparedSweep, values: pd.Series) -> Evidence:
+    s, dropped = _pair(claim, sw, values, {})
+    words = (
+        f"{claim.metric.describe}, {_arms_words(claim)}{_where_words(claim, sw)}; "
+        f"{_scale_words(claim.metric)}, paired by seed"
+    )
+    return Evidence(
+        stats.one_sample(s, _margin(claim)), dropped, words, _arm_detail(claim, sw, values)
+    )
+
+
+def _trend_evidence(claim: Claim, sw: PreparedSweep, values: pd.Series) -> Evidence:
+    levels = sw.axes[claim.along]
+    per_level, dropped = {}, 0
+    for lv in levels:
+        per_level[lv], d = _pair(claim, sw, values, {claim.along: (lv,)})
+        dropped += d
+    table = pd.DataFrame(per_level)  # (seeds, levels)
+    slope = stats.slopes(np.asarray(levels, dtype=float), table.to_numpy())
+    words = (
+        f"per-seed slope against {claim.along} of the effect of {_arms_words(claim)} on the "
+        f"{claim.metric.describe}{_where_words(claim, sw, {claim.along: (0,)})}; "
+        f"{_scale_words(claim.metric)} "
+        f"per unit of {claim.along}"
+    )
+    means = ", ".join(
+        f"{claim.along} {show(lv)}: {_fmt(claim.metric, nanmean(table[lv]))}" for lv in levels
+    )
+    return Evidence(
+        stats.one_sample(slope, _margin(claim)), dropped, words, f"Effect per level: {means}."
+    )
+
+
+def _interaction_evidence(claim: Claim, sw: PreparedSweep, values: pd.Series) -> Evidence:
+    sg, dg = _pair(claim, sw, values, dict(claim.group))
+    st, dt = _pair(claim, sw, values, dict(claim.than))
+    both = pd.concat({"g": sg, "t": st}, axis=1, join="inner")
+    g, t = _words_filter(claim.group), _words_filter(claim.than)
+    words = (
+        f"effect of {_arms_words(claim)} on the {claim.metric.describe} in {g} minus in "
+        f"{t}{_where_words(claim, sw, dict(claim.group))}; "
+        f"{_scale_words(claim.metric)}, paired by seed"
+    )
+    detail = (
+        f"Effect in {g}: {_fmt(claim.metric, nanmean(sg))}; in {t}: "
+        f"{_fmt(claim.metric, nanmean(st))}."
+    )
+    test = stats.one_sample(both["g"] - both["t"], _margin(claim))
+    return Evidence(test, dg + dt, words, detail)
+
+
+def _optimum_evidence(claim: Claim, sw: PreparedSweep, values: pd.Series) -> Evidence:
+    key, sign = claim.along, _better_sign(claim.metric, claim)
+    r = sw.runs.loc[sw.select(**dict(claim.where)), ["seed", key, "diverged", "run_key"]].copy()
+    r["value"] = values.reindex(r["run_key"]).to_numpy() * sign  # lower is better now
+    levels = _eligible(r, key)
+    left_out = [lv for lv in sw.axes[key] if lv not in levels]
+    where = f" ({_words_filter(claim.where)})" if claim.where else ""
+    shape = "minimum" if sign > 0 else "maximum"
+    words = (
+        f"{claim.metric.describe} against {key}{where}: the smallest and the largest "
+        f"{key} vs the best level between them (chosen on the other seeds); the weaker "
+        f"edge is shown; {_scale_words(claim.metric)}"
+    )
+    if left_out:
+        words += f"; left out as mostly diverged: {key} {', '.join(map(show, left_out))}"
+    if len(levels) < 3:
+        nan = stats.Test(math.nan, math.nan, math.nan, 1.0, 0)
+        return Evidence(nan, 0, words, f"Fewer than 3 levels of {key} without mass divergence.")
+    table = _level_table(r, key)  # (seeds, levels), better = lower
+    best = _cv_best(table, levels[1:-1], 1.0)
+    at_best = np.array([table.loc[s, best[s]] for s in table.index])
+    edges = {lv: stats.one_sample(table[lv].to_numpy() - at_best) for lv in (levels[0], levels[-1])}
+    weak = min(edges.values(), key=lambda t: t.estimate if math.isfinite(t.estimate) else -math.inf)
+    test = stats.Test(
+        weak.estimate,
+        weak.ci_low,
+        weak.ci_high,
+        max(t.p for t in edges.values()),
+        min(t.n for t in edges.values()),
+    )
+    picked = ", ".join(
+        f"{show(lv)} ({int((best == lv).sum())} seeds)" for lv in dict.fromkeys(best)
+    )
+    per_edge = "; ".join(
+        f"{key} {show(lv)}: {_fmt(claim.metric, t.estimate, t.ci_low, t.ci_high)}"
+        for lv, t in edges.items()
+    )
+    detail = f"Interior {shape} at {key} {picked}. Each edge vs it (worse > 0): {per_edge}."
+    dropped = int(r.loc[r[key].isin(levels), "value"].isna().sum())
+    return Evidence(test, dropped, words, detail)
+
+
+KINDS = {
+    PAIR: _pair_evidence,
+    TREND: _trend_evidence,
+    INTERACTION: _interaction_evidence,
+    OPTIMUM: _optimum_evidence,
+}
+
+
+# ---------------------------------------------------------------------------
+# Formatting and the family
+
+
+def _fmt1(m: Metric, x: float) -> str:
+    if not math.isfinite(x):
+        return "n/a"
+    if m.scale == LOG:
+        return f"{100 * math.expm1(x):+.0f}%"
+    if m.scale == ORDER:
+        return f"{x:+.2f}"
+    return f"{x * m.shown_scale:+.3g}"
+
+
+def _fmt(m: Metric, est: float, lo: float = math.nan, hi: float = math.nan) -> str:
+    """An effect in the metric's terms: a log ratio as the change of the geometric mean,
+    other effects in their units (given once, at the end)."""
+    unit = f" {m.unit}" if m.unit and m.scale not in (LOG, ORDER) else ""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return _fmt1(m, est) + unit
+    return f"{_fmt1(m, est)} [{_fmt1(m, lo)}, {_fmt1(m, hi)}]{unit}"
+
+
+def _arm_detail(claim: Claim, sw: PreparedSweep, values: pd.Series) -> str:
+    parts = []
+    for arm in (claim.compare, claim.against):
+        f = {**dict(claim.where), **{k: v for k, v in arm if BEST not in v}}
+        v = values.reindex(sw.runs.loc[sw.select(**f), "run_key"]).to_numpy()
+        if claim.metric.scale == ORDER:
+            parts.append(f"{_words_filter(arm)}: reached {int(np.isfinite(v).sum())}/{v.size}")
+        elif claim.metric.scale == LOG:
+            parts.append(f"{_words_filter(arm)}: geometric mean {math.exp(nanmean(v)):.3g}")
+        else:
+            mean = nanmean(v) * claim.metric.shown_scale
+            parts.append(f"{_words_filter(arm)}: mean {mean:.3g} {claim.metric.unit}".rstrip())
+    return "Per arm (runs that did not diverge): " + "; ".join(parts) + "."
+
+
+def short_words(c: Claim) -> str:
+    """The comparison in a few words: arms, groups or axis, and the metric."""
+    where = f" ({_words_filter(c.where)})" if c.where else ""
+    if c.kind == OPTIMUM:
+        return f"{c.metric.name} against {c.along}{where}"
+    arms = f"{_arms_words(c)}{where}"
+    if c.kind == TREND:
+        arms += f", slope along {c.along}"
+    elif c.kind == INTERACTION:
+        arms += f", {_words_filter(c.group)} minus {_words_filter(c.than)}"
+    return f"{arms}: {c.metric.name}"
+
+
+def evidence(claim: Claim, sw: PreparedSweep) -> Evidence:
+    return KINDS[claim.kind](claim, sw, run_values(claim, sw))
+
+
+def evaluate(claims: Sequence[Claim], sweeps: Mapping[str, PreparedSweep]) -> list[ClaimResult]:
+    """Every claim whose sweep is present, judged, with Holm's correction over all of them."""
+    judged = [(c, evidence(c, sweeps[c.sweep])) for c in claims if c.sweep in sweeps]
+    p_holm = stats.holm([e.test.p for _, e in judged])
+    out = []
+    for (c, e), ph in zip(judged, p_holm, strict=True):
+        t = e.test
+        expect = "higher" if c.kind == OPTIMUM else c.expect  # optimum: edges worse
+        margin = _margin(c) or 0.0
+        out.append(
+            ClaimResult(
+                claim=c,
+                estimate=t.estimate,
+                ci_low=t.ci_low,
+                ci_high=t.ci_high,
+                p=t.p,
+                p_holm=float(ph),
+                n=t.n,
+                n_dropped=e.n_dropped,
+                verdict=stats.verdict(expect, t, float(ph), margin),
+                comparison=e.comparison,
+                short=short_words(c),
+                effect=_fmt(c.metric, t.estimate, t.ci_low, t.ci_high),
+                detail=e.detail,
+            )
+        )
+    return out

@@ -1,0 +1,178 @@
+"""The metrics a claim can name: how each is read from a sweep's runs, and on what scale.
+
+A metric is one number per run. Its name says which history column and how the epochs
+are reduced:
+
+- `final_<column>`: the value after the last epoch (a diverged run has none: NaN);
+- `last<k>_<column>`: the mean of the last k epochs (curves jump between epochs);
+- `best_<column>`: the best value over the epochs (lowest, or highest where higher is
+  better);
+- `epochs_to_<column>`: the first epoch at which the column reaches the claim's
+  `threshold`; a run that never does is *censored* (stored as +inf, never averaged);
+- `grad_spread`: decades between the largest and smallest per-layer weight-gradient std
+  (each the geometric mean over epochs), the Glorot condition of the notes.
+
+Columns are registered in COLUMNS (and LAYER_COLUMNS for per-layer ones) with their
+scale: error-like, positive columns spanning orders of magnitude are compared on the
+log scale; fractions and bounded scores (accuracy, once classification exists: add
+`"accuracy": Column("accuracy", "linear", higher_is_better=True, ...)`) on their own.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+LOG, LINEAR, ORDER = "log", "linear", "order"  # scales on which effects are computed
+
+
+@dataclass(frozen=True)
+class Column:
+    """A per-epoch history column as a claim sees it."""
+
+    describe: str  # in words, for the report
+    scale: str  # LOG or LINEAR
+    higher_is_better: bool = False
+    unit: str = ""  # of a LINEAR effect, as shown
+    shown_scale: float = 1.0  # a LINEAR effect is shown times this (fractions as pp)
+
+
+COLUMNS = {
+    "train_mse": Column("train MSE", LOG),
+    "test_mse": Column("test MSE", LOG),
+    "dead_fraction": Column("dead-unit fraction", LINEAR, unit="pp", shown_scale=100.0),
+}
+LAYER_COLUMNS = {  # per Linear layer i (1 = first hidden, depth + 1 = output)
+    "weight_std_l": Column("weight std of layer {i}", LOG),
+    "grad_std_l": Column("weight-gradient std of layer {i}", LOG),
+}
+REDUCERS = ("final", "last", "best", "epochs_to")
+DERIVED = {"grad_spread": Column("per-layer gradient spread", LINEAR, unit="decades")}
+GRAMMAR = (
+    "final_<column>, last<k>_<column>, best_<column>, epochs_to_<column> or grad_spread, "
+    "where <column> is one of " + ", ".join([*COLUMNS, *(f"{p}<i>" for p in LAYER_COLUMNS)])
+)
+_NAME = re.compile(r"^(final|best|epochs_to|last([1-9][0-9]*))_(.+)$")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A parsed metric name: which column, reduced how, compared on which scale."""
+
+    name: str
+    reducer: str  # one of REDUCERS, or "derived"
+    column: str
+    last: int  # k of last<k>; 1 otherwise
+    describe: str  # in words
+    scale: str  # LOG, LINEAR, or ORDER (censored epochs: only their order is known)
+    higher_is_better: bool
+    unit: str
+    shown_scale: float
+
+    @property
+    def censored(self) -> bool:
+        return self.reducer == "epochs_to"
+
+
+def column(name: str) -> Column | None:
+    """The registered column `name` (per-layer columns by their prefix), or None."""
+    if name in COLUMNS:
+        return COLUMNS[name]
+    for prefix, col in LAYER_COLUMNS.items():
+        m = re.fullmatch(re.escape(prefix) + r"([1-9][0-9]*)", name)
+        if m:
+            return Column(col.describe.format(i=m.group(1)), col.scale, col.higher_is_better)
+    return None
+
+
+def parse_metric(name) -> Metric | None:
+    """The metric a claim names, or None when the name is not in the grammar."""
+    if not isinstance(name, str):
+        return None
+    if name in DERIVED:
+        d = DERIVED[name]
+        return Metric(
+            name=name,
+            reducer="derived",
+            column=name,
+            last=1,
+            describe=d.describe,
+            scale=d.scale,
+            higher_is_better=False,
+            unit=d.unit,
+            shown_scale=1.0,
+        )
+    m = _NAME.fullmatch(name)
+    col = column(m.group(3)) if m else None
+    if col is None:
+        return None
+    reducer = "last" if m.group(2) else m.group(1)
+    k = int(m.group(2)) if m.group(2) else 1
+    words = {
+        "final": f"final {col.describe}",
+        "last": f"{col.describe}, mean of the last {k} epochs",
+        "best": f"best {col.describe} over the epochs",
+        "epochs_to": f"epochs until the {col.describe} reaches the threshold",
+    }[reducer]
+    return Metric(
+        name=name,
+        reducer=reducer,
+        column=m.group(3),
+        last=k,
+        describe=words,
+        scale=ORDER if reducer == "epochs_to" else col.scale,
+        higher_is_better=col.higher_is_better,
+        unit=col.unit,
+        shown_scale=col.shown_scale,
+    )
+
+
+def reduce_curves(metric: Metric, curves: np.ndarray, threshold: float = math.nan) -> np.ndarray:
+    """One number per run from its (runs, epochs) curve of `metric.column`, on the scale on
+    which claims compare it (the log of a LOG metric; epochs, +inf when never, for ORDER).
+
+    NaN epochs (after a run diverged) are missing: a diverged run has no final value,
+    and never reaches a threshold after it diverged.
+    """
+    c = np.atleast_2d(np.asarray(curves, dtype=float))
+    if metric.reducer == "epochs_to":
+        return epochs_to(c, threshold, metric.higher_is_better)
+    if metric.reducer == "final":
+        v = c[:, -1] if c.shape[1] else np.full(c.shape[0], np.nan)
+    elif metric.reducer == "last":
+        v = c[:, -metric.last :].mean(axis=1)  # NaN when any of those epochs is missing
+    else:  # best
+        f = np.where(np.isfinite(c), c, np.nan)
+        some = np.isfinite(f).any(axis=1)
+        v = np.full(c.shape[0], np.nan)
+        pick = np.nanmax if metric.higher_is_better else np.nanmin
+        v[some] = pick(f[some], axis=1)
+    return on_scale(metric, v)
+
+
+def on_scale(metric: Metric, values) -> np.ndarray:
+    """Values in the metric's units moved to its comparison scale (log for LOG metrics;
+    non-positive and non-finite values become NaN)."""
+    v = np.asarray(values, dtype=float)
+    if metric.scale != LOG:
+        return np.where(np.isfinite(v), v, np.nan)
+    out = np.full(v.shape, np.nan)
+    ok = np.isfinite(v) & (v > 0)
+    out[ok] = np.log(v[ok])
+    return out
+
+
+def epochs_to(curves: np.ndarray, threshold: float, higher_is_better: bool = False) -> np.ndarray:
+    """First epoch (1-based) at which each row reaches `threshold` (at or below it; at or
+    above for a higher-is-better column); +inf when it never does (censored)."""
+    c = np.atleast_2d(np.asarray(curves, dtype=float))
+    ok = np.isfinite(c)
+    hit = np.zeros(c.shape, dtype=bool)
+    cmp = np.greater_equal if higher_is_better else np.less_equal
+    cmp(c, threshold, out=hit, where=ok)
+    first = np.argmax(hit, axis=1).astype(float) + 1
+    first[~hit.any(axis=1)] = math.inf
+    return first

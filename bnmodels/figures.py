@@ -1,0 +1,364 @@
+"""The report's figures: curves per configuration, final error against a numeric axis,
+per-layer gradient scale and gradient violins (the notes' figures, over seeds).
+
+Each maker returns {file name: a function that draws the figure}, so that names are known
+without drawing and the aggregate stage can draw them on several cores.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from bnmodels import plots, stats
+from bnmodels.prepared import PreparedSweep, label, log_final, seed_diffs, show
+
+HUE_ORDER = ("bn", "normalization", "activation", "init", "dataset")  # line colors
+MAX_PANELS = 24  # per figure; more configurations are listed in the table only
+SMALL_BATCH, LARGE_BATCH = 15, 30  # the notes: BN needs batches of 15-30 or more (shaded)
+
+
+def _paired(sw: PreparedSweep, value, where: Mapping, a: Mapping, b: Mapping) -> stats.Effect:
+    d, _ = seed_diffs(sw, value, where, a, b)
+    return stats.paired_effect(np.zeros(len(d)), d.to_numpy())
+
+
+def _hue(sw: PreparedSweep) -> str | None:
+    for k in HUE_ORDER:
+        if k in sw.axes:
+            return k
+    return next(iter(sw.axes), None)
+
+
+def _combos(sw: PreparedSweep, keys: Sequence[str]) -> list[dict]:
+    """Combinations of `keys` values present in the runs, in axis order."""
+    out = []
+    for values in itertools.product(*(sw.axes[k] for k in keys)):
+        c = dict(zip(keys, values, strict=True))
+        if sw.select(**c).any():
+            out.append(c)
+    return out
+
+
+def _layout(sw: PreparedSweep, keys: Sequence[str]) -> int:
+    """Columns for a grid of panels over `keys`: the course's 2x2 for four depths."""
+    n = len(_combos(sw, keys))
+    if len(keys) == 2 and len(sw.axes[keys[1]]) <= 5:
+        return len(sw.axes[keys[1]])
+    if n == 4:
+        return 2
+    return min(4, n)
+
+
+def _figure_groups(sw: PreparedSweep, hue: str | None) -> tuple[list[dict], list[str]]:
+    """Which runs go in one figure and which keys make its panels.
+
+    Four or more depths make a grid of their own (the notes' 2x2 figure of depths 1-4),
+    one figure per combination of the remaining axes; otherwise one figure per sweep.
+    """
+    rest = [k for k in sw.axes if k != hue]
+    if "depth" in rest and len(sw.axes["depth"]) >= 4 and len(rest) > 1:
+        split = [k for k in rest if k != "depth"]
+        combos = _combos(sw, split)
+        if len(combos) <= 4:
+            return combos, ["depth"]
+    return [{}], rest
+
+
+def _file_suffix(group: Mapping[str, Any]) -> str:
+    s = "_".join(f"{k}-{show(v)}" for k, v in group.items())
+    return "_" + re.sub(r"[^A-Za-z0-9_.-]", "-", s) if s else ""
+
+
+def _curve_stats(m: np.ndarray, center: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per column of (runs, epochs): median and IQR, or mean and 95% t-interval."""
+    if center == "median":
+        c, lo, hi = stats.column_quantiles(m, [0.5, 0.25, 0.75])
+    else:
+        c, lo, hi = stats.column_t_intervals(m)
+    return c, lo, hi
+
+
+def _curves_figures(
+    sw: PreparedSweep, metric: str, ylabel: str, kind: str, *, center="median", logy=True, ylim=None
+) -> dict[str, Callable[[], Figure]]:
+    if metric not in sw.curves:
+        return {}
+    hue = _hue(sw)
+    hue_values = sw.axes.get(hue, [None]) if hue else [None]
+    groups, panel_keys = _figure_groups(sw, hue)
+    mat = sw.curves[metric]
+    epochs = mat.columns.to_numpy(dtype=float)
+    out = {}
+    for group in groups:
+        panels = []
+        for pc in _combos(sw, panel_keys)[:MAX_PANELS] if panel_keys else [{}]:
+            series, notes = [], []
+            for j, hv in enumerate(hue_values):
+                where = {**group, **pc, **({hue: hv} if hue else {})}
+                r = sw.runs[sw.select(**where)]
+                if r.empty:
+                    continue
+                m = mat.loc[r["run_key"]].to_numpy()
+                if not np.isfinite(m).any():
+                    continue
+                c, lo, hi = _curve_stats(m, center)
+                if not logy:  # fractions: the band stays within [0, 1]
+                    lo, hi = np.clip(lo, 0, 1), np.clip(hi, 0, 1)
+                series.append(
+                    plots.Series(
+                        label({hue: hv}) if hue else sw.name, epochs, c, lo, hi, plots.color(j)
+                    )
+                )
+                nd = int(r["diverged"].sum())
+                if nd:
+                    notes.append(f"{label({hue: hv}) if hue else 'runs'}: {nd}/{len(r)} diverged")
+            if series:
+                panels.append(plots.Panel(label(pc) or sw.name, series, notes))
+        if not panels:
+            continue
+        spread = "median and IQR" if center == "median" else "mean and 95% CI"
+        title = f"{sw.name}: {ylabel.split(' (')[0]} per epoch ({spread} over seeds)"
+        if group:
+            title = f"{sw.name}, {label(group)}: {ylabel.split(' (')[0]} ({spread})"
+        ncols = _layout(sw, panel_keys) if panel_keys else 1
+        fig = partial(
+            plots.grid_figure,
+            panels,
+            ncols=ncols,
+            xlabel="epoch",
+            ylabel=ylabel,
+            title=title,
+            logy=logy,
+            xlim=(0.5, len(epochs) + 0.5),
+            ylim=ylim,
+        )
+        out[f"{sw.name}_{kind}{_file_suffix(group)}.png"] = fig
+    return out
+
+
+def _final_by(
+    sw: PreparedSweep, x_key: str, kind: str, xlabel: str
+) -> dict[str, Callable[[], Figure]]:
+    """Geometric-mean final test MSE with its 95% CI against one numeric axis.
+
+    With a BN axis that includes "none", a second row of panels shows the paired
+    BN / no-BN ratio per seed against the same axis.
+    """
+    hue = _hue(sw)
+    hue = hue if hue != x_key else None
+    hue_values = sw.axes.get(hue, [None]) if hue else [None]
+    rest = [k for k in sw.axes if k not in (x_key, hue)]
+    xs = np.array(sw.axes[x_key], dtype=float)
+    log_values = log_final(sw)
+    panels, ratio_panels = [], []
+    for pc in _combos(sw, rest)[:MAX_PANELS] if rest else [{}]:
+        series, notes = [], []
+        for j, hv in enumerate(hue_values):
+            c, lo, hi, div = [], [], [], []
+            for x in sw.axes[x_key]:
+                r = sw.runs[sw.select(**pc, **{x_key: x}, **({hue: hv} if hue else {}))]
+                d = stats.describe(r.loc[~r["diverged"], "final_test_mse"])
+                c.append(d["geomean"])
+                lo.append(d["ci_low"])
+                hi.append(d["ci_high"])
+                if r["diverged"].any():
+                    div.append(f"{show(x)}: {int(r['diverged'].sum())}/{len(r)}")
+            name = label({hue: hv}) if hue else "all runs"
+            series.append(
+                plots.Series(
+                    name,
+                    xs,
+                    np.array(c),
+                    np.array(lo),
+                    np.array(hi),
+                    plots.color(j),
+                    style="errorbar",
+                )
+            )
+            if div:
+                notes.append(f"{name}: diverged at {x_key} " + ", ".join(div))
+        panels.append(plots.Panel(label(pc) or "final test MSE", series, notes))
+        if hue == "bn" and "none" in hue_values:
+            rs = []
+            for j, hv in enumerate(hue_values):
+                if hv == "none":
+                    continue
+                c, lo, hi = [], [], []
+                for x in sw.axes[x_key]:
+                    e = _paired(sw, log_values, {**pc, x_key: x}, {"bn": "none"}, {"bn": hv})
+                    c.append(math.exp(e.estimate) if math.isfinite(e.estimate) else math.nan)
+                    lo.append(math.exp(e.ci_low) if math.isfinite(e.ci_low) else math.nan)
+                    hi.append(math.exp(e.ci_high) if math.isfinite(e.ci_high) else math.nan)
+                rs.append(
+                    plots.Series(
+                        f"bn={hv} / bn=none",
+                        xs,
+                        np.array(c),
+                        np.array(lo),
+                        np.array(hi),
+                        plots.color(j),
+                        style="errorbar",
+                        linestyle="--",
+                    )
+                )
+            vspan = (SMALL_BATCH, LARGE_BATCH) if x_key == "batch_size" else None
+            title = "BN / no-BN ratio, paired by seed" + (f"\n{label(pc)}" if pc else "")
+            if vspan:
+                title += f"\nshaded: batch {SMALL_BATCH}-{LARGE_BATCH}, the notes' minimum"
+            ylabel = "error ratio (geo-mean, 95% CI)"
+            ratio_panels.append(plots.Panel(title, rs, (), vspan, 1.0, ylabel))
+    if ratio_panels:  # each panel next to its BN / no-BN ratio
+        all_panels, ncols = [p for pair in zip(panels, ratio_panels, strict=True) for p in pair], 2
+    else:
+        all_panels, ncols = panels, min(4, max(len(panels), 1))
+    fig = partial(
+        plots.grid_figure,
+        all_panels,
+        ncols=ncols,
+        xlabel=xlabel,
+        ylabel="final test MSE (geo-mean, 95% CI)",
+        title=f"{sw.name}: final test MSE against {x_key} (diverged runs left out)",
+        logx=True,
+        xticks=xs,
+        panel_size=(4.2, 2.8),
+    )
+    return {f"{sw.name}_{kind}.png": fig}
+
+
+def _grad_layers_figure(sw: PreparedSweep) -> dict[str, Callable[[], Figure]]:
+    """Per-layer gradient scale with its spread over seeds (the Glorot condition, 1.2)."""
+    if sw.grad_scale.empty:
+        return {}
+    hue = _hue(sw)
+    hue_values = sw.axes.get(hue, [None]) if hue else [None]
+    rest = [k for k in sw.axes if k != hue]
+    panels = []
+    for pc in _combos(sw, rest)[:MAX_PANELS] if rest else [{}]:
+        series = []
+        for j, hv in enumerate(hue_values):
+            r = sw.runs[sw.select(**pc, **({hue: hv} if hue else {}))]
+            if r.empty:
+                continue
+            g = 10 ** sw.grad_scale.loc[r["run_key"]].to_numpy()  # (runs, layers)
+            keep = np.isfinite(g).any(axis=0)
+            if not keep.any():
+                continue
+            layers = sw.grad_scale.columns.to_numpy(dtype=float)[keep]
+            c, lo, hi = _curve_stats(g[:, keep], "median")
+            series.append(
+                plots.Series(
+                    label({hue: hv}) if hue else sw.name, layers, c, lo, hi, plots.color(j)
+                )
+            )
+        if series:
+            panels.append(plots.Panel(label(pc) or sw.name, series))
+    if not panels:
+        return {}
+    n_layers = sw.grad_scale.shape[1]
+    fig = partial(
+        plots.grid_figure,
+        panels,
+        ncols=_layout(sw, rest) if rest else 1,
+        xlabel="Linear layer (input to output)",
+        ylabel="weight-gradient std",
+        xticks=list(range(1, n_layers + 1)),
+        title=f"{sw.name}: per-layer gradient scale (geo-mean over epochs; median, IQR)",
+    )
+    return {f"{sw.name}_grad_layers.png": fig}
+
+
+def _violin_rows(sw: PreparedSweep, hue: str | None) -> tuple[list[dict], dict]:
+    """Which configurations the violins show: one row per combination of the categorical
+    axes when there are at most 3, else their first values; the deepest depth; the middle
+    value of other numeric axes. Returns (rows, the fixed part)."""
+    fixed, categorical = {}, []
+    for k, values in sw.axes.items():
+        if k == hue:
+            continue
+        if k == "depth":
+            fixed[k] = max(values)
+        elif all(isinstance(v, float) for v in values):
+            fixed[k] = values[len(values) // 2]
+        else:
+            categorical.append(k)
+    combos = _combos(sw, categorical) if categorical else [{}]
+    if len(combos) > 3:
+        fixed.update({k: sw.axes[k][0] for k in categorical})
+        combos = [{}]
+    return combos, fixed
+
+
+def _layer_values(sw: PreparedSweep, run_keys) -> tuple[list[np.ndarray], int]:
+    """Last-step weight gradients per Linear layer, pooled over runs; (layers, n runs)."""
+    per_layer: list[list[float]] = []
+    n_runs = 0
+    for key in run_keys:
+        grads = (sw.diagnostics.get(key) or {}).get("weight_grad") or []
+        n_runs += bool(grads)
+        for i, g in enumerate(grads):
+            while len(per_layer) <= i:
+                per_layer.append([])
+            per_layer[i].extend(float(v) for v in g if v is not None)
+    return [np.array(v) for v in per_layer], n_runs
+
+
+def _violin_figure(sw: PreparedSweep) -> dict[str, Callable[[], Figure]]:
+    """The notes' `weights_vp(model, att="grad")`: last-step weight gradients per layer,
+    pooled over seeds; one panel per hue value (columns) and configuration (rows)."""
+    if not sw.diagnostics:
+        return {}
+    hue = _hue(sw)
+    hue_values = sw.axes.get(hue, [None]) if hue else [None]
+    rows, fixed = _violin_rows(sw, hue)
+    panels, n_layers = [], 0
+    for row in rows:
+        for hv in hue_values:
+            where = {**fixed, **row, **({hue: hv} if hue else {})}
+            layers, n_runs = _layer_values(sw, sw.runs.loc[sw.select(**where), "run_key"])
+            title = ", ".join(x for x in (label({hue: hv}) if hue else "", label(row)) if x)
+            panels.append((f"{title or sw.name} ({n_runs} seeds)", layers))
+            n_layers = max(n_layers, len(layers))
+    if not n_layers:
+        return {}
+    fig = partial(
+        plots.violin_figure,
+        panels,
+        [f"L{i}" for i in range(1, n_layers + 1)],
+        ylabel="weight gradient",
+        title=f"{sw.name}: last-step weight gradients per layer"
+        + (f" ({label(fixed)})" if fixed else ""),
+        ncols=len(hue_values),
+    )
+    return {f"{sw.name}_grad_violins.png": fig}
+
+
+def figures(sw: PreparedSweep) -> dict[str, Callable[[], Figure]]:
+    figs: dict[str, Callable[[], Figure]] = {}
+    figs.update(_curves_figures(sw, "test_mse", "test MSE", "test_curves"))
+    figs.update(_curves_figures(sw, "train_mse", "train MSE", "train_curves"))
+    if "lr" in sw.axes:
+        figs.update(_final_by(sw, "lr", "lr_curve", "learning rate"))
+    if "batch_size" in sw.axes:
+        figs.update(_final_by(sw, "batch_size", "batch_size_curve", "batch size"))
+    if "dead_fraction" in sw.curves and np.isfinite(sw.curves["dead_fraction"].to_numpy()).any():
+        dead = _curves_figures(
+            sw,
+            "dead_fraction",
+            "dead-unit fraction",
+            "dead_fraction",
+            center="mean",
+            logy=False,
+            ylim=(-0.02, 1.02),
+        )
+        figs.update(dead)
+    figs.update(_grad_layers_figure(sw))
+    figs.update(_violin_figure(sw))
+    return figs

@@ -1,0 +1,219 @@
+"""The report's Markdown: the claims table and how each claim was tested, the method, and
+one section per sweep."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bnmodels import stats
+from bnmodels.claim_eval import ClaimResult
+from bnmodels.figures import MAX_PANELS
+from bnmodels.prepared import THRESHOLD_FRACTION, PreparedSweep, show
+
+VERDICT_MARK = {
+    stats.SUPPORTED: "✅ supported",
+    stats.NOT_SUPPORTED: "❌ not supported",
+    stats.INCONCLUSIVE: "❔ inconclusive",
+}
+VERDICT_HINT = {
+    stats.NOT_SUPPORTED: "*Does not hold on this data. Variant to try:*",
+    stats.INCONCLUSIVE: "*Not established on this data. Variant to try:*",
+}
+
+COURSE = {
+    "normalization": "Notes 1.1: a 3-hidden-layer sigmoid network with Xavier init on raw, "
+    "z-scored and min-max-scaled inputs; the notes compare train and test MSE curves and the "
+    "per-layer gradient violins.",
+    "bn_placement": "Notes 2.2: BatchNorm before (`pre`) or after (`post`) the activation, "
+    "against none.",
+    "batch_size": "Notes 3.1: BN's running statistics need batches of roughly 15-30 or more.",
+    "depth": "Notes 3.2: 1 to 4 hidden layers on quad5 with and without BN, drawn as 2x2 grids "
+    "of MSE curves; the deeper the network, the more BN should help, and more for tanh.",
+    "learning_rate": "Notes 3.3-3.4: with BN the learning rate matters more, and error against "
+    "the learning rate is U-shaped.",
+    "dead_relu": "Notes 3.4: BN mitigates dead ReLUs in stacked ReLU networks.",
+}
+
+
+def cell(x, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "—"
+    if isinstance(x, float | np.floating):
+        return f"{float(x):.{digits}g}"
+    return str(x).replace("|", "\\|")
+
+
+def md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _p(p: float) -> str:
+    return "—" if not math.isfinite(p) else ("< 0.001" if p < 0.001 else f"{p:.3f}")
+
+
+def _p_is(p: float) -> str:
+    shown = _p(p)
+    return shown if shown.startswith("<") else f"= {shown}"
+
+
+def _expect_words(r: ClaimResult) -> str:
+    c = r.claim
+    if c.kind == "optimum":
+        return f"an interior {c.expect}"
+    if c.expect == "same":
+        m = f"{100 * c.margin:g}%" if c.metric.scale == "log" else f"{c.margin:g}"
+        return f"same, within ±{m}"
+    return f"{c.expect} (effect {'< 0' if c.expect == 'lower' else '> 0'})"
+
+
+def claims_markdown(results: Sequence[ClaimResult], not_judged: Sequence[str] = ()) -> str:
+    """The claims table (from params.yaml), then how each was tested and what it shows."""
+    header = [
+        "Claim",
+        "Source",
+        "Says",
+        "Comparison (paired by seed), sweep",
+        "Expected",
+        "Effect [95% CI]",
+        "p (Holm)",
+        "Verdict",
+    ]
+    body = [
+        [
+            f"`{r.claim.id}`",
+            r.claim.source or "—",
+            r.claim.says,
+            f"{r.short}; `{r.claim.sweep}`",
+            _expect_words(r),
+            r.effect,
+            _p(r.p_holm),
+            VERDICT_MARK[r.verdict],
+        ]
+        for r in results
+    ]
+    out = [md_table(header, body), "", "How each claim is tested, and what the numbers say:", ""]
+    for r in results:
+        text = (
+            f"- **`{r.claim.id}`**: {r.comparison}. n = {r.n} seeds"
+            + (f" ({r.n_dropped} values of diverged runs left out)" if r.n_dropped else "")
+            + f"; p {_p_is(r.p)}, Holm-corrected p {_p_is(r.p_holm)}. {r.detail}"
+        )
+        if r.verdict in VERDICT_HINT and r.claim.hint:
+            text += f" {VERDICT_HINT[r.verdict]} {r.claim.hint}"
+        out.append(text)
+    if not_judged:
+        out += ["", "Not judged (their sweeps were not run): " + ", ".join(not_judged) + "."]
+    if not results and not not_judged:
+        out = ["No claims in params.yaml (see README: Writing a claim)."]
+    return "\n".join(out)
+
+
+METHODS = f"""\
+Each configuration is trained with several seeds and compared by its distribution over
+seeds, never by one run (SPEC, Precision). Conventions:
+
+- **Paired by seed**: two runs with the same seed, data set, batch size and layer sizes
+  draw the same batches and start from the same Linear weights (BatchNorm and the
+  activation draw no random numbers), so the per-seed difference removes the seed-to-seed
+  spread. Each claim becomes one number per seed: its two arms' difference, averaged over
+  the cells of the other axes first; a trend's slope; an interaction's difference of two
+  such effects; an optimum's edge-minus-best contrasts.
+- **Effects** are means of those per-seed numbers with a 95% Student-t interval and a
+  two-sided t-test p-value (scipy). MSE and other error-like metrics are compared on the
+  log scale (they span orders of magnitude and effects on them are multiplicative); such
+  an effect is shown as the change of the geometric mean, e.g. -40% = BN divides the
+  error by 1.7.
+- **Epochs to a threshold** are censored (a run may never get there): such a comparison
+  uses only the order of two paired runs (+1 later, -1 sooner, 0 for a tie or when
+  neither gets there), and its effect is the net share of seeds; never is never averaged
+  as a number of epochs. The t-interval on these bounded scores is approximate.
+- **Optimum**: each edge level of the axis against the best level between them, that level
+  chosen on the other seeds (choosing it on the same data would favour it); both edges
+  must be worse, so p is the larger of the two edges' p-values.
+- **Verdict**: the family is the whole report: p-values are corrected with Holm's method
+  over every claim judged (family-wise error {stats.ALPHA:g}). *supported* when the
+  corrected p < {stats.ALPHA:g} and the effect has the sign the claim expects, *not
+  supported* when it has the other sign, *inconclusive* otherwise. For a *same* claim, p is
+  the equivalence test's (TOST against the margin): *supported* when its corrected p <
+  {stats.ALPHA:g}, *not supported* when the 95% interval lies wholly outside the margin
+  (this refutation is read off the interval, uncorrected), inconclusive otherwise. The
+  interval shown is the uncorrected 95% interval, so it may exclude 0 where the corrected
+  verdict is still inconclusive. Identical arms (zero variance) give "no difference".
+- **Convergence** (the sweep tables): epochs until the train MSE first falls to T, where T is
+  {THRESHOLD_FRACTION:g} x the sweep's median first-epoch train MSE (one T per sweep, given
+  in its section); the median is shown, with how many runs got there.
+- **Diverged runs** (non-finite loss) are counted in every table and figure note, and
+  left out of the statistics; a pair with a diverged run is dropped (for epochs to a
+  threshold, a diverged run counts as never reaching it).
+"""
+
+
+def sweep_markdown(
+    sw: PreparedSweep, summary: pd.DataFrame, figures: Sequence[str], claim_ids: Sequence[str]
+) -> str:
+    n_div = int(sw.runs["diverged"].sum())
+    seeds = ", ".join(map(show, sw.seeds))
+    axes = "; ".join(f"{k} ∈ {{{', '.join(map(show, v))}}}" for k, v in sw.axes.items())
+    fixed = ", ".join(f"{k}={show(v)}" for k, v in sw.fixed.items())
+    lines = [f"## Sweep `{sw.name}`", ""]
+    if sw.name in COURSE:
+        lines += [COURSE[sw.name], ""]
+    lines += [
+        f"Axes: {axes or 'none'}. Fixed: {fixed}. Seeds ({len(sw.seeds)}): {seeds}.",
+        f"Runs: {len(sw.runs)}, diverged: {n_div}. Convergence threshold T = "
+        f"{cell(sw.threshold)} (train MSE).",
+    ]
+    if claim_ids:
+        lines.append("Claims judged on this sweep: " + ", ".join(claim_ids) + ".")
+    if len(sw.configs) > MAX_PANELS:
+        lines.append(f"Figures show the first {MAX_PANELS} panels; the table lists all.")
+    lines.append("")
+    if not any("_test_curves" in name for name in figures):
+        lines += ["No test-MSE curves to draw: history.csv has no finite per-epoch test MSE.", ""]
+    for name in figures:
+        lines += [f"![{name[:-4]}](figures/{name})", ""]
+    keys = list(sw.axes)
+    header = [
+        *keys,
+        "n",
+        "diverged",
+        "final test MSE geo-mean [95% CI]",
+        "final test MSE median",
+        "best test MSE geo-mean",
+        "epochs to T: median (reached/n)",
+    ]
+    has_dead = np.isfinite(summary["dead_fraction_final_mean"]).any()
+    if has_dead:
+        header.append("dead units (mean)")
+    rows = []
+    for cfg, s in zip(sw.configs, summary.itertuples(), strict=True):
+        ci = (
+            f"{cell(s.final_test_mse_geomean)} [{cell(s.final_test_mse_ci_low)}, "
+            f"{cell(s.final_test_mse_ci_high)}]"
+        )
+        n_ok = s.n_seeds - s.n_diverged
+        med = s.epochs_to_threshold_median
+        med = f"> {sw.epochs}" if med > sw.epochs else cell(med)
+        ep = f"{med} ({s.n_reached}/{n_ok})" if n_ok and math.isfinite(sw.threshold) else "—"
+        div = f"**{s.n_diverged}**" if s.n_diverged else "0"
+        row = [
+            *(show(cfg[k]) for k in keys),
+            s.n_seeds,
+            div,
+            ci,
+            s.final_test_mse_median,
+            s.best_test_mse_geomean,
+            ep,
+        ]
+        if has_dead:
+            row.append(s.dead_fraction_final_mean)
+        rows.append(row)
+    lines += [md_table(header, rows), ""]
+    return "\n".join(lines)

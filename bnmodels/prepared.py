@@ -1,0 +1,272 @@
+"""One sweep's result tables, prepared for the report: configurations, per-run numbers,
+per-epoch curves, and runs paired by seed.
+
+Built once by `prepare(name, data)` from runs.csv, history.csv and diagnostics.json as
+read; the figures, the summary table and the claims all read the same `PreparedSweep`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bnmodels import stats
+from bnmodels.claim_metrics import epochs_to
+from bnmodels.config import CONFIG_KEYS
+
+GROUP_KEYS = tuple(k for k in CONFIG_KEYS if k != "seed")  # a configuration without seed
+THRESHOLD_FRACTION = 0.5  # convergence threshold: this fraction of the first-epoch loss
+
+
+@dataclass(frozen=True)
+class SweepData:
+    """One sweep's outputs: runs.csv and history.csv as read, diagnostics.json as loaded.
+
+    `axes` maps each key given as a list in params.yaml to its values (seed may be among
+    them; it is never a grouping key); None infers them from the runs.
+    """
+
+    runs: pd.DataFrame
+    history: pd.DataFrame
+    diagnostics: Mapping[str, Any] = field(default_factory=dict)
+    axes: Mapping[str, Sequence] | None = None
+
+
+def show(v) -> str:
+    if isinstance(v, float | np.floating):
+        return f"{float(v):g}"
+    return str(v)
+
+
+def label(cfg: Mapping[str, Any], keys: Sequence[str] | None = None) -> str:
+    keys = list(cfg) if keys is None else keys
+    return ", ".join(f"{k}={show(cfg[k])}" for k in keys)
+
+
+def nanmean(row) -> float:
+    f = stats.finite(row)
+    return float(f.mean()) if f.size else math.nan
+
+
+def select(runs: pd.DataFrame, where: Mapping[str, Any]) -> pd.Series:
+    """Boolean mask of the runs whose keys equal the given values (a tuple or list: any
+    of them)."""
+    mask = pd.Series(True, index=runs.index)
+    for k, v in where.items():
+        values = list(v) if isinstance(v, tuple | list) else [v]
+        col = runs[k]
+        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+            mask &= col.astype(float).isin([float(x) for x in values])
+        else:
+            mask &= col.astype(str).isin([str(x) for x in values])
+    return mask
+
+
+@dataclass(frozen=True)
+class PreparedSweep:
+    name: str
+    runs: pd.DataFrame  # one row per run, plus cfg, epochs_to_threshold, grad_spread, ...
+    history: pd.DataFrame  # as read: run_key, epoch, then one column per metric
+    axes: dict[str, list]  # varying keys (seed excluded), values in given order
+    configs: list[dict]  # axis values of each configuration present, product order
+    fixed: dict[str, Any]  # keys that do not vary
+    seeds: list
+    epochs: int
+    threshold: float  # the report's convergence threshold on the train MSE
+    curves: dict[str, pd.DataFrame]  # metric -> (runs, epochs) indexed by run_key
+    grad_scale: pd.DataFrame  # (runs, Linear layers): geometric mean over epochs, log10
+    diagnostics: Mapping[str, Any]
+
+    def select(self, **where) -> pd.Series:
+        return select(self.runs, where)
+
+    def has(self, key: str, value) -> bool:
+        """Whether some run has `key == value` (as an axis value or a fixed one)."""
+        return bool(self.select(**{key: value}).any())
+
+    def curve(self, column: str) -> np.ndarray:
+        """(runs, epochs) of a history column in run order; all NaN when it is absent."""
+        if column in self.curves:
+            return self.curves[column].to_numpy(float)
+        keys = self.runs["run_key"]
+        if column not in self.history.columns:
+            return np.full((len(keys), self.epochs), np.nan)
+        m = self.history.pivot(index="run_key", columns="epoch", values=column)
+        return m.reindex(index=keys, columns=sorted(m.columns)).to_numpy(float)
+
+
+def _diverged_flags(col: pd.Series) -> pd.Series:
+    if pd.api.types.is_bool_dtype(col):
+        return col.fillna(False).astype(bool)
+    return col.astype(str).str.strip().str.lower().isin(("true", "1", "1.0"))
+
+
+def _norm(v, numeric: bool):
+    return float(v) if numeric else str(v)
+
+
+def _cast(v):
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _read_runs(name: str, data: SweepData) -> pd.DataFrame:
+    runs = data.runs.copy().reset_index(drop=True)
+    needed = [*CONFIG_KEYS, "run_key", "final_test_mse", "best_test_mse", "diverged"]
+    missing = [c for c in needed if c not in runs.columns]
+    if missing:
+        raise ValueError(f"sweep {name!r}: runs table lacks columns {missing}")
+    if runs["run_key"].duplicated().any():
+        raise ValueError(f"sweep {name!r}: duplicate run_key in runs table")
+    for c in ("final_train_mse", "final_test_mse", "best_test_mse"):
+        if c in runs.columns:
+            runs[c] = pd.to_numeric(runs[c], errors="coerce").astype(float)
+    # A run without a finite final test MSE counts as diverged (or missing) everywhere.
+    runs["diverged"] = _diverged_flags(runs["diverged"]) | ~np.isfinite(runs["final_test_mse"])
+    return runs
+
+
+def _axes(runs: pd.DataFrame, given: Mapping[str, Sequence]) -> dict[str, list]:
+    """The given axes in their order, plus any key that varies in the runs anyway (so
+    different configurations are never pooled), with values not listed appended."""
+    axes: dict[str, list] = {}
+    for k in [*given, *GROUP_KEYS]:
+        if k == "seed" or k in axes or k not in GROUP_KEYS:
+            continue
+        numeric = pd.api.types.is_numeric_dtype(runs[k]) and runs[k].dtype != bool
+        present = sorted({_norm(v, numeric) for v in runs[k]})
+        order = [_norm(v, numeric) for v in given.get(k, [])]
+        values = [v for v in dict.fromkeys(order) if v in present]
+        values += [v for v in present if v not in values]
+        if len(values) > 1:
+            axes[k] = values
+    return axes
+
+
+def _configs(runs: pd.DataFrame, axes: dict[str, list]) -> tuple[list[dict], np.ndarray]:
+    """Configurations present, in product order, and each run's configuration index."""
+    configs, index = [], np.full(len(runs), -1)
+    for values in itertools.product(*axes.values()):
+        cfg = dict(zip(axes, values, strict=True))
+        mask = select(runs, cfg).to_numpy()
+        if mask.any():
+            index[mask] = len(configs)
+            configs.append(cfg)
+    return configs, index
+
+
+def _grad_scale(hist: pd.DataFrame, keys: pd.Series) -> pd.DataFrame:
+    """Per run and Linear layer: the geometric mean over epochs of each epoch's last-step
+    weight-gradient std, in log10 units."""
+    layer_cols = sorted(
+        (c for c in hist.columns if re.fullmatch(r"grad_std_l\d+", c)),
+        key=lambda c: int(c[len("grad_std_l") :]),
+    )
+    scale = {}
+    for c in layer_cols:
+        m = hist.pivot(index="run_key", columns="epoch", values=c).reindex(index=keys)
+        logs = np.log10(np.where(m.to_numpy(float) > 0, m.to_numpy(float), np.nan))
+        scale[int(c[len("grad_std_l") :])] = [nanmean(r) for r in logs]
+    return pd.DataFrame(scale, index=keys.to_numpy())
+
+
+def prepare(name: str, data: SweepData) -> PreparedSweep:
+    runs = _read_runs(name, data)
+    axes = _axes(runs, dict(data.axes or {}))
+    configs, runs["cfg"] = _configs(runs, axes)
+    hist, keys = data.history, runs["run_key"]
+    curves = {}
+    for metric in ("train_mse", "test_mse", "dead_fraction"):
+        if metric in hist.columns:
+            m = hist.pivot(index="run_key", columns="epoch", values=metric)
+            curves[metric] = m.reindex(index=keys, columns=sorted(m.columns)).astype(float)
+    epochs = int(runs["epochs"].max()) if len(runs) else 0
+    threshold = math.nan
+    runs["epochs_to_threshold"] = math.nan
+    if "train_mse" in curves and curves["train_mse"].shape[1]:
+        epochs = max(epochs, int(curves["train_mse"].columns.max()))
+        first = stats.finite(curves["train_mse"].iloc[:, 0])
+        threshold = THRESHOLD_FRACTION * float(np.median(first)) if first.size else math.nan
+        reached = epochs_to(curves["train_mse"].to_numpy(), threshold)
+        runs["epochs_to_threshold"] = np.where(np.isinf(reached), np.nan, reached)
+    runs["dead_final"] = math.nan
+    if "dead_fraction" in curves:
+        runs["dead_final"] = curves["dead_fraction"].to_numpy()[:, -1]
+    grad_scale = _grad_scale(hist, keys)
+    # Per run, over its own Linear layers (input first, output last), in decades.
+    finite_rows = [stats.finite(row) for row in grad_scale.to_numpy()]
+    runs["grad_spread"] = [float(np.ptp(v)) if v.size >= 2 else math.nan for v in finite_rows]
+    runs["grad_tilt"] = [float(v[0] - v[-1]) if v.size >= 2 else math.nan for v in finite_rows]
+    return PreparedSweep(
+        name=name,
+        runs=runs,
+        history=hist,
+        axes=axes,
+        configs=configs,
+        fixed={k: _cast(runs[k].iloc[0]) for k in GROUP_KEYS if k not in axes and len(runs)},
+        seeds=sorted(runs["seed"].unique().tolist()),
+        epochs=epochs,
+        threshold=threshold,
+        curves=curves,
+        grad_scale=grad_scale,
+        diagnostics=data.diagnostics or {},
+    )
+
+
+def seed_diffs(sw: PreparedSweep, value: pd.Series, where: Mapping, a: Mapping, b: Mapping):
+    """Per seed, `value(b) - value(a)` averaged over the cells of the remaining axes.
+
+    Runs are paired by seed (and cell); a NaN difference (diverged run) is dropped.
+    Returns (per-seed Series, number of dropped cell pairs).
+    """
+    cells = [k for k in sw.axes if k not in {**where, **a, **b}]
+    ra = sw.runs[sw.select(**where, **a)]
+    rb = sw.runs[sw.select(**where, **b)]
+    cols = ["seed", *cells, "run_key"]
+    m = ra[cols].merge(rb[cols], on=["seed", *cells], suffixes=("_a", "_b"))
+    m["diff"] = value.reindex(m["run_key_b"]).to_numpy() - value.reindex(m["run_key_a"]).to_numpy()
+    dropped = int((~np.isfinite(m["diff"])).sum())
+    per_seed = m.groupby("seed", sort=True)["diff"].agg(nanmean)
+    return per_seed, dropped
+
+
+def log_final(sw: PreparedSweep) -> pd.Series:
+    return pd.Series(stats.log_mse(sw.runs["final_test_mse"]), index=sw.runs["run_key"].values)
+
+
+def summary(sw: PreparedSweep) -> pd.DataFrame:
+    """One row per configuration: counts, final and best test MSE, convergence, dead units."""
+    rows = []
+    for i, cfg in enumerate(sw.configs):
+        r = sw.runs[sw.runs["cfg"] == i]
+        ok = r[~r["diverged"]]
+        first = r.iloc[0]
+        row: dict[str, Any] = {"sweep": sw.name, "config": label(cfg) or sw.name}
+        row.update({k: _cast(first[k]) for k in GROUP_KEYS})
+        row.update({"n_seeds": len(r), "n_diverged": int(r["diverged"].sum())})
+        for metric in ("final_test_mse", "best_test_mse"):
+            d = stats.describe(ok[metric])
+            for s in ("mean", "median", "geomean", "ci_low", "ci_high"):
+                row[f"{metric}_{s}"] = d[s]
+        if "final_train_mse" in ok:
+            row["final_train_mse_median"] = stats.quantile(ok["final_train_mse"], 0.5)
+        # Not reached counts as after the last epoch: only the median (an order
+        # statistic, exact while fewer than half are censored) is reported.
+        e = ok["epochs_to_threshold"].fillna(sw.epochs + 1.0)
+        row.update(
+            {
+                "threshold": sw.threshold,
+                "n_reached": int(np.isfinite(ok["epochs_to_threshold"]).sum()),
+                "epochs_to_threshold_median": stats.quantile(e, 0.5),
+                "dead_fraction_final_mean": nanmean(ok["dead_final"]),
+                "grad_spread_decades_mean": nanmean(ok["grad_spread"]),
+            }
+        )
+        rows.append(row)
+    return pd.DataFrame(rows)

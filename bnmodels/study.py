@@ -1,0 +1,45 @@
+"""The whole of params.yaml: the runs of every sweep and the claims judged on them.
+
+The plan stage validates it all at once, before anything trains (every problem of every
+section in one message); the aggregate stage reads the claims. The train and generate
+stages read params.yaml through `bnmodels.params` alone, so that the claims code is
+none of their dependencies: editing how claims are judged retrains nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bnmodels.claim_spec import Claim, validate_claims
+from bnmodels.config import Params
+from bnmodels.errors import ParamsError
+from bnmodels.params import ErrorList, check, read_yaml
+
+
+@dataclass(frozen=True)
+class Study:
+    params: Params
+    claims: dict[str, Claim]  # by id, in file order
+
+
+def validate_study(raw: Any, file: str = "params.yaml") -> Study:
+    """Validate a parsed params file, claims included; ParamsError lists every problem."""
+    params, errors = check(raw, file)
+    err = ErrorList(file)
+    raw_sweeps = raw.get("sweeps")
+    claims = validate_claims(
+        raw.get("claims"),
+        {name: [r.as_dict() for r in s.runs] for name, s in params.sweeps.items()},
+        err,
+        known=map(str, raw_sweeps if isinstance(raw_sweeps, dict) else ()),
+    )
+    if errors or err.items:
+        raise ParamsError(errors + err.items)
+    return Study(params=params, claims=claims)
+
+
+def load_study(path: str | Path = "params.yaml") -> Study:
+    """Read and validate a params file, claims included."""
+    return validate_study(read_yaml(path), file=str(path))
