@@ -7,15 +7,17 @@ are reduced:
 - `last<k>_<column>`: the mean of the last k epochs (curves jump between epochs);
 - `best_<column>`: the best value over the epochs (lowest, or highest where higher is
   better);
+- `mean_<column>`: the mean over all epochs ("over the course of training");
 - `epochs_to_<column>`: the first epoch at which the column reaches the claim's
   `threshold`; a run that never does is *censored* (stored as +inf, never averaged);
 - `grad_spread`: decades between the largest and smallest per-layer weight-gradient std
-  (each the geometric mean over epochs), the Glorot condition of the notes.
+  (each the geometric mean over epochs), the Glorot condition of the notes;
+- `precise_bn_gap`: final test MSE with the running BN statistics over the test MSE of
+  the same network with precise statistics (runs.csv; > 1: running statistics cost).
 
 Columns are registered in COLUMNS (and LAYER_COLUMNS for per-layer ones) with their
 scale: error-like, positive columns spanning orders of magnitude are compared on the
-log scale; fractions and bounded scores (accuracy, once classification exists: add
-`"accuracy": Column("accuracy", "linear", higher_is_better=True, ...)`) on their own.
+log scale; fractions and bounded scores (accuracy: higher is better) on their own.
 """
 
 from __future__ import annotations
@@ -43,19 +45,32 @@ class Column:
 COLUMNS = {
     "train_mse": Column("train MSE", LOG),
     "test_mse": Column("test MSE", LOG),
+    "train_ce": Column("train cross-entropy", LOG),
+    "test_ce": Column("test cross-entropy", LOG),
+    "train_accuracy": Column("train accuracy", LINEAR, True, unit="pp", shown_scale=100.0),
+    "test_accuracy": Column("test accuracy", LINEAR, True, unit="pp", shown_scale=100.0),
     "dead_fraction": Column("dead-unit fraction", LINEAR, unit="pp", shown_scale=100.0),
+    "probe_loss_range": Column("loss variation along the gradient (probe)", LOG),
+    "probe_grad_change": Column("gradient change along the gradient (probe)", LOG),
+    "probe_beta": Column("effective beta-smoothness (probe)", LOG),
 }
 LAYER_COLUMNS = {  # per Linear layer i (1 = first hidden, depth + 1 = output)
     "weight_std_l": Column("weight std of layer {i}", LOG),
     "grad_std_l": Column("weight-gradient std of layer {i}", LOG),
+    "weight_norm_l": Column("weight norm of layer {i}", LOG),
+    "grad_ratio_l": Column("||grad W|| / ||W|| of layer {i}", LOG),
 }
-REDUCERS = ("final", "last", "best", "epochs_to")
-DERIVED = {"grad_spread": Column("per-layer gradient spread", LINEAR, unit="decades")}
+REDUCERS = ("final", "last", "best", "mean", "epochs_to")
+DERIVED = {
+    "grad_spread": Column("per-layer gradient spread", LINEAR, unit="decades"),
+    "precise_bn_gap": Column("test MSE with running over precise BN statistics", LOG),
+}
 GRAMMAR = (
-    "final_<column>, last<k>_<column>, best_<column>, epochs_to_<column> or grad_spread, "
+    "final_<column>, last<k>_<column>, best_<column>, mean_<column>, epochs_to_<column>, "
+    "grad_spread or precise_bn_gap, "
     "where <column> is one of " + ", ".join([*COLUMNS, *(f"{p}<i>" for p in LAYER_COLUMNS)])
 )
-_NAME = re.compile(r"^(final|best|epochs_to|last([1-9][0-9]*))_(.+)$")
+_NAME = re.compile(r"^(final|best|mean|epochs_to|last([1-9][0-9]*))_(.+)$")
 
 
 @dataclass(frozen=True)
@@ -115,6 +130,7 @@ def parse_metric(name) -> Metric | None:
         "final": f"final {col.describe}",
         "last": f"{col.describe}, mean of the last {k} epochs",
         "best": f"best {col.describe} over the epochs",
+        "mean": f"{col.describe}, mean over all epochs",
         "epochs_to": f"epochs until the {col.describe} reaches the threshold",
     }[reducer]
     return Metric(
@@ -144,6 +160,8 @@ def reduce_curves(metric: Metric, curves: np.ndarray, threshold: float = math.na
         v = c[:, -1] if c.shape[1] else np.full(c.shape[0], np.nan)
     elif metric.reducer == "last":
         v = c[:, -metric.last :].mean(axis=1)  # NaN when any of those epochs is missing
+    elif metric.reducer == "mean":
+        v = c.mean(axis=1)  # NaN when any epoch is missing (a diverged run)
     else:  # best
         f = np.where(np.isfinite(c), c, np.nan)
         some = np.isfinite(f).any(axis=1)

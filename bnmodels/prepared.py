@@ -203,6 +203,10 @@ def prepare(name: str, data: SweepData) -> PreparedSweep:
     finite_rows = [stats.finite(row) for row in grad_scale.to_numpy()]
     runs["grad_spread"] = [float(np.ptp(v)) if v.size >= 2 else math.nan for v in finite_rows]
     runs["grad_tilt"] = [float(v[0] - v[-1]) if v.size >= 2 else math.nan for v in finite_rows]
+    if "final_test_mse_precise_bn" in runs.columns:  # running over precise BN statistics
+        runs["precise_bn_gap"] = runs["final_test_mse"] / runs["final_test_mse_precise_bn"]
+    else:
+        runs["precise_bn_gap"] = math.nan
     return PreparedSweep(
         name=name,
         runs=runs,

@@ -35,6 +35,14 @@ def validate_study(raw: Any, file: str = "params.yaml") -> Study:
         err,
         known=map(str, raw_sweeps if isinstance(raw_sweeps, dict) else ()),
     )
+    for cid, claim in claims.items():  # probes are recorded only where a sweep asks
+        sweep = params.sweeps.get(claim.sweep)
+        if claim.metric.column.startswith("probe_") and sweep is not None and not sweep.probes:
+            err.raw(
+                f"claims.{cid}.metric",
+                f"{claim.metric.name!r} needs the landscape probes, which sweep "
+                f"{claim.sweep!r} does not record; add `probes: true` to it",
+            )
     if errors or err.items:
         raise ParamsError(errors + err.items)
     return Study(params=params, claims=claims)

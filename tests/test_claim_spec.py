@@ -78,7 +78,8 @@ def test_no_claims_section_is_fine(raw_params):
          "params.yaml: claims.bn_helps.where.colour: unknown key; expected one of dataset,"),
         ("bn_helps", {"metric": "final_test_mae"},
          "params.yaml: claims.bn_helps.metric: 'final_test_mae' is not allowed; expected "
-         "final_<column>, last<k>_<column>, best_<column>, epochs_to_<column> or grad_spread"),
+         "final_<column>, last<k>_<column>, best_<column>, mean_<column>, epochs_to_<column>, "
+         "grad_spread or precise_bn_gap"),
         ("bn_helps", {"where": {"bn": "none"}},
          "params.yaml: claims.bn_helps.compare: selects no runs: it shares no value with `where`"),
         ("bn_helps", {"compare": {"bn": ["none", "pre"]}},
