@@ -18,7 +18,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from bnmodels import plots, stats
-from bnmodels.prepared import PreparedSweep, label, log_final, seed_diffs, show
+from bnmodels.prepared import PreparedSweep, label, log_final, seed_diffs, select, show
 
 HUE_ORDER = ("bn", "normalization", "activation", "init", "dataset")  # line colors
 MAX_PANELS = 24  # per figure; more configurations are listed in the table only
@@ -361,4 +361,44 @@ def figures(sw: PreparedSweep) -> dict[str, Callable[[], Figure]]:
         figs.update(dead)
     figs.update(_grad_layers_figure(sw))
     figs.update(_violin_figure(sw))
+    for probe, ylabel in PROBES.items():  # sweeps with `probes: true`
+        figs.update(_curves_figures(sw, probe, ylabel, probe, center="mean"))
+    if "batch_size" in sw.axes:
+        figs.update(_precise_gap_figure(sw))
     return figs
+
+
+PROBES = {
+    "probe_loss_range": "loss variation along the gradient",
+    "probe_grad_change": "gradient change ||g' - g||",
+    "probe_beta": "effective beta-smoothness",
+}
+
+
+def _precise_gap_figure(sw: PreparedSweep) -> dict[str, Callable[[], Figure]]:
+    """The cost of running BN statistics: final test MSE with running over precise
+    statistics (geometric mean and 95% CI over seeds) against batch size, per BN mode."""
+    runs = sw.runs[np.isfinite(sw.runs["precise_bn_gap"].to_numpy(dtype=float))]
+    if runs.empty:
+        return {}
+    xs = np.array(sw.axes["batch_size"], dtype=float)
+    series = []
+    for j, bn in enumerate(m for m in ("pre", "post") if m in set(runs["bn"])):
+        gaps = [runs.loc[select(runs, {"bn": bn, "batch_size": x}), "precise_bn_gap"] for x in xs]
+        d = [stats.describe(g) for g in gaps]
+        c, lo, hi = (np.array([v[k] for v in d]) for k in ("geomean", "ci_low", "ci_high"))
+        series.append(plots.Series(f"bn={bn}", xs, c, lo, hi, plots.color(j + 1), "errorbar"))
+    title = "running / precise BN statistics: the cost of running averages"
+    panel = plots.Panel(title, series, ("1 = no cost; above 1: the running averages hurt",))
+    fig = partial(
+        plots.grid_figure,
+        [plots.Panel(panel.title, panel.series, panel.notes, hline=1.0)],
+        ncols=1,
+        xlabel="batch size",
+        ylabel="test MSE ratio (geo-mean, 95% CI)",
+        title=f"{sw.name}: precise BN against batch size",
+        logx=True,
+        xticks=xs,
+        panel_size=(5.0, 3.2),
+    )
+    return {f"{sw.name}_precise_bn_gap.png": fig}

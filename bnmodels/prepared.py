@@ -182,7 +182,8 @@ def prepare(name: str, data: SweepData) -> PreparedSweep:
     configs, runs["cfg"] = _configs(runs, axes)
     hist, keys = data.history, runs["run_key"]
     curves = {}
-    for metric in ("train_mse", "test_mse", "dead_fraction"):
+    probes = ("probe_loss_range", "probe_grad_change", "probe_beta")
+    for metric in ("train_mse", "test_mse", "dead_fraction", *probes):
         if metric in hist.columns:
             m = hist.pivot(index="run_key", columns="epoch", values=metric)
             curves[metric] = m.reindex(index=keys, columns=sorted(m.columns)).astype(float)

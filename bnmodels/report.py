@@ -26,6 +26,7 @@ from bnmodels import markdown, plots, stats
 from bnmodels.claim_eval import ClaimResult, evaluate
 from bnmodels.claim_spec import Claim
 from bnmodels.figures import figures as sweep_figures
+from bnmodels.mechanisms import mechanisms_markdown
 from bnmodels.prepared import PreparedSweep, SweepData, label, prepare, summary
 
 __all__ = ["Report", "SweepData", "build_report", "claims_frame", "csv_bytes"]
@@ -241,6 +242,8 @@ def build_report(sweeps: Mapping[str, SweepData], claims: Sequence[Claim] = ()) 
                 "## Method",
                 "",
                 markdown.METHODS,
+                "",
+                mechanisms_markdown(results),
                 *sections,
             ]
         ).rstrip()

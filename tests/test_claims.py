@@ -261,3 +261,31 @@ def test_epochs_to_is_the_first_hit_and_inf_when_never():
     np.testing.assert_array_equal(epochs_to(curves, 5.0), [3.0, np.inf, np.inf, 1.0])
     # A higher-is-better column (accuracy) reaches its threshold from below.
     np.testing.assert_array_equal(epochs_to(-curves, -5.0, higher_is_better=True)[:1], [3.0])
+
+
+def test_probe_and_precise_bn_claims_are_judged_and_summarised_as_mechanisms():
+    from bnmodels.mechanisms import mechanisms_markdown
+
+    data = make_sweep({"bn": ["none", "pre"]}, lambda c: 2.0)
+    # a planted landscape effect: BN halves probe_beta at every epoch; precise BN statistics
+    # cut the error of BN runs by 20% (a gap of 1.25), none without BN
+    beta = np.where(data.history["run_key"].str.contains("-pre-"), 0.5, 1.0) * 3.0
+    noise = np.random.default_rng(1).normal(0, 0.05, len(beta))
+    data.history["probe_beta"] = beta * np.exp(noise)
+    pre = data.runs["bn"] == "pre"
+    data.runs["final_test_mse_precise_bn"] = np.where(
+        pre, data.runs["final_test_mse"] / 1.25, np.nan
+    )
+    r = judge(
+        data,
+        smoother={**BN, "metric": "mean_probe_beta", "expect": "lower"},
+        rougher={**BN, "metric": "mean_probe_beta", "expect": "higher"},
+    )
+    assert r["smoother"].verdict == stats.SUPPORTED
+    assert r["smoother"].estimate == pytest.approx(math.log(0.5), abs=0.05)
+    assert r["rougher"].verdict == stats.NOT_SUPPORTED
+    gap = prepare("s", data).runs["precise_bn_gap"]
+    assert np.allclose(gap[pre], 1.25) and gap[~pre].isna().all()
+    text = mechanisms_markdown(list(r.values()))
+    assert "1 of the 2 landscape claims are supported" in text and "1 are contradicted" in text
+    assert mechanisms_markdown([]) == ""
