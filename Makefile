@@ -8,15 +8,27 @@ PYTHON ?= python3
 # DVC runs stage commands through the shell: put the venv first so `python` is ours.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run test ui bench lint clean
+.PHONY: setup run test ui bench lint clean lock
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# Every transitive dependency from requirements.lock, each pinned with its hashes, so that
+# the committed report is reproducible to the byte; torch, pinned in pyproject.toml, is
+# installed on its own (its CPU and CUDA wheels differ by platform, so it has no hash).
+$(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q --require-hashes --no-deps -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps "$$(grep -o 'torch==[0-9.]*' pyproject.toml)"
+	$(BIN)/python -m pip install -q --no-deps -e .
+	$(BIN)/python -m pip check
 	touch $@
+
+lock:  ## refresh requirements.lock after a change of pyproject.toml's dependencies
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install -q pip-tools==7.6.2
+	.lock-venv/bin/pip-compile -q --generate-hashes --extra dev --strip-extras \
+		--unsafe-package torch --no-emit-index-url --no-emit-find-links \
+		-o requirements.lock pyproject.toml
 
 run: setup  ## set up and run the default sweeps: dvc repro, MLflow in ./mlflow.db
 	time dvc repro
