@@ -73,12 +73,22 @@ def _p_is(p: float) -> str:
     return shown if shown.startswith("<") else f"= {shown}"
 
 
+def _linear_margin(metric, margin: float) -> str:
+    """A linear metric's margin in the units its effects are shown in (accuracy: pp)."""
+    unit = f" {metric.unit}" if metric.unit else ""
+    return f"{margin * metric.shown_scale:g}{unit}"
+
+
 def _expect_words(r: ClaimResult) -> str:
     c = r.claim
     if c.kind == "optimum":
         return f"an interior {c.expect}"
     if c.expect == "same":
-        m = f"{100 * c.margin:g}%" if c.metric.scale == "log" else f"{c.margin:g}"
+        m = (
+            f"{100 * c.margin:g}%"
+            if c.metric.scale == "log"
+            else _linear_margin(c.metric, c.margin)
+        )
         return f"same, within ±{m}"
     return f"{c.expect} (effect {'< 0' if c.expect == 'lower' else '> 0'})"
 
@@ -139,7 +149,8 @@ seeds, never by one run (SPEC, Precision). Conventions:
   two-sided t-test p-value (scipy). MSE and other error-like metrics are compared on the
   log scale (they span orders of magnitude and effects on them are multiplicative); such
   an effect is shown as the change of the geometric mean, e.g. -40% = BN divides the
-  error by 1.7.
+  error by 1.7. Accuracy (higher is better) and other fractions are compared as they are:
+  an effect is a difference in percentage points (pp).
 - **Epochs to a threshold** are censored (a run may never get there): such a comparison
   uses only the order of two paired runs (+1 later, -1 sooner, 0 for a tie or when
   neither gets there), and its effect is the net share of seeds; never is never averaged

@@ -194,8 +194,8 @@ def test_a_mixed_sweep_has_both_kinds_each_configuration_its_own():
     assert all(v for k, v in files.items() if k.startswith("figures/"))
 
 
-def judge(data: SweepData, **claims):
-    """Each claim (as written in params.yaml) judged on the sweep "s", by id."""
+def parse(data: SweepData, **claims):
+    """The claims (as written in params.yaml) on the sweep "s", validated."""
     errors = []
 
     class Collect:
@@ -209,7 +209,12 @@ def judge(data: SweepData, **claims):
     specs = {cid: {"says": cid, "sweep": "s", **c} for cid, c in claims.items()}
     parsed = validate_claims(specs, {"s": runs}, Collect())
     assert not errors, errors
-    return {r.claim.id: r for r in evaluate(list(parsed.values()), {"s": prepare("s", data)})}
+    return list(parsed.values())
+
+
+def judge(data: SweepData, **claims):
+    """Each claim judged on the sweep "s", by id."""
+    return {r.claim.id: r for r in evaluate(parse(data, **claims), {"s": prepare("s", data)})}
 
 
 BN = {"compare": {"bn": "pre"}, "against": {"bn": "none"}, "where": {"depth": 1}}
@@ -246,3 +251,11 @@ def test_no_accuracy_effect_is_not_found_and_a_trend_is_found_only_where_planted
     planted = judge(cla_sweep(), trend=trend)["trend"]
     assert planted.verdict == stats.SUPPORTED
     assert planted.estimate == pytest.approx(0.02, abs=0.005)  # per added hidden layer
+
+
+def test_an_accuracy_margin_is_shown_in_the_units_of_its_effect():
+    data = cla_sweep()
+    claim = {**BN, "metric": "final_test_accuracy", "expect": "same", "margin": 0.01}
+    md = build_report({"s": data}, parse(data, same=claim)).markdown
+    row = next(line for line in md.splitlines() if line.startswith("| `same`"))
+    assert "same, within ±1 pp" in row and " pp | " in row
