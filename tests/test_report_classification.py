@@ -35,8 +35,12 @@ DEFAULTS = {
     "seed": 24,
 }
 REGRESSION_COLUMNS = ("final_train_mse", "final_test_mse", "best_test_mse")
-CLASSIFICATION_COLUMNS = ("final_train_ce", "final_test_ce", "final_test_accuracy")
-CLASSIFICATION_COLUMNS += ("best_test_accuracy",)
+CLASSIFICATION_COLUMNS = (
+    "final_train_ce",
+    "final_test_ce",
+    "final_test_accuracy",
+    "best_test_accuracy",
+)
 
 
 def _noise(seed: int, cfg: dict, scale: float) -> float:
