@@ -18,9 +18,21 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from bnmodels import plots, stats
-from bnmodels.prepared import PreparedSweep, label, log_final, seed_diffs, select, show
+from bnmodels.prepared import (
+    CLASSIFICATION,
+    REGRESSION,
+    PreparedSweep,
+    label,
+    log_final,
+    only,
+    seed_diffs,
+    select,
+    show,
+)
 
 HUE_ORDER = ("bn", "normalization", "activation", "init", "dataset")  # line colors
+FINAL_AXES = {"depth": "hidden layers", "lr": "learning rate", "batch_size": "batch size"}
+ACCURACY_LIM = (0.0, 1.0)
 MAX_PANELS = 24  # per figure; more configurations are listed in the table only
 SMALL_BATCH, LARGE_BATCH = 15, 30  # the notes: BN needs batches of 15-30 or more (shaded)
 
@@ -340,7 +352,43 @@ def _violin_figure(sw: PreparedSweep) -> dict[str, Callable[[], Figure]]:
     return {f"{sw.name}_grad_violins.png": fig}
 
 
-def figures(sw: PreparedSweep) -> dict[str, Callable[[], Figure]]:
+def _final_accuracy_by(sw: PreparedSweep, x_key: str) -> dict[str, Callable[[], Figure]]:
+    """Mean final test accuracy with its 95% CI against one numeric axis (classification:
+    higher is better, on a linear axis; diverged runs left out)."""
+    hue = _hue(sw)
+    hue = hue if hue != x_key else None
+    hue_values = sw.axes.get(hue, [None]) if hue else [None]
+    rest = [k for k in sw.axes if k not in (x_key, hue)]
+    xs = np.array(sw.axes[x_key], dtype=float)
+    panels = []
+    for pc in _combos(sw, rest)[:MAX_PANELS] if rest else [{}]:
+        series = []
+        for j, hv in enumerate(hue_values):
+            points = []
+            for x in sw.axes[x_key]:
+                r = sw.runs[sw.select(**pc, **{x_key: x}, **({hue: hv} if hue else {}))]
+                points.append(stats.t_interval(r.loc[~r["diverged"], "final_test_accuracy"])[:3])
+            c, lo, hi = (np.array(v, dtype=float) for v in zip(*points, strict=True))
+            name = label({hue: hv}) if hue else "all runs"
+            series.append(plots.Series(name, xs, c, lo, hi, plots.color(j), style="errorbar"))
+        panels.append(plots.Panel(label(pc) or "final test accuracy", series))
+    fig = partial(
+        plots.grid_figure,
+        panels,
+        ncols=min(4, max(len(panels), 1)),
+        xlabel=FINAL_AXES[x_key],
+        ylabel="final test accuracy (mean, 95% CI)",
+        title=f"{sw.name}: final test accuracy against {x_key} (diverged runs left out)",
+        logx=x_key != "depth",
+        logy=False,
+        xticks=xs,
+        ylim=ACCURACY_LIM,
+        panel_size=(4.2, 2.8),
+    )
+    return {f"{sw.name}_accuracy_by_{x_key}.png": fig}
+
+
+def _regression_figures(sw: PreparedSweep) -> dict[str, Callable[[], Figure]]:
     figs: dict[str, Callable[[], Figure]] = {}
     figs.update(_curves_figures(sw, "test_mse", "test MSE", "test_curves"))
     figs.update(_curves_figures(sw, "train_mse", "train MSE", "train_curves"))
@@ -348,6 +396,42 @@ def figures(sw: PreparedSweep) -> dict[str, Callable[[], Figure]]:
         figs.update(_final_by(sw, "lr", "lr_curve", "learning rate"))
     if "batch_size" in sw.axes:
         figs.update(_final_by(sw, "batch_size", "batch_size_curve", "batch size"))
+    return figs
+
+
+def _classification_figures(sw: PreparedSweep) -> dict[str, Callable[[], Figure]]:
+    """Accuracy curves (higher is better, linear 0-1), cross-entropy curves (log), and the
+    final test accuracy against each numeric axis."""
+    figs: dict[str, Callable[[], Figure]] = {}
+    for split in ("test", "train"):
+        figs.update(
+            _curves_figures(
+                sw,
+                f"{split}_accuracy",
+                f"{split} accuracy",
+                f"{split}_accuracy_curves",
+                logy=False,
+                ylim=ACCURACY_LIM,
+            )
+        )
+    for split in ("test", "train"):
+        figs.update(
+            _curves_figures(sw, f"{split}_ce", f"{split} cross-entropy", f"{split}_ce_curves")
+        )
+    for x_key in FINAL_AXES:
+        if x_key in sw.axes:
+            figs.update(_final_accuracy_by(sw, x_key))
+    return figs
+
+
+def figures(sw: PreparedSweep) -> dict[str, Callable[[], Figure]]:
+    """Every figure of a sweep: each task's own (on its runs alone, in a mixed sweep),
+    then dead units and gradients over all runs."""
+    figs: dict[str, Callable[[], Figure]] = {}
+    if REGRESSION in sw.tasks:
+        figs.update(_regression_figures(only(sw, REGRESSION)))
+    if CLASSIFICATION in sw.tasks:
+        figs.update(_classification_figures(only(sw, CLASSIFICATION)))
     if "dead_fraction" in sw.curves and np.isfinite(sw.curves["dead_fraction"].to_numpy()).any():
         dead = _curves_figures(
             sw,

@@ -13,7 +13,13 @@ import pandas as pd
 from bnmodels import stats
 from bnmodels.claim_eval import ClaimResult
 from bnmodels.figures import MAX_PANELS
-from bnmodels.prepared import THRESHOLD_FRACTION, PreparedSweep, show
+from bnmodels.prepared import (
+    CLASSIFICATION,
+    REGRESSION,
+    THRESHOLD_FRACTION,
+    PreparedSweep,
+    show,
+)
 
 VERDICT_MARK = {
     stats.SUPPORTED: "✅ supported",
@@ -37,6 +43,10 @@ COURSE = {
     "learning_rate": "Notes 3.3-3.4: with BN the learning rate matters more, and error against "
     "the learning rate is U-shaped.",
     "dead_relu": "Notes 3.4: BN mitigates dead ReLUs in stacked ReLU networks.",
+    "classification": "The course helpers' `cla=True` path: the experiments of 2.2 and 3.2 "
+    "(no BN, BN before and after the activation; 1 to 4 hidden layers) on overlapping "
+    "Gaussian classes, trained on cross-entropy: does what BN does for regression carry over "
+    "to classification? Accuracy is higher-is-better and drawn on a linear 0-1 axis.",
 }
 
 
@@ -63,12 +73,22 @@ def _p_is(p: float) -> str:
     return shown if shown.startswith("<") else f"= {shown}"
 
 
+def _linear_margin(metric, margin: float) -> str:
+    """A linear metric's margin in the units its effects are shown in (accuracy: pp)."""
+    unit = f" {metric.unit}" if metric.unit else ""
+    return f"{margin * metric.shown_scale:g}{unit}"
+
+
 def _expect_words(r: ClaimResult) -> str:
     c = r.claim
     if c.kind == "optimum":
         return f"an interior {c.expect}"
     if c.expect == "same":
-        m = f"{100 * c.margin:g}%" if c.metric.scale == "log" else f"{c.margin:g}"
+        m = (
+            f"{100 * c.margin:g}%"
+            if c.metric.scale == "log"
+            else _linear_margin(c.metric, c.margin)
+        )
         return f"same, within ±{m}"
     return f"{c.expect} (effect {'< 0' if c.expect == 'lower' else '> 0'})"
 
@@ -129,7 +149,8 @@ seeds, never by one run (SPEC, Precision). Conventions:
   two-sided t-test p-value (scipy). MSE and other error-like metrics are compared on the
   log scale (they span orders of magnitude and effects on them are multiplicative); such
   an effect is shown as the change of the geometric mean, e.g. -40% = BN divides the
-  error by 1.7.
+  error by 1.7. Accuracy (higher is better) and other fractions are compared as they are:
+  an effect is a difference in percentage points (pp).
 - **Epochs to a threshold** are censored (a run may never get there): such a comparison
   uses only the order of two paired runs (+1 later, -1 sooner, 0 for a tie or when
   neither gets there), and its effect is the net share of seeds; never is never averaged
@@ -155,30 +176,21 @@ seeds, never by one run (SPEC, Precision). Conventions:
 """
 
 
-def sweep_markdown(
-    sw: PreparedSweep, summary: pd.DataFrame, figures: Sequence[str], claim_ids: Sequence[str]
-) -> str:
+def _counts_line(sw: PreparedSweep) -> str:
     n_div = int(sw.runs["diverged"].sum())
-    seeds = ", ".join(map(show, sw.seeds))
-    axes = "; ".join(f"{k} ∈ {{{', '.join(map(show, v))}}}" for k, v in sw.axes.items())
-    fixed = ", ".join(f"{k}={show(v)}" for k, v in sw.fixed.items())
-    lines = [f"## Sweep `{sw.name}`", ""]
-    if sw.name in COURSE:
-        lines += [COURSE[sw.name], ""]
-    lines += [
-        f"Axes: {axes or 'none'}. Fixed: {fixed}. Seeds ({len(sw.seeds)}): {seeds}.",
-        f"Runs: {len(sw.runs)}, diverged: {n_div}. Convergence threshold T = "
-        f"{cell(sw.threshold)} (train MSE).",
-    ]
-    if claim_ids:
-        lines.append("Claims judged on this sweep: " + ", ".join(claim_ids) + ".")
-    if len(sw.configs) > MAX_PANELS:
-        lines.append(f"Figures show the first {MAX_PANELS} panels; the table lists all.")
-    lines.append("")
-    if not any("_test_curves" in name for name in figures):
-        lines += ["No test-MSE curves to draw: history.csv has no finite per-epoch test MSE.", ""]
-    for name in figures:
-        lines += [f"![{name[:-4]}](figures/{name})", ""]
+    line = f"Runs: {len(sw.runs)}, diverged: {n_div}."
+    if REGRESSION in sw.tasks:
+        line += f" Convergence threshold T = {cell(sw.threshold)} (train MSE)."
+    if CLASSIFICATION in sw.tasks:
+        n = int((sw.runs["task"] == CLASSIFICATION).sum())
+        line += (
+            f" Classification runs: {n} (cross-entropy; accuracy is the share of test rows "
+            "whose largest logit is their class)."
+        )
+    return line
+
+
+def _regression_table(sw: PreparedSweep, summary: pd.DataFrame, configs: Sequence[int]) -> str:
     keys = list(sw.axes)
     header = [
         *keys,
@@ -193,7 +205,8 @@ def sweep_markdown(
     if has_dead:
         header.append("dead units (mean)")
     rows = []
-    for cfg, s in zip(sw.configs, summary.itertuples(), strict=True):
+    for i in configs:
+        cfg, s = sw.configs[i], summary.iloc[i]
         ci = (
             f"{cell(s.final_test_mse_geomean)} [{cell(s.final_test_mse_ci_low)}, "
             f"{cell(s.final_test_mse_ci_high)}]"
@@ -201,12 +214,11 @@ def sweep_markdown(
         n_ok = s.n_seeds - s.n_diverged
         med = s.epochs_to_threshold_median
         med = f"> {sw.epochs}" if med > sw.epochs else cell(med)
-        ep = f"{med} ({s.n_reached}/{n_ok})" if n_ok and math.isfinite(sw.threshold) else "—"
-        div = f"**{s.n_diverged}**" if s.n_diverged else "0"
+        ep = f"{med} ({int(s.n_reached)}/{n_ok})" if n_ok and math.isfinite(sw.threshold) else "—"
         row = [
             *(show(cfg[k]) for k in keys),
             s.n_seeds,
-            div,
+            f"**{s.n_diverged}**" if s.n_diverged else "0",
             ci,
             s.final_test_mse_median,
             s.best_test_mse_geomean,
@@ -215,5 +227,79 @@ def sweep_markdown(
         if has_dead:
             row.append(s.dead_fraction_final_mean)
         rows.append(row)
-    lines += [md_table(header, rows), ""]
+    return md_table(header, rows)
+
+
+def _classification_table(sw: PreparedSweep, summary: pd.DataFrame, configs: Sequence[int]) -> str:
+    keys = list(sw.axes)
+    header = [
+        *keys,
+        "n",
+        "diverged",
+        "final test accuracy mean [95% CI]",
+        "final test accuracy median",
+        "best test accuracy mean",
+        "final test CE geo-mean",
+    ]
+    has_dead = np.isfinite(summary["dead_fraction_final_mean"]).any()
+    if has_dead:
+        header.append("dead units (mean)")
+    rows = []
+    for i in configs:
+        cfg, s = sw.configs[i], summary.iloc[i]
+        ci = (
+            f"{cell(s.final_test_accuracy_mean)} [{cell(s.final_test_accuracy_ci_low)}, "
+            f"{cell(s.final_test_accuracy_ci_high)}]"
+        )
+        row = [
+            *(show(cfg[k]) for k in keys),
+            s.n_seeds,
+            f"**{s.n_diverged}**" if s.n_diverged else "0",
+            ci,
+            s.final_test_accuracy_median,
+            s.best_test_accuracy_mean,
+            s.final_test_ce_geomean,
+        ]
+        if has_dead:
+            row.append(s.dead_fraction_final_mean)
+        rows.append(row)
+    return md_table(header, rows)
+
+
+def _missing_curves(sw: PreparedSweep, figures: Sequence[str]) -> list[str]:
+    lines = []
+    if REGRESSION in sw.tasks and not any("_test_curves" in name for name in figures):
+        lines += ["No test-MSE curves to draw: history.csv has no finite per-epoch test MSE.", ""]
+    if CLASSIFICATION in sw.tasks and not any("_test_accuracy_curves" in n for n in figures):
+        lines += ["No test-accuracy curves to draw: history.csv has no finite test accuracy.", ""]
+    return lines
+
+
+def sweep_markdown(
+    sw: PreparedSweep, summary: pd.DataFrame, figures: Sequence[str], claim_ids: Sequence[str]
+) -> str:
+    """A sweep's section: what it is, its figures, and a table per task it holds."""
+    seeds = ", ".join(map(show, sw.seeds))
+    axes = "; ".join(f"{k} ∈ {{{', '.join(map(show, v))}}}" for k, v in sw.axes.items())
+    fixed = ", ".join(f"{k}={show(v)}" for k, v in sw.fixed.items())
+    lines = [f"## Sweep `{sw.name}`", ""]
+    if sw.name in COURSE:
+        lines += [COURSE[sw.name], ""]
+    lines += [
+        f"Axes: {axes or 'none'}. Fixed: {fixed}. Seeds ({len(sw.seeds)}): {seeds}.",
+        _counts_line(sw),
+    ]
+    if claim_ids:
+        lines.append("Claims judged on this sweep: " + ", ".join(claim_ids) + ".")
+    if len(sw.configs) > MAX_PANELS:
+        lines.append(f"Figures show the first {MAX_PANELS} panels; the table lists all.")
+    lines.append("")
+    lines += _missing_curves(sw, figures)
+    for name in figures:
+        lines += [f"![{name[:-4]}](figures/{name})", ""]
+    summary = summary.reset_index(drop=True)
+    tables = {REGRESSION: _regression_table, CLASSIFICATION: _classification_table}
+    for task in sw.tasks:
+        configs = [i for i in range(len(sw.configs)) if sw.config_task(i) == task]
+        lines += [tables[task](sw, summary, configs), ""]
     return "\n".join(lines)

@@ -11,7 +11,7 @@ import itertools
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -23,6 +23,11 @@ from bnmodels.config import CONFIG_KEYS
 
 GROUP_KEYS = tuple(k for k in CONFIG_KEYS if k != "seed")  # a configuration without seed
 THRESHOLD_FRACTION = 0.5  # convergence threshold: this fraction of the first-epoch loss
+REGRESSION, CLASSIFICATION = "regression", "classification"  # a run's task (runs["task"])
+PRIMARY = {REGRESSION: "final_test_mse", CLASSIFICATION: "final_test_accuracy"}
+CURVE_METRICS = ("train_mse", "test_mse", "train_ce", "test_ce", "train_accuracy")
+CURVE_METRICS += ("test_accuracy", "dead_fraction")
+CURVE_METRICS += ("probe_loss_range", "probe_grad_change", "probe_beta")  # probes: true
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,16 @@ class PreparedSweep:
     def select(self, **where) -> pd.Series:
         return select(self.runs, where)
 
+    @property
+    def tasks(self) -> list[str]:
+        """The tasks of its runs: regression first, then classification."""
+        present = set(self.runs["task"])
+        return [t for t in (REGRESSION, CLASSIFICATION) if t in present]
+
+    def config_task(self, i: int) -> str:
+        """The task of configuration i (a data set is of one kind, so all its runs are)."""
+        return str(self.runs.loc[self.runs["cfg"] == i, "task"].iloc[0])
+
     def has(self, key: str, value) -> bool:
         """Whether some run has `key == value` (as an axis value or a fixed one)."""
         return bool(self.select(**{key: value}).any())
@@ -116,19 +131,54 @@ def _cast(v):
     return v.item() if isinstance(v, np.generic) else v
 
 
+REQUIRED = {  # runs.csv's columns the report needs, per task a sweep holds
+    REGRESSION: ("final_test_mse", "best_test_mse"),
+    CLASSIFICATION: ("final_test_accuracy", "best_test_accuracy", "final_test_ce"),
+}
+SUMMARY_COLUMNS = {  # runs.csv's numeric columns of each task
+    REGRESSION: ("final_train_mse", "final_test_mse", "best_test_mse"),
+    CLASSIFICATION: (
+        "final_train_ce",
+        "final_test_ce",
+        "final_test_accuracy",
+        "best_test_accuracy",
+    ),
+}
+
+
+def _tasks(runs: pd.DataFrame) -> pd.Series:
+    """Each run's task. runs.csv has the summary columns of each kind a sweep holds; in a
+    mixed sweep a data set is classification when any of its runs has a final accuracy."""
+    if "final_test_accuracy" not in runs.columns:
+        return pd.Series(REGRESSION, index=runs.index)
+    if "final_test_mse" not in runs.columns:
+        return pd.Series(CLASSIFICATION, index=runs.index)
+    accurate = runs["dataset"][np.isfinite(runs["final_test_accuracy"])].astype(str)
+    cla = runs["dataset"].astype(str).isin(set(accurate))
+    return pd.Series(np.where(cla, CLASSIFICATION, REGRESSION), index=runs.index)
+
+
 def _read_runs(name: str, data: SweepData) -> pd.DataFrame:
     runs = data.runs.copy().reset_index(drop=True)
-    needed = [*CONFIG_KEYS, "run_key", "final_test_mse", "best_test_mse", "diverged"]
+    kinds = [t for t in (REGRESSION, CLASSIFICATION) if PRIMARY[t] in runs.columns]
+    needed = [*CONFIG_KEYS, "run_key", *(c for t in kinds for c in REQUIRED[t]), "diverged"]
     missing = [c for c in needed if c not in runs.columns]
+    if not kinds:
+        missing.append(" or ".join(PRIMARY.values()))
     if missing:
         raise ValueError(f"sweep {name!r}: runs table lacks columns {missing}")
     if runs["run_key"].duplicated().any():
         raise ValueError(f"sweep {name!r}: duplicate run_key in runs table")
-    for c in ("final_train_mse", "final_test_mse", "best_test_mse"):
+    for c in (*SUMMARY_COLUMNS[REGRESSION], *SUMMARY_COLUMNS[CLASSIFICATION]):
         if c in runs.columns:
             runs[c] = pd.to_numeric(runs[c], errors="coerce").astype(float)
-    # A run without a finite final test MSE counts as diverged (or missing) everywhere.
-    runs["diverged"] = _diverged_flags(runs["diverged"]) | ~np.isfinite(runs["final_test_mse"])
+    runs["task"] = _tasks(runs)
+    # A run without a finite final test MSE (accuracy, for classification) counts as
+    # diverged (or missing) everywhere.
+    final = pd.Series(np.nan, index=runs.index)
+    for task in kinds:
+        final = final.where(runs["task"] != task, runs[PRIMARY[task]])
+    runs["diverged"] = _diverged_flags(runs["diverged"]) | ~np.isfinite(final)
     return runs
 
 
@@ -182,8 +232,7 @@ def prepare(name: str, data: SweepData) -> PreparedSweep:
     configs, runs["cfg"] = _configs(runs, axes)
     hist, keys = data.history, runs["run_key"]
     curves = {}
-    probes = ("probe_loss_range", "probe_grad_change", "probe_beta")
-    for metric in ("train_mse", "test_mse", "dead_fraction", *probes):
+    for metric in CURVE_METRICS:
         if metric in hist.columns:
             m = hist.pivot(index="run_key", columns="epoch", values=metric)
             curves[metric] = m.reindex(index=keys, columns=sorted(m.columns)).astype(float)
@@ -224,6 +273,26 @@ def prepare(name: str, data: SweepData) -> PreparedSweep:
     )
 
 
+def only(sw: PreparedSweep, task: str) -> PreparedSweep:
+    """The sweep restricted to the runs of one task (itself when it holds no other): the
+    axes and configurations of those runs, for the task's figures."""
+    if sw.tasks == [task]:
+        return sw
+    runs = sw.runs[sw.runs["task"] == task].copy()
+    axes = _axes(runs, sw.axes)
+    configs, runs["cfg"] = _configs(runs, axes)
+    keys = runs["run_key"]
+    return replace(
+        sw,
+        runs=runs,
+        axes=axes,
+        configs=configs,
+        fixed={**sw.fixed, **{k: _cast(runs[k].iloc[0]) for k in sw.axes if k not in axes}},
+        curves={m: c.loc[keys] for m, c in sw.curves.items()},
+        grad_scale=sw.grad_scale.loc[keys.to_numpy()],
+    )
+
+
 def seed_diffs(sw: PreparedSweep, value: pd.Series, where: Mapping, a: Mapping, b: Mapping):
     """Per seed, `value(b) - value(a)` averaged over the cells of the remaining axes.
 
@@ -245,8 +314,53 @@ def log_final(sw: PreparedSweep) -> pd.Series:
     return pd.Series(stats.log_mse(sw.runs["final_test_mse"]), index=sw.runs["run_key"].values)
 
 
+def _regression_columns(sw: PreparedSweep, ok: pd.DataFrame) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    for metric in ("final_test_mse", "best_test_mse"):
+        d = stats.describe(ok[metric])
+        for s in ("mean", "median", "geomean", "ci_low", "ci_high"):
+            row[f"{metric}_{s}"] = d[s]
+    if "final_train_mse" in ok:
+        row["final_train_mse_median"] = stats.quantile(ok["final_train_mse"], 0.5)
+    # Not reached counts as after the last epoch: only the median (an order
+    # statistic, exact while fewer than half are censored) is reported.
+    e = ok["epochs_to_threshold"].fillna(sw.epochs + 1.0)
+    row.update(
+        {
+            "threshold": sw.threshold,
+            "n_reached": int(np.isfinite(ok["epochs_to_threshold"]).sum()),
+            "epochs_to_threshold_median": stats.quantile(e, 0.5),
+        }
+    )
+    return row
+
+
+def _classification_columns(ok: pd.DataFrame) -> dict[str, Any]:
+    """Accuracy as it is (mean, median, t-interval of the mean); cross-entropy as MSE is
+    (geometric mean, median)."""
+    acc = stats.finite(ok["final_test_accuracy"])
+    mean, lo, hi, _ = stats.t_interval(acc)
+    row = {
+        "final_test_accuracy_mean": mean,
+        "final_test_accuracy_median": stats.quantile(acc, 0.5),
+        "final_test_accuracy_ci_low": lo,
+        "final_test_accuracy_ci_high": hi,
+        "best_test_accuracy_mean": nanmean(ok["best_test_accuracy"]),
+    }
+    d = stats.describe(ok["final_test_ce"])
+    row.update({"final_test_ce_geomean": d["geomean"], "final_test_ce_median": d["median"]})
+    if "final_train_ce" in ok:
+        row["final_train_ce_median"] = stats.quantile(ok["final_train_ce"], 0.5)
+    return row
+
+
 def summary(sw: PreparedSweep) -> pd.DataFrame:
-    """One row per configuration: counts, final and best test MSE, convergence, dead units."""
+    """One row per configuration: counts, final and best test MSE and convergence (for
+    classification: test accuracy and cross-entropy), dead units, gradient spread.
+
+    A sweep has the columns of each task it holds (regression first); a configuration
+    leaves the other task's empty.
+    """
     rows = []
     for i, cfg in enumerate(sw.configs):
         r = sw.runs[sw.runs["cfg"] == i]
@@ -255,20 +369,14 @@ def summary(sw: PreparedSweep) -> pd.DataFrame:
         row: dict[str, Any] = {"sweep": sw.name, "config": label(cfg) or sw.name}
         row.update({k: _cast(first[k]) for k in GROUP_KEYS})
         row.update({"n_seeds": len(r), "n_diverged": int(r["diverged"].sum())})
-        for metric in ("final_test_mse", "best_test_mse"):
-            d = stats.describe(ok[metric])
-            for s in ("mean", "median", "geomean", "ci_low", "ci_high"):
-                row[f"{metric}_{s}"] = d[s]
-        if "final_train_mse" in ok:
-            row["final_train_mse_median"] = stats.quantile(ok["final_train_mse"], 0.5)
-        # Not reached counts as after the last epoch: only the median (an order
-        # statistic, exact while fewer than half are censored) is reported.
-        e = ok["epochs_to_threshold"].fillna(sw.epochs + 1.0)
+        for task in sw.tasks:
+            cols = (
+                _regression_columns(sw, ok) if task == REGRESSION else _classification_columns(ok)
+            )
+            mine = sw.config_task(i) == task
+            row.update({k: v if mine else math.nan for k, v in cols.items()})
         row.update(
             {
-                "threshold": sw.threshold,
-                "n_reached": int(np.isfinite(ok["epochs_to_threshold"]).sum()),
-                "epochs_to_threshold_median": stats.quantile(e, 0.5),
                 "dead_fraction_final_mean": nanmean(ok["dead_final"]),
                 "grad_spread_decades_mean": nanmean(ok["grad_spread"]),
             }

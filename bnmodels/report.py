@@ -27,7 +27,15 @@ from bnmodels.claim_eval import ClaimResult, evaluate
 from bnmodels.claim_spec import Claim
 from bnmodels.figures import figures as sweep_figures
 from bnmodels.mechanisms import mechanisms_markdown
-from bnmodels.prepared import PreparedSweep, SweepData, label, prepare, summary
+from bnmodels.prepared import (
+    CLASSIFICATION,
+    REGRESSION,
+    PreparedSweep,
+    SweepData,
+    label,
+    prepare,
+    summary,
+)
 
 __all__ = ["Report", "SweepData", "build_report", "claims_frame", "csv_bytes"]
 CLAIM_COLUMNS = [
@@ -51,6 +59,8 @@ CLAIM_COLUMNS = [
     "source",
     "comparison",
 ]
+# DVC plot tables' medians, test last: regression's, then classification's
+PLOT_METRICS = ("train_mse", "test_mse", "train_ce", "test_ce", "train_accuracy", "test_accuracy")
 
 
 class Figures(Mapping[str, Figure]):
@@ -161,31 +171,50 @@ def _metrics(
     out["verdicts"] = {v: sum(r.verdict == v for r in results) for v in markdown.VERDICT_MARK}
     for name, sw in sweeps.items():
         s = summary_df[summary_df["sweep"] == name]
-        best = (
-            s.loc[s["final_test_mse_geomean"].idxmin()]
-            if s["final_test_mse_geomean"].notna().any()
-            else None
-        )
         out["sweeps"][name] = {
             "runs": len(sw.runs),
             "diverged": int(sw.runs["diverged"].sum()),
             "configurations": len(sw.configs),
-            "convergence_threshold": r6(sw.threshold),
-            "best_config": None if best is None else best["config"],
-            "best_final_test_mse_geomean": None
-            if best is None
-            else r6(best["final_test_mse_geomean"]),
         }
+        if REGRESSION in sw.tasks:
+            best = _best(s, "final_test_mse_geomean", lowest=True)
+            out["sweeps"][name].update(
+                {
+                    "convergence_threshold": r6(sw.threshold),
+                    "best_config": None if best is None else best["config"],
+                    "best_final_test_mse_geomean": None
+                    if best is None
+                    else r6(best["final_test_mse_geomean"]),
+                }
+            )
+        if CLASSIFICATION in sw.tasks:
+            best = _best(s, "final_test_accuracy_mean", lowest=False)
+            out["sweeps"][name].update(
+                {
+                    "best_accuracy_config": None if best is None else best["config"],
+                    "best_final_test_accuracy_mean": None
+                    if best is None
+                    else r6(best["final_test_accuracy_mean"]),
+                }
+            )
     return out
 
 
+def _best(s: pd.DataFrame, column: str, lowest: bool) -> pd.Series | None:
+    """The summary row with the lowest (or highest) value of `column`; None when none."""
+    if column not in s or not s[column].notna().any():
+        return None
+    return s.loc[s[column].idxmin() if lowest else s[column].idxmax()]
+
+
 def _plot_tables(sw: PreparedSweep) -> dict[str, pd.DataFrame]:
-    """Median train and test MSE per epoch per configuration, long format (DVC plots).
+    """Median train and test MSE per epoch per configuration, long format (DVC plots);
+    for classification, cross-entropy and accuracy.
 
     Columns: config, epoch, n_finite (runs still finite), then the medians, test last
     (the column DVC plots when none is named).
     """
-    metrics = [m for m in ("train_mse", "test_mse") if m in sw.curves]
+    metrics = [m for m in PLOT_METRICS if m in sw.curves]
     if not metrics:
         return {}
     epochs = sw.curves[metrics[0]].columns.to_numpy()
@@ -193,11 +222,12 @@ def _plot_tables(sw: PreparedSweep) -> dict[str, pd.DataFrame]:
     for i, cfg in enumerate(sw.configs):
         keys = sw.runs.loc[sw.runs["cfg"] == i, "run_key"]
         m = {metric: sw.curves[metric].loc[keys].to_numpy() for metric in metrics}  # (runs, epochs)
+        main = "test_accuracy" if sw.config_task(i) == CLASSIFICATION else "test_mse"
         df = pd.DataFrame(
             {
                 "config": label(cfg) or sw.name,
                 "epoch": epochs,
-                "n_finite": np.isfinite(m[metrics[-1]]).sum(axis=0),
+                "n_finite": np.isfinite(m.get(main, m[metrics[-1]])).sum(axis=0),
             }
         )
         for metric in metrics:
