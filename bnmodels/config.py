@@ -115,6 +115,10 @@ class Execution:
     threads: int = 1
     dtype: str = "float32"
     max_runs: int = 200_000  # per sweep; a guard against a typo that explodes a product
+    # MLflow logging processes: auto = 1 for SQLite (one writer), else the cores left
+    # after training; a store failing mid-sweep is retried for log_retry_s seconds.
+    log_workers: str | int = "auto"
+    log_retry_s: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -347,7 +351,11 @@ def _execution(d: Any, err: _Errors) -> Execution:
     names = [f.name for f in fields(Execution)]
     _unknown(d, names, "execution", err)
     checks = {"engine": _choice(ENGINES), "device": _choice(DEVICES), "threads": _int_at_least(1),
-              "dtype": _choice(DTYPES), "max_runs": _int_at_least(1)}  # fmt: skip
+              "dtype": _choice(DTYPES), "max_runs": _int_at_least(1),
+              "log_workers": lambda v: None if v == "auto" else _int_at_least(1)(v)
+              and "auto or an integer >= 1",
+              "log_retry_s": lambda v: None if _is_num(v) and 0 <= v < math.inf
+              else "a number of seconds >= 0"}  # fmt: skip
     ok = {}
     for k, v in d.items():
         if k in checks:
