@@ -14,8 +14,9 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 PG_PORT ?= 5433
 PG_BIN ?= /usr/lib/postgresql/15/bin
+WORKERS ?= 2
 SERVER_ENV = SERVER_DIR=$(SERVER_DIR) HOST=$(HOST) PORT=$(PORT) PG_PORT=$(PG_PORT) \
-	PG_BIN=$(PG_BIN) MLFLOW=$(BIN)/mlflow
+	PG_BIN=$(PG_BIN) WORKERS=$(WORKERS) MLFLOW=$(BIN)/mlflow
 
 .PHONY: setup run test ui bench lint clean server server-stop
 

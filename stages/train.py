@@ -56,8 +56,7 @@ def main(sweep: str, plan_file: str, processed: str, out: str, params_file: str)
     splits = load_plan_data(plan, Path(processed))
     in_features = {ds: s.x_train.shape[1] for (ds, _), s in splits.items()}
     uri = store.default_tracking_uri(Path.cwd())
-    store.check_reachable(uri)  # before training: a dead server fails fast
-    store.ensure_store(uri)
+    store.check_reachable(uri)  # before training: a dead server fails fast; creates SQLite's
     tags = {"dvc_stage": f"train@{sweep}", "mlflow.source.git.commit": git_commit(),
             "params_hash": plan_hash(plan), **tracking.dvc_experiment_tags()}  # fmt: skip
     workers = log_workers(execution.log_workers, uri, execution.threads)
