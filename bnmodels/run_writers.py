@@ -160,16 +160,19 @@ class SqlBulkWriter:
     The runs read back through `MlflowClient` exactly as the client writes them (tests).
     """
 
-    def __init__(self, client: MlflowClient, uri: str, experiment_id: str):
-        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-        store = client._tracking_client.store  # the SqlAlchemyStore behind the client
-        if not isinstance(store, SqlAlchemyStore):
+    def __init__(self, client: MlflowClient, uri: str, experiment_id: str, retry_s: float):
+        self.store = _sql_store(client)
+        if self.store is None:
             raise TypeError(f"{uri} is not a SQL store")
-        self.store, self.uri, self.experiment_id = store, uri, experiment_id
+        self.uri, self.experiment_id, self.retry_s = uri, experiment_id, retry_s
         self.location = client.get_experiment(experiment_id).artifact_location
 
     def write(self, runs: Sequence[ChildRun]) -> dict[str, str]:
+        """One transaction, retried whole (a busy SQLite, a restarting database)."""
+        return retrying(partial(self._write, runs), uri=self.uri, retry_s=self.retry_s,
+                        what=f"logging {len(runs)} runs")  # fmt: skip
+
+    def _write(self, runs: Sequence[ChildRun]) -> dict[str, str]:
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
         from mlflow.store.tracking.dbmodels.models import (
             SqlLatestMetric,
@@ -224,3 +227,18 @@ class SqlBulkWriter:
                 if rows:
                     con.execute(insert(model.__table__), rows)
         return run_ids
+
+
+def _sql_store(client: MlflowClient):
+    """The SqlAlchemyStore behind a client (SQLite, PostgreSQL, ...), else None."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    store = client._tracking_client.store
+    return store if isinstance(store, SqlAlchemyStore) else None
+
+
+def writer_for(client: MlflowClient, uri: str, experiment_id: str, retry_s: float):
+    """The bulk writer for a SQL store, the client writer for a tracking server."""
+    if _sql_store(client) is not None:
+        return SqlBulkWriter(client, uri, experiment_id, retry_s)
+    return ClientWriter(client, uri, experiment_id, retry_s)

@@ -119,18 +119,10 @@ class SweepRun:
                 for r in results if r.config.run_key not in self.run_ids]  # fmt: skip
 
     def write(self, runs: Sequence[ChildRun]) -> dict[str, str]:
-        """Write child runs: one transaction per chunk into a SQL store, the client's
-        calls per run into a server; retried for `retry_s` seconds on transient errors."""
-        from bnmodels.run_writers import ClientWriter, SqlBulkWriter
+        """Write child runs (see `run_writers.writer_for`); returns {run_key: run id}."""
+        from bnmodels.run_writers import writer_for
 
-        try:
-            writer = SqlBulkWriter(self.client, self.uri, self.experiment_id)
-        except TypeError:  # a tracking server
-            writer = ClientWriter(self.client, self.uri, self.experiment_id, self.retry_s)
-            ids = writer.write(runs)
-        else:
-            ids = retrying(lambda: writer.write(runs), uri=self.uri, retry_s=self.retry_s,
-                           what=f"logging {len(runs)} runs")  # fmt: skip
+        ids = writer_for(self.client, self.uri, self.experiment_id, self.retry_s).write(runs)
         self.run_ids.update(ids)
         return ids
 

@@ -136,7 +136,7 @@ def test_the_bulk_sql_writer_stores_what_mlflows_own_client_stores(tmp_path, res
     got = {}
     for name, make in (
         ("client", lambda r: ClientWriter(r.client, r.uri, r.experiment_id, 5)),
-        ("bulk", lambda r: SqlBulkWriter(r.client, r.uri, r.experiment_id)),
+        ("bulk", lambda r: SqlBulkWriter(r.client, r.uri, r.experiment_id, 5)),
     ):
         uri = f"sqlite:///{tmp_path}/{name}.db"
         with tracking.open_sweep_run("same", uri=uri, tags=TAGS) as run:
