@@ -5,6 +5,7 @@ the middle of a sweep. Skipped only where PostgreSQL's binaries are absent."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -190,6 +191,35 @@ def test_the_server_killed_mid_sweep_fails_the_stage_clearly_and_the_rerun_compl
     assert {r.info.run_id for r in children} == set(runs["mlflow_run_id"])
     assert [r.info.status for r in parents] == ["FINISHED"]
     assert {r.info.status for r in children} == {"FINISHED"}
+
+
+def test_two_dvc_queue_workers_log_their_experiments_into_the_server_once_each(server, repo):
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    sh(["dvc", "repro", "train@small"], repo, MLFLOW_TRACKING_URI=server.uri)
+    sh(["git", "add", "-A"], repo)
+    sh([*git, "commit", "-q", "-m", "baseline"], repo)
+    names = []
+    for seeds in ("[24,26]", "[24,27]"):
+        out = sh(["dvc", "exp", "run", "--queue", "-S", f"sweeps.small.seed={seeds}"], repo)
+        names.append(re.search(r"Queued experiment '([^']+)'", out.stdout).group(1))
+    sh(["dvc", "queue", "start", "--jobs", "2"], repo, MLFLOW_TRACKING_URI=server.uri)
+    deadline = time.monotonic() + 600
+    while any(w in (status := sh(["dvc", "queue", "status"], repo).stdout)
+              for w in ("Running", "Queued")):  # fmt: skip
+        assert time.monotonic() < deadline, status
+        time.sleep(2)
+    assert status.count("Success") == 2, status
+    logged = _sweep_runs(server.uri, "small")
+    for name in names:
+        parents = [r for r in logged if r.data.tags.get("dvc_exp_name") == name
+                   and "run_key" not in r.data.tags]  # fmt: skip
+        assert [(p.info.run_name, p.info.status) for p in parents] == [
+            (f"small {name}", "FINISHED")]  # fmt: skip
+        assert parents[0].data.tags["dvc_exp_baseline_rev"]
+        children = [r for r in logged
+                    if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]  # fmt: skip
+        assert len(children) == 8 and len({c.data.tags["run_key"] for c in children}) == 8
+        assert {c.info.status for c in children} == {"FINISHED"}
 
 
 def test_make_server_stop_stops_mlflow_and_postgresql(server):
