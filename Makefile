@@ -8,7 +8,17 @@ PYTHON ?= python3
 # DVC runs stage commands through the shell: put the venv first so `python` is ours.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run test ui bench lint clean lock
+# `make server`: the team tracking server (README, "A tracking server for a team").
+SERVER_DIR ?= .server
+HOST ?= 127.0.0.1
+PORT ?= 5000
+PG_PORT ?= 5433
+PG_BIN ?= /usr/lib/postgresql/15/bin
+WORKERS ?= 2
+SERVER_ENV = SERVER_DIR=$(SERVER_DIR) HOST=$(HOST) PORT=$(PORT) PG_PORT=$(PG_PORT) \
+	PG_BIN=$(PG_BIN) WORKERS=$(WORKERS) MLFLOW=$(BIN)/mlflow
+
+.PHONY: setup run test ui bench lint clean lock server server-stop
 
 setup: $(VENV)/.installed
 
@@ -40,6 +50,12 @@ test: setup  ## set up and run the tests
 ui: setup  ## the MLflow UI on http://127.0.0.1:5000 (runs of every sweep)
 	$(BIN)/bnmodels links
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+server: setup  ## PostgreSQL + mlflow server on http://$(HOST):$(PORT); state in $(SERVER_DIR)
+	$(SERVER_ENV) bash scripts/server.sh start
+
+server-stop:  ## stop both
+	$(SERVER_ENV) bash scripts/server.sh stop
 
 bench: setup  ## engines compared on the same mixed sweep (prints run-steps/s and ratio)
 	PYTHONPATH=. $(BIN)/python benchmarks/engines.py

@@ -19,17 +19,17 @@ def links(ui: str):
     """Print the MLflow UI link of each sweep's experiment (runs table view)."""
     from mlflow import MlflowClient
 
-    from bnmodels import tracking
+    from bnmodels import store
 
-    uri = tracking.default_tracking_uri(Path.cwd())
-    if (path := tracking.sqlite_path(uri)) is not None and not path.exists():
+    uri = store.default_tracking_uri(Path.cwd())
+    if (path := store.sqlite_path(uri)) is not None and not path.exists():
         click.echo(f"no MLflow store yet at {path}: run `make run` first")
         return
     exps = MlflowClient(uri).search_experiments(
-        filter_string=f"name LIKE '{tracking.EXPERIMENT_PREFIX}%'"
+        filter_string=f"name LIKE '{store.EXPERIMENT_PREFIX}%'"
     )
     for e in sorted(exps, key=lambda e: e.name):
-        click.echo(f"{e.name:32s} {tracking.experiment_url(uri, e.experiment_id, ui)}")
+        click.echo(f"{e.name:32s} {store.experiment_url(uri, e.experiment_id, ui)}")
 
 
 if __name__ == "__main__":

@@ -148,6 +148,10 @@ class Execution:
     threads: int = 1
     dtype: str = "float32"
     max_runs: int = 200_000  # per sweep; a guard against a typo that explodes a product
+    # MLflow logging processes: auto = 1 for SQLite (one writer), else the cores left
+    # after training; a store failing mid-sweep is retried for log_retry_s seconds.
+    log_workers: str | int = "auto"
+    log_retry_s: float = 60.0
 
 
 @dataclass(frozen=True)

@@ -336,6 +336,10 @@ def _execution(d: Any, err: ErrorList) -> Execution:
         "threads": _int_at_least(1),
         "dtype": _choice(DTYPES),
         "max_runs": _int_at_least(1),
+        "log_workers": lambda v: (
+            None if v == "auto" or (_is_int(v) and v >= 1) else "auto or an integer >= 1"
+        ),
+        "log_retry_s": lambda v: None if _is_num(v) and v >= 0 else "a number of seconds >= 0",
     }
     ok = {}
     for k, v in d.items():

@@ -1,30 +1,36 @@
 """Stage train@<sweep>: train every run of a sweep's plan, log it to MLflow, write tables.
 
 The sweep's parent MLflow run is opened before training, so that an interruption
-(Ctrl-C, SIGTERM) or a failure anywhere marks it, and its open child, KILLED or FAILED.
-Each trained group is logged by a forked process while the next group trains: MLflow's
-SQL store spends ~40 ms of Python per run, which in a thread would only take turns with
-the training for the GIL.
+(Ctrl-C, SIGTERM) or a failure anywhere marks it KILLED or FAILED; the next run of the
+stage resumes it (`bnmodels.tracking`). Each trained group is logged by forked processes
+(`execution.log_workers`) while the next group trains: MLflow's client is Python that
+would only take turns with the training for the GIL in a thread.
 Outputs are replaced all at once at the end: an interrupted or failed run leaves this
 sweep's previous results as they were (dvc.yaml marks them persist).
 """
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import click
 from tqdm import tqdm
 
-from bnmodels import tracking
+from bnmodels import store, tracking
 from bnmodels.errors import clean_errors
 from bnmodels.io import replace_dir
+from bnmodels.log_workers import ForkedLogger, log_workers
 from bnmodels.params import load_params
 from bnmodels.plan import load_plan_data, plan_hash, plan_runs
 from bnmodels.results import history_frame, runs_frame
 from bnmodels.sweep import resolve_device, train_sweep
 
-LOG_CHUNK = 32  # runs per logging task: an interruption waits for at most one chunk
+LOG_CHUNK = tracking.CHUNK  # runs per logging task
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def git_commit() -> str:
@@ -50,33 +56,38 @@ def main(sweep: str, plan_file: str, processed: str, out: str, params_file: str)
     runs = plan_runs(plan)
     splits = load_plan_data(plan, Path(processed))
     in_features = {ds: s.x_train.shape[1] for (ds, _), s in splits.items()}
-    uri = tracking.default_tracking_uri(Path.cwd())
-    tracking.check_reachable(uri)  # before training: a dead server fails fast
-    tracking.ensure_store(uri)
+    uri = store.default_tracking_uri(Path.cwd())
+    store.check_reachable(uri)  # before training: a dead server fails fast; creates SQLite's
     tags = {"dvc_stage": f"train@{sweep}", "mlflow.source.git.commit": git_commit(),
-            "params_hash": plan_hash(plan)}  # fmt: skip
+            "params_hash": plan_hash(plan), **tracking.dvc_experiment_tags()}  # fmt: skip
+    workers = log_workers(execution.log_workers, uri, execution.threads)
 
     bars = {k: tqdm(total=len(runs), desc=f"{k} {sweep}", unit="run", position=i, leave=False)
             for i, k in enumerate(("train", "log"))}  # fmt: skip
     with (
         tracking.sigterm_as_exit(),
-        tracking.open_sweep_run(
-            sweep, uri=uri, tags=tags, params=tracking.varying_params(runs)
-        ) as parent,  # fmt: skip
-        tracking.ForkedLogger(parent, in_features) as logger,
-    ):
+        tracking.open_sweep_run(sweep, uri=uri, tags=tags, params=tracking.varying_params(runs),
+                                retry_s=execution.log_retry_s) as parent,
+        ForkedLogger(parent, in_features, workers) as logger,
+    ):  # fmt: skip
+        started = [now_ms()]  # when the group being trained started
 
         def log(results):  # each group as soon as it is trained, in chunks
+            end = now_ms()
             bars["train"].update(len(results))
             for i in range(0, len(results), LOG_CHUNK):
-                logger.submit(results[i : i + LOG_CHUNK])
+                logger.submit(results[i : i + LOG_CHUNK], started[0], end)
             bars["log"].update(logger.poll())
+            started[0] = now_ms()
 
         probes = plan.get("probes", False)
         results = train_sweep(runs, splits, execution, on_results=log, probes=probes)
         history = history_frame(results)
-        # While the logger finishes: the sweep's curves, on the parent run.
-        parent.log_figures(sweep_figures(sweep, results, history, plan["axes"]))
+        # While the loggers finish: the sweep's tables on the parent run. Not the report's
+        # curve figures: drawing them here took 46 of 84 s of a 432-run sweep's stage (2
+        # cores); the aggregate stage draws them, and MLflow charts the children's curves.
+        parent.log_texts({"history.csv": history.to_csv(index=False),
+                          "diagnostics.json": diagnostics_json(results)})  # fmt: skip
         run_ids = logger.close()
         bars["log"].update(len(run_ids) - bars["log"].n)
     for bar in bars.values():
@@ -84,22 +95,17 @@ def main(sweep: str, plan_file: str, processed: str, out: str, params_file: str)
     write(sweep, results, history, run_ids, out)
 
 
-def sweep_figures(sweep: str, results, history, axes: dict) -> dict:
-    """The report's train and test curves of this sweep (mean and spread over seeds)."""
-    from bnmodels.report import SweepData, build_report
-
-    data = SweepData(runs_frame(results), history, {}, axes)
-    figures = build_report({sweep: data}).figures  # drawn lazily: only these are drawn
-    return {n.removesuffix(".png"): figures[n] for n in figures if "_curves" in n}
+def diagnostics_json(results) -> str:
+    """Each run's end-of-training diagnostics (BN running statistics, last gradients)."""
+    return json.dumps({r.config.run_key: r.final for r in results}, sort_keys=True) + "\n"
 
 
 def write(sweep: str, results, history, run_ids: dict[str, str], out: str) -> None:
     """runs.csv, history.csv and diagnostics.json, replacing the folder all at once."""
-    diagnostics = {r.config.run_key: r.final for r in results}
     replace_dir(out, {
         "runs.csv": runs_frame(results, run_ids).to_csv(index=False),
         "history.csv": history.to_csv(index=False),
-        "diagnostics.json": json.dumps(diagnostics, sort_keys=True) + "\n",
+        "diagnostics.json": diagnostics_json(results),
     })  # fmt: skip
     n_div = sum(r.diverged for r in results)
     click.echo(f"{sweep}: {len(results)} runs trained and logged ({n_div} diverged) -> {out}")

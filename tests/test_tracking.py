@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import shutil
 import signal
 import socket
 import sqlite3
@@ -25,10 +24,11 @@ import torch
 from matplotlib.figure import Figure
 from mlflow import MlflowClient
 
-from bnmodels import tracking
+from bnmodels import store, tracking
 from bnmodels.config import CONFIG_KEYS, DatasetSpec, RunConfig
 from bnmodels.data import generate
-from bnmodels.tracking import TrackingError
+from bnmodels.log_workers import ForkedLogger, log_workers
+from bnmodels.store import TrackingError
 from bnmodels.train import train_reference
 
 EPOCHS = 3
@@ -81,7 +81,7 @@ def logged(uri, results):
 def _runs(uri, sweep):
     """Every run of a sweep's experiment: {run name: Run}."""
     client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(tracking.experiment_name(sweep))
+    exp = client.get_experiment_by_name(store.experiment_name(sweep))
     return {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
 
 
@@ -101,8 +101,54 @@ def test_every_run_is_logged_with_its_configuration_and_one_metric_per_epoch(uri
                 assert col not in run.data.metrics
                 continue
             hist = client.get_metric_history(run.info.run_id, col)
-            assert [m.step for m in hist] == list(range(1, EPOCHS + 1))
-            assert [m.value for m in hist] == pytest.approx(values.tolist(), rel=1e-12)
+            if col in ("train_mse", "test_mse"):  # curves: every epoch
+                assert [m.step for m in hist] == list(range(1, EPOCHS + 1))
+                assert [m.value for m in hist] == pytest.approx(values.tolist(), rel=1e-12)
+            else:  # per-layer diagnostics: the final value (every epoch: parent's table)
+                assert [(m.step, m.value) for m in hist] == [(EPOCHS, values[-1])]
+
+
+def test_child_runs_carry_the_training_times_given_and_their_final_status(uri, results):
+    parent, run_ids = None, None
+    with tracking.open_sweep_run("times", uri=uri, tags=TAGS) as run:
+        run_ids = run.log_results(results, IN_FEATURES, start_ms=1_000_000, end_ms=1_005_000)
+        parent = run.run_id
+    client = MlflowClient(uri)
+    for r in results:
+        info = client.get_run(run_ids[r.config.run_key]).info
+        assert (info.start_time, info.end_time) == (1_000_000, 1_005_000)
+        assert info.status == ("FAILED" if r.diverged else "FINISHED")
+        assert info.run_name == r.config.run_key
+    assert client.get_run(parent).info.status == "FINISHED"
+
+
+def _comparable(run):
+    """What a user sees of a run, without its ids."""
+    tags = {k: v for k, v in run.data.tags.items() if k not in ("model_uri",
+            "mlflow.parentRunId")}  # fmt: skip
+    return run.info.run_name, run.info.status, run.data.params, run.data.metrics, tags
+
+
+def test_the_bulk_sql_writer_stores_what_mlflows_own_client_stores(tmp_path, results):
+    """The hand-written SQL path against MLflow's client, read back by MLflow's client."""
+    from bnmodels.run_writers import ClientWriter, SqlBulkWriter
+
+    got = {}
+    for name, make in (
+        ("client", lambda r: ClientWriter(r.client, r.uri, r.experiment_id, 5)),
+        ("bulk", lambda r: SqlBulkWriter(r.client, r.uri, r.experiment_id, 5)),
+    ):
+        uri = f"sqlite:///{tmp_path}/{name}.db"
+        with tracking.open_sweep_run("same", uri=uri, tags=TAGS) as run:
+            children = run.child_runs(results, IN_FEATURES, 1_000, 2_000)
+            run_ids = make(run).write(children)
+        client = MlflowClient(uri)
+        got[name] = {k: _comparable(client.get_run(i)) for k, i in run_ids.items()}
+        for k, i in run_ids.items():
+            assert client.get_run(i).data.tags["model_uri"] == f"runs:/{i}/model.pt"
+            curve = client.get_metric_history(i, "test_mse")
+            got[name][k] += (tuple((m.step, m.value, m.timestamp) for m in curve),)
+    assert got["bulk"] == got["client"]
 
 
 def test_children_point_to_one_finished_parent_that_holds_the_sweep(uri, results, logged):
@@ -123,32 +169,47 @@ def test_children_point_to_one_finished_parent_that_holds_the_sweep(uri, results
 def test_experiment_opens_in_the_ml_view_and_keeps_artifacts_next_to_the_store(uri, logged):
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("bnmodels/tiny")
-    assert exp.tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
-    store_dir = tracking.sqlite_path(uri).parent
+    assert exp.tags[store.EXPERIMENT_KIND_TAG] == "custom_model_development"
+    store_dir = store.sqlite_path(uri).parent
     for run_id in logged[1].values():
         artifacts = Path(urlparse(client.get_run(run_id).info.artifact_uri).path)
         assert artifacts.is_relative_to(store_dir / "mlartifacts" / "tiny")
 
 
-def test_logged_model_reproduces_the_final_test_mse(uri, split, results, logged, monkeypatch):
-    import mlflow.pytorch
-    from mlflow.tracking._tracking_service import utils
+def test_logged_model_loads_weights_only_and_reproduces_the_final_test_mse(
+    uri, split, results, logged, monkeypatch
+):
+    from bnmodels.model import MLP
 
+    monkeypatch.delenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", raising=False)
     client = MlflowClient(uri)
-    # runs:/ URIs resolve against the global tracking URI (set_tracking_uri beats the env)
-    monkeypatch.setattr(utils, "_tracking_uri", uri)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
     for r in results[:3]:
         run_id = logged[1][r.config.run_key]
-        model_uri = client.get_run(run_id).data.tags["model_uri"]
-        assert model_uri == f"runs:/{run_id}/model"
-        for model in (mlflow.pytorch.load_model(model_uri), tracking.load_run_model(run_id, uri)):
-            model.eval()
-            with torch.no_grad():
-                mse = torch.nn.functional.mse_loss(model(split.x_test), split.y_test).item()
-            assert mse == pytest.approx(r.final_test_mse, rel=1e-6)
+        assert client.get_run(run_id).data.tags["model_uri"] == f"runs:/{run_id}/model.pt"
+        assert [a.path for a in client.list_artifacts(run_id)] == ["model.pt"]
+        model = tracking.load_run_model(run_id, uri)
+        assert isinstance(model, MLP) and not model.training
+        with torch.no_grad():
+            mse = torch.nn.functional.mse_loss(model(split.x_test), split.y_test).item()
+        assert mse == pytest.approx(r.final_test_mse, rel=1e-6)
         assert sorted(model.state_dict()) == sorted(r.state_dict)
+
+
+class _Planted:
+    def __reduce__(self):  # what a malicious pickle does: call a function on load
+        return (os.system, ("echo planted",))
+
+
+def test_a_model_file_that_would_run_code_is_refused(uri, results, logged):
+    run_id = logged[1][results[0].config.run_key]
+    artifacts = Path(urlparse(MlflowClient(uri).get_run(run_id).info.artifact_uri).path)
+    good = (artifacts / "model.pt").read_bytes()
+    torch.save({"format": "bnmodels-weights/1", "payload": _Planted()}, artifacts / "model.pt")
+    try:
+        with pytest.raises(TrackingError, match="cannot be loaded.*Weights only load failed"):
+            tracking.load_run_model(run_id, uri)
+    finally:
+        (artifacts / "model.pt").write_bytes(good)
 
 
 def test_nan_epochs_are_absent_and_a_diverged_run_is_tagged_and_failed(uri, results, logged):
@@ -161,15 +222,6 @@ def test_nan_epochs_are_absent_and_a_diverged_run_is_tagged_and_failed(uri, resu
     for r in results[:3]:
         run = client.get_run(logged[1][r.config.run_key])
         assert (run.data.tags["diverged"], run.info.status) == ("false", "FINISHED")
-
-
-def test_diagnostics_are_logged_as_json(uri, results, logged):
-    import json
-
-    client = MlflowClient(uri)
-    r = results[1]
-    local = client.download_artifacts(logged[1][r.config.run_key], tracking.DIAGNOSTICS_FILE)
-    assert json.loads(Path(local).read_text()) == r.final
 
 
 def _log_in_process(uri, sweep, results, barrier):
@@ -207,7 +259,7 @@ def test_a_server_that_is_down_gives_a_tracking_error_naming_it_within_seconds(r
     uri = f"http://127.0.0.1:{_free_port()}"
     start = time.monotonic()
     with pytest.raises(TrackingError, match=f"{uri}.*not reachable"):
-        tracking.check_reachable(uri)
+        store.check_reachable(uri)
     assert time.monotonic() - start < 10
     with pytest.raises(TrackingError, match=uri):
         tracking.log_sweep("down", results, uri=uri, in_features=IN_FEATURES, tags=TAGS)
@@ -218,7 +270,7 @@ def test_deleted_model_artifacts_give_a_tracking_error(uri, results):
                                     tags=TAGS)  # fmt: skip
     run_id = run_ids[results[0].config.run_key]
     artifacts = urlparse(MlflowClient(uri).get_run(run_id).info.artifact_uri).path
-    shutil.rmtree(Path(artifacts) / "model")
+    (Path(artifacts) / "model.pt").unlink()
     with pytest.raises(TrackingError, match=f"run {run_id} is missing"):
         tracking.load_run_model(run_id, uri)
     with pytest.raises(TrackingError, match="not found"):
@@ -236,7 +288,8 @@ def _interrupt_after(n, exc):
     return progress
 
 
-def test_ctrl_c_marks_the_parent_killed_and_keeps_finished_children(uri, results):
+def test_ctrl_c_marks_the_parent_killed_and_keeps_finished_children(uri, results, monkeypatch):
+    monkeypatch.setattr(tracking, "CHUNK", 1)
     with pytest.raises(KeyboardInterrupt):
         tracking.log_sweep("ctrlc", results[:3], uri=uri, in_features=IN_FEATURES, tags=TAGS,
                            progress=_interrupt_after(1, KeyboardInterrupt()))  # fmt: skip
@@ -246,13 +299,17 @@ def test_ctrl_c_marks_the_parent_killed_and_keeps_finished_children(uri, results
     assert len(runs) == 2  # the interrupted sweep logged nothing after it
 
 
-def test_an_interrupted_child_is_marked_killed(uri, results, monkeypatch):
-    def interrupted(self, run_id, local_dir, artifact_path=None):
+def test_a_child_interrupted_while_a_server_logs_it_is_marked_killed(uri, results, monkeypatch):
+    from bnmodels.run_writers import ClientWriter
+
+    def interrupted(self, run_id, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(MlflowClient, "log_artifacts", interrupted)
+    monkeypatch.setattr(MlflowClient, "log_batch", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        tracking.log_sweep("child", results[:2], uri=uri, in_features=IN_FEATURES, tags=TAGS)
+        with tracking.open_sweep_run("child", uri=uri, tags=TAGS) as run:
+            writer = ClientWriter(run.client, uri, run.experiment_id, retry_s=5)
+            writer.write(run.child_runs(results[:2], IN_FEATURES, 0, 0))
     runs = _runs(uri, "child")
     assert runs["child"].info.status == "KILLED"
     assert runs[results[0].config.run_key].info.status == "KILLED"
@@ -291,21 +348,19 @@ def test_a_parent_opened_before_training_records_an_interrupted_training(uri, re
 def test_default_tracking_uri_is_the_env_then_the_dvc_root_store(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("DVC_ROOT", raising=False)
-    assert tracking.default_tracking_uri(tmp_path) == f"sqlite:///{tmp_path}/mlflow.db"
+    assert store.default_tracking_uri(tmp_path) == f"sqlite:///{tmp_path}/mlflow.db"
     monkeypatch.setenv("DVC_ROOT", str(tmp_path / "repo"))
-    assert tracking.default_tracking_uri(tmp_path / "copy") == (
-        f"sqlite:///{tmp_path}/repo/mlflow.db"
-    )
+    assert store.default_tracking_uri(tmp_path / "copy") == (f"sqlite:///{tmp_path}/repo/mlflow.db")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
-    assert tracking.default_tracking_uri(tmp_path) == "http://mlflow:5000"
+    assert store.default_tracking_uri(tmp_path) == "http://mlflow:5000"
 
 
 def test_experiment_url_opens_the_runs_table_of_the_ml_view():
     ml = "runs?workflowType=machine_learning"
-    assert tracking.experiment_url("sqlite:////r/mlflow.db", "4") == (
+    assert store.experiment_url("sqlite:////r/mlflow.db", "4") == (
         f"http://127.0.0.1:5000/#/experiments/4/{ml}"
     )
-    assert tracking.experiment_url("https://u:pw@mlflow.example/", "4") == (
+    assert store.experiment_url("https://u:pw@mlflow.example/", "4") == (
         f"https://mlflow.example/#/experiments/4/{ml}"
     )
 
@@ -325,11 +380,11 @@ def test_importing_tracking_does_not_import_mlflow_or_torch():
 
 def test_a_forked_logger_logs_the_same_runs_as_logging_in_process(tmp_path, results):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    tracking.ensure_store(uri)
+    store.ensure_store(uri)
     with tracking.open_sweep_run("forked", uri=uri, tags=TAGS) as parent:
-        with tracking.ForkedLogger(parent, IN_FEATURES) as logger:
-            logger.submit(results[:2])
-            logger.submit(results[2:])
+        with ForkedLogger(parent, IN_FEATURES) as logger:
+            logger.submit(results[:2], 1_000, 2_000)
+            logger.submit(results[2:], 2_000, 3_000)
             run_ids = logger.close()
     client = MlflowClient(uri)
     assert set(run_ids) == {r.config.run_key for r in results}
@@ -337,6 +392,9 @@ def test_a_forked_logger_logs_the_same_runs_as_logging_in_process(tmp_path, resu
         run = client.get_run(run_ids[r.config.run_key])
         assert run.data.tags["mlflow.parentRunId"] == parent.run_id
         assert run.info.status == ("FAILED" if r.diverged else "FINISHED")
+        assert (run.info.start_time, run.info.end_time) == (
+            (1_000, 2_000) if r in results[:2] else (2_000, 3_000)
+        )
         assert run.data.metrics["train_mse"] == pytest.approx(
             float(r.history["train_mse"][~np.isnan(r.history["train_mse"])][-1]), rel=1e-12
         )
@@ -347,16 +405,17 @@ def test_a_forked_logger_logs_the_same_runs_as_logging_in_process(tmp_path, resu
 
 HANG_SCRIPT = """
 import sys
-from bnmodels import tracking
+from bnmodels import store, tracking
+from bnmodels.log_workers import ForkedLogger
 from mlflow import MlflowClient
 import test_tracking as T
 uri = sys.argv[1]
-tracking.ensure_store(uri)
+store.ensure_store(uri)
 results = T.results.__wrapped__(T.split.__wrapped__()) * 40  # ~1 MB of queued chunks
-bogus = tracking.SweepRun(MlflowClient(uri), "s", "999999", "0" * 32, {})
-with tracking.ForkedLogger(bogus, T.IN_FEATURES) as logger:
+bogus = tracking.SweepRun(MlflowClient(uri), uri, "s", "999999", "0" * 32, {})
+with ForkedLogger(bogus, T.IN_FEATURES) as logger:
     for i in range(0, len(results), 32):
-        logger.submit(results[i : i + 32])
+        logger.submit(results[i : i + 32], 0, 0)
     logger.close()
 """
 
@@ -369,3 +428,53 @@ def test_a_failing_logger_raises_and_the_process_still_exits(tmp_path):
                        timeout=120)  # fmt: skip
     assert p.returncode != 0
     assert "TrackingError" in p.stderr and "logging child runs failed" in p.stderr
+
+
+def test_a_rerun_resumes_an_unfinished_parent_without_duplicates_or_running_runs(uri, results):
+    """A server that dies mid-sweep leaves the parent and the child being logged RUNNING;
+    the next execution (same tags) keeps the finished children and logs the rest once."""
+    client = MlflowClient(uri)
+    exp = store.experiment_id(client, uri, "resume")
+    dead = client.create_run(exp, run_name="resume", tags={**TAGS, "sweep": "resume"})
+    run = tracking.SweepRun(client, uri, "resume", exp, dead.info.run_id, dict(TAGS))
+    kept = run.log_results(results[:2], IN_FEATURES)
+    stuck = client.create_run(exp, run_name=results[2].config.run_key,
+                              tags={"mlflow.parentRunId": dead.info.run_id,
+                                    "run_key": results[2].config.run_key})  # fmt: skip
+    other = dict(TAGS, params_hash="another plan")  # not resumed: a different sweep plan
+    with tracking.open_sweep_run("resume", uri=uri, tags=other):
+        pass
+    parent_id, run_ids = tracking.log_sweep("resume", results, uri=uri, in_features=IN_FEATURES,
+                                            tags=TAGS)  # fmt: skip
+    assert parent_id == dead.info.run_id
+    assert {k: run_ids[k] for k in kept} == kept
+    runs = client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent_id}'")
+    assert sorted(r.data.tags["run_key"] for r in runs) == sorted(run_ids)
+    assert client.get_run(stuck.info.run_id).info.lifecycle_stage == "deleted"
+    statuses = {r.info.status for r in client.search_runs([exp])}
+    assert "RUNNING" not in statuses and client.get_run(parent_id).info.status == "FINISHED"
+    assert len(client.search_runs([exp], "attributes.run_name = 'resume'")) == 2
+
+
+def test_a_dvc_experiment_names_and_tags_its_parent_run(uri, results):
+    env = {"DVC_EXP_NAME": "lucky-lr", "DVC_EXP_BASELINE_REV": "abc123", "OTHER": "x"}
+    tags = {**TAGS, **tracking.dvc_experiment_tags(env)}
+    assert tracking.dvc_experiment_tags({}) == {}
+    parent_id, run_ids = tracking.log_sweep("dvcexp", results[:1], uri=uri,
+                                            in_features=IN_FEATURES, tags=tags)  # fmt: skip
+    client = MlflowClient(uri)
+    parent = client.get_run(parent_id)
+    assert parent.info.run_name == "dvcexp lucky-lr"
+    assert parent.data.tags["dvc_exp_name"] == "lucky-lr"
+    assert parent.data.tags["dvc_exp_baseline_rev"] == "abc123"
+    child = client.get_run(next(iter(run_ids.values())))
+    assert child.data.tags["dvc_exp_name"] == "lucky-lr"
+
+
+def test_log_workers_follow_the_store_and_the_cores_left_after_training(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(6)), raising=False)
+    assert log_workers("auto", "sqlite:////x/mlflow.db", 1) == 1
+    assert log_workers("auto", "http://127.0.0.1:5000", 1) == 5
+    assert log_workers("auto", "postgresql://u@127.0.0.1/db", 2) == 4
+    assert log_workers("auto", "http://127.0.0.1:5000", 6) == 1
+    assert log_workers(3, "sqlite:////x/mlflow.db", 1) == 3

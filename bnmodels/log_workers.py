@@ -1,0 +1,160 @@
+"""Child runs logged by forked worker processes while the caller trains.
+
+MLflow's client is Python that holds the GIL (SQLAlchemy, JSON, HTTP), so a thread beside
+the training would only take turns with it; forked processes log on the other cores.
+Several workers help when the store takes concurrent writers (a tracking server,
+PostgreSQL); a SQLite file takes one writer at a time, so it gets one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import signal
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from bnmodels.store import TrackingError, accepts_concurrent_writers
+
+if TYPE_CHECKING:
+    from bnmodels.run import RunResult
+    from bnmodels.tracking import SweepRun
+
+MAX_AUTO_WORKERS = 8
+
+
+def log_workers(setting: str | int, uri: str, training_threads: int = 1) -> int:
+    """How many logging processes: `setting` if a number, else (`auto`) one for a store
+    that takes one writer (SQLite), and the cores left after training for the others
+    (at least 1, at most 8)."""
+    if setting != "auto":
+        return int(setting)
+    if not accepts_concurrent_writers(uri):
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(MAX_AUTO_WORKERS, (cores or 1) - training_threads))
+
+
+def _transportable(result: RunResult):
+    """A small picklable copy of a result: its own arrays, not its group's tensors."""
+    import numpy as np
+
+    from bnmodels.run import RunResult
+
+    history = {k: np.asarray(v).copy() for k, v in result.history.items()}
+    return RunResult(
+        result.config,
+        history,
+        bool(result.diverged),
+        {k: v.detach().cpu().numpy().copy() for k, v in result.state_dict.items()},
+        result.final,
+        dict(result.precise_bn),
+    )
+
+
+def _worker(parent: SweepRun, in_features: dict, tasks, done) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    store = getattr(getattr(parent.client, "_tracking_client", None), "store", None)
+    if getattr(store, "engine", None) is not None:
+        store.engine.dispose(close=False)  # SQLAlchemy's rule after a fork: own connections
+
+    def term(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, term)
+    with contextlib.suppress(KeyboardInterrupt, SystemExit):  # Ctrl-C reaches us too
+        while (task := tasks.get()) is not None:
+            chunk, start_ms, end_ms = task
+            try:
+                done.put(parent.log_results(chunk, in_features, start_ms=start_ms,
+                                            end_ms=end_ms))  # fmt: skip
+            except BaseException as e:  # a child run being logged is already marked
+                done.put(f"{type(e).__name__}: {e}")
+                if isinstance(e, TrackingError):
+                    return  # the caller reports it; a traceback here would only repeat it
+                raise
+
+
+class ForkedLogger:
+    """Logs child runs into an open parent run (`open_sweep_run`) from forked processes.
+
+    `submit(results, start_ms, end_ms)` queues them and returns at once; `poll()` returns
+    how many runs were logged since the last call; `close()` waits for the rest and
+    returns {run_key: child run id}. As a context manager it stops the workers on an
+    exception (SIGTERM: a worker marks its open child run KILLED).
+    """
+
+    def __init__(self, parent: SweepRun, in_features: Mapping[str, int], workers: int = 1):
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("fork")  # no re-import: starts in milliseconds
+        self.tasks, self.done = ctx.Queue(), ctx.Queue()
+        args = (parent, dict(in_features), self.tasks, self.done)
+        self.procs = [ctx.Process(target=_worker, args=args, daemon=True, name=f"mlflow-log-{i}")
+                      for i in range(max(1, workers))]  # fmt: skip
+        for p in self.procs:
+            p.start()
+        self.pending, self.run_ids, self.abandoned = 0, dict(parent.run_ids), False
+
+    def submit(self, results: Sequence[RunResult], start_ms: int, end_ms: int) -> None:
+        self.tasks.put(([_transportable(r) for r in results], start_ms, end_ms))
+        self.pending += 1
+
+    def _collect(self, block: bool) -> int:
+        n = 0
+        while self.pending:
+            try:
+                got = self.done.get(timeout=1.0) if block else self.done.get_nowait()
+            except queue.Empty:
+                if not block:
+                    break
+                if not any(p.is_alive() for p in self.procs):
+                    self._abandon()
+                    raise TrackingError("the MLflow logging process died") from None
+                continue
+            if isinstance(got, str):
+                self._abandon()
+                raise TrackingError(f"logging child runs failed: {got}")
+            self.pending -= 1
+            self.run_ids.update(got)
+            n += len(got)
+        return n
+
+    def poll(self) -> int:
+        n = self._collect(block=False)
+        if self.pending and not any(p.is_alive() for p in self.procs):
+            n += self._collect(block=True)  # its last answers, then the error
+        return n
+
+    def _abandon(self) -> None:
+        """Give up on queued chunks: a queue's feeder thread blocked on a full pipe that
+        nobody reads would otherwise keep this process from ever exiting."""
+        if not self.abandoned:
+            self.abandoned = True
+            self.tasks.cancel_join_thread()
+            self.tasks.close()
+
+    def close(self) -> dict[str, str]:
+        self._collect(block=True)
+        for _ in self.procs:
+            self.tasks.put(None)
+        for p in self.procs:
+            p.join(timeout=60)
+        return self.run_ids
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        alive = [p for p in self.procs if p.is_alive()]
+        if alive and exc_type is None:
+            self.close()
+        elif exc_type is not None:
+            self._abandon()
+            for p in alive:
+                p.terminate()
+            for p in alive:
+                p.join(timeout=30)
