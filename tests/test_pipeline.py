@@ -264,19 +264,44 @@ def test_a_tracking_server_that_is_down_fails_fast_naming_it_and_changes_nothing
     assert digest(repo / "runs" / "alpha") == before
 
 
-def test_ctrl_c_during_training_keeps_old_outputs_marks_runs_killed_and_reruns_cleanly(repo):
+# Started by every Python process of the interrupted `dvc repro` (PYTHONPATH): in the
+# train stage alone, it replaces training with a pause that the test interrupts, so the
+# interruption lands mid-stage, after the parent run opened and before any child is
+# logged, however fast or loaded the machine. (Polling the store for the parent run and
+# then sending Ctrl-C raced a fast stage: it could finish first, and the test failed.)
+PAUSE_IN_TRAINING = """\
+import os, sys, time
+if sys.argv and sys.argv[0].endswith("train.py") and os.environ.get("PAUSE_MARKER"):
+    import bnmodels.sweep
+
+    def paused(*args, **kwargs):
+        open(os.environ["PAUSE_MARKER"], "w").close()
+        time.sleep(600)  # the test's Ctrl-C interrupts this
+
+    bnmodels.sweep.train_sweep = paused
+"""
+
+
+def test_ctrl_c_during_training_keeps_old_outputs_marks_runs_killed_and_reruns_cleanly(
+    repo, tmp_path
+):
     before = digest(repo / "runs" / "slow")
     n_before = len(run_statuses(repo, "slow"))
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(PAUSE_IN_TRAINING)
+    marker = tmp_path / "training-started"
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": str(hook), "PAUSE_MARKER": str(marker)}  # fmt: skip
     env.pop("MLFLOW_TRACKING_URI", None)
     params = (repo / "params.yaml").read_text()  # the sweep is out of date, then interrupted
     (repo / "params.yaml").write_text(params.replace("seed: [1, 2, 3, 4]", "seed: [1, 2, 3, 5]"))
     proc = subprocess.Popen(["dvc", "repro"], cwd=repo, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)  # fmt: skip
-    try:  # wait until the new parent run is open, i.e. training has started
-        deadline = time.monotonic() + 60
-        while len(run_statuses(repo, "slow")) == n_before:
+    try:  # wait until the train stage is training (its parent run is open)
+        deadline = time.monotonic() + 120
+        while not marker.exists():
             assert time.monotonic() < deadline and proc.poll() is None, "never started"
             time.sleep(0.1)
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
