@@ -87,4 +87,4 @@ def mechanisms_markdown(results: Sequence[ClaimResult]) -> str:
         "probes are taken at each epoch's first batch, before its step (SPEC 4), and "
         "precise BN replaces the running statistics by exact train-set ones at the end."
     )
-    return "\n".join(parts)
+    return "\n".join(parts) + "\n"
