@@ -478,3 +478,26 @@ def test_log_workers_follow_the_store_and_the_cores_left_after_training(monkeypa
     assert log_workers("auto", "postgresql://u@127.0.0.1/db", 2) == 4
     assert log_workers("auto", "http://127.0.0.1:5000", 6) == 1
     assert log_workers(3, "sqlite:////x/mlflow.db", 1) == 3
+
+
+def test_a_logged_classifier_loads_back_with_its_classes_and_final_test_accuracy(tmp_path):
+    """A classification run (SPEC 2b): its curves are step metrics, its precise-BN metrics
+    are logged, and its weights-only model gives back the final test accuracy."""
+    from bnmodels.config import ClusterSpec
+
+    blobs = generate(ClusterSpec("blobs", 3, 40, 2, 3.0, 1.5, 420, 0.7, (1.0,) * 2, (0.0,) * 2))
+    cfg = RunConfig("blobs", "none", "relu", "pre", 1, 4, "default", 0.1, 10, 0.1, EPOCHS, 0)
+    result = train_reference(cfg, blobs)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    _, run_ids = tracking.log_sweep("cla", [result], uri=uri, in_features={"blobs": 2}, tags=TAGS)
+    run_id = run_ids[cfg.run_key]
+    client = MlflowClient(uri)
+    steps = client.get_metric_history(run_id, "test_accuracy")
+    assert [m.step for m in steps] == list(range(1, EPOCHS + 1))
+    precise = client.get_run(run_id).data.metrics["final_test_accuracy_precise_bn"]
+    assert precise == pytest.approx(result.precise_bn["accuracy"])
+    model = tracking.load_run_model(run_id, uri)
+    assert model.out.out_features == 3
+    with torch.no_grad():
+        accuracy = (model(blobs.x_test).argmax(1) == blobs.y_test).double().mean().item()
+    assert accuracy == result.final_test_accuracy
