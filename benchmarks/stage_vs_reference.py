@@ -38,17 +38,20 @@ defaults: {dataset: quad2, normalization: none, activation: sigmoid, bn: none, d
 sweeps:
 """
 SWEEPS = {
-    "heldout": ("{activation: [sigmoid, tanh, relu], bn: [none, pre, post], depth: [2, 3], "
-                "batch_size: [20, 40], lr: [0.01, 0.03, 0.1, 0.3], seed: [1, 2, 3]}"),
-    "big": ("{activation: [sigmoid, tanh, relu], bn: [none, pre, post], depth: [1, 2, 3], "
-            "seed: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]}"),
-}  # fmt: skip
+    "heldout": (
+        "{activation: [sigmoid, tanh, relu], bn: [none, pre, post], depth: [2, 3], "
+        "batch_size: [20, 40], lr: [0.01, 0.03, 0.1, 0.3], seed: [1, 2, 3]}"
+    ),
+    "big": (
+        "{activation: [sigmoid, tanh, relu], bn: [none, pre, post], depth: [1, 2, 3], "
+        "seed: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]}"
+    ),
+}
 
 
 @click.command()
 @click.option("--full", is_flag=True, help="train every run with the reference engine")
-@click.option("--sweep", type=click.Choice(list(SWEEPS)), default="heldout",
-              show_default=True)  # fmt: skip
+@click.option("--sweep", type=click.Choice(list(SWEEPS)), default="heldout", show_default=True)
 def main(full: bool, sweep: str):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env.pop("MLFLOW_TRACKING_URI", None)
@@ -60,8 +63,17 @@ def main(full: bool, sweep: str):
         (d / "params.yaml").write_text(f"{HEAD}  {sweep}: {SWEEPS[sweep]}\n")
         for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "repro", "-q", "plan"]):
             subprocess.run(cmd, cwd=d, env=env, check=True, capture_output=True)
-        stage = [sys.executable, "stages/train.py", sweep, "--plan", f"data/plans/{sweep}.json",
-                 "--processed", "data/processed", "--out", f"runs/{sweep}"]  # fmt: skip
+        stage = [
+            sys.executable,
+            "stages/train.py",
+            sweep,
+            "--plan",
+            f"data/plans/{sweep}.json",
+            "--processed",
+            "data/processed",
+            "--out",
+            f"runs/{sweep}",
+        ]
         t = time.perf_counter()
         subprocess.run(stage, cwd=d, env=env, check=True, capture_output=True)
         t_stage = time.perf_counter() - t

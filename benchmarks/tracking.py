@@ -38,8 +38,9 @@ def make_results(n: int):
     from bnmodels.model import build_model
     from bnmodels.run import RunResult, history_columns
 
-    base = RunConfig("tiny", "none", "sigmoid", "pre", DEPTH, 4, "default", 0.1, 10, 0.03,
-                     EPOCHS, 0)  # fmt: skip
+    base = RunConfig(
+        "tiny", "none", "sigmoid", "pre", DEPTH, 4, "default", 0.1, 10, 0.03, EPOCHS, 0
+    )
     state = build_model(base, 2).state_dict()
     rng = np.random.default_rng(0)
     cols = history_columns(DEPTH)
@@ -47,8 +48,11 @@ def make_results(n: int):
     for i in range(n):
         history = {c: rng.random(EPOCHS) for c in cols}
         history["dead_fraction"] = np.full(EPOCHS, np.nan)  # sigmoid: none
-        out.append(RunResult(replace(base, seed=i), history, False,
-                             {k: v.clone() for k, v in state.items()}, {}))  # fmt: skip
+        out.append(
+            RunResult(
+                replace(base, seed=i), history, False, {k: v.clone() for k, v in state.items()}, {}
+            )
+        )
     assert sum(np.isfinite(v).sum() for v in out[0].history.values()) == 480
     torch.set_num_threads(1)
     return out
@@ -63,11 +67,16 @@ def _bare_worker(uri, exp, results, barrier, times):
     barrier.wait()
     t = time.perf_counter()
     for r in results:
-        run = client.create_run(exp, run_name=r.config.run_key,
-                                tags={"sweep": "bench", "run_key": r.config.run_key})  # fmt: skip
+        run = client.create_run(
+            exp, run_name=r.config.run_key, tags={"sweep": "bench", "run_key": r.config.run_key}
+        )
         ts = int(time.time() * 1000)
-        metrics = [Metric(k, float(v[i]), ts, i + 1) for k, v in r.history.items()
-                   for i in range(EPOCHS) if np.isfinite(v[i])]  # fmt: skip
+        metrics = [
+            Metric(k, float(v[i]), ts, i + 1)
+            for k, v in r.history.items()
+            for i in range(EPOCHS)
+            if np.isfinite(v[i])
+        ]
         client.log_batch(
             run.info.run_id,
             metrics=metrics,
@@ -86,8 +95,10 @@ def bare(uri: str, results, workers: int) -> float:
     exp = store.experiment_id(MlflowClient(uri), uri, f"bench-bare-{workers}-{time.time_ns()}")
     ctx = multiprocessing.get_context("fork")
     barrier, times = ctx.Barrier(workers), ctx.Queue()
-    procs = [ctx.Process(target=_bare_worker, args=(uri, exp, results[i::workers], barrier,
-                                                     times)) for i in range(workers)]  # fmt: skip
+    procs = [
+        ctx.Process(target=_bare_worker, args=(uri, exp, results[i::workers], barrier, times))
+        for i in range(workers)
+    ]
     for p in procs:
         p.start()
     spans = [times.get() for _ in procs]
@@ -133,15 +144,24 @@ def main(runs: int, workers: str, server: bool):
     tmp.chmod(0o755)  # PostgreSQL's user must reach its folder when we are root
     cases = [("sqlite", f"sqlite:///{tmp}/mlflow.db")]
     port = _free_port()
-    make = ["make", "-s", "-C", str(ROOT), f"SERVER_DIR={tmp}/server", f"PORT={port}",
-            f"PG_PORT={_free_port()}"]  # fmt: skip
+    make = [
+        "make",
+        "-s",
+        "-C",
+        str(ROOT),
+        f"SERVER_DIR={tmp}/server",
+        f"PORT={port}",
+        f"PG_PORT={_free_port()}",
+    ]
     if server:
         subprocess.run([*make, "server"], check=True, capture_output=True)
         cases.append(("server", f"http://127.0.0.1:{port}"))
     try:
         click.echo(f"{runs} runs a case, 480 values each; {os.cpu_count()} cores")
-        click.echo(f"{'store':8s} {'workers':>7s} {'bare runs/s':>12s} {'project runs/s':>15s}"
-                   f" {'ratio':>6s}")  # fmt: skip
+        click.echo(
+            f"{'store':8s} {'workers':>7s} {'bare runs/s':>12s} {'project runs/s':>15s}"
+            f" {'ratio':>6s}"
+        )
         for name, uri in cases:
             store.ensure_store(uri)
             for w in counts:

@@ -64,8 +64,10 @@ def generate_clusters(spec: ClusterSpec) -> Split:
     g = torch.Generator().manual_seed(spec.seed)
     k = spec.mean * (spec.num_class - 1) / 2
     size = (spec.num_examples, spec.num_inputs)
-    xs = [torch.normal(i * spec.mean - k, spec.std, size=size, generator=g)
-          for i in range(spec.num_class)]  # fmt: skip
+    xs = [
+        torch.normal(i * spec.mean - k, spec.std, size=size, generator=g)
+        for i in range(spec.num_class)
+    ]
     x = torch.cat(xs)
     y = torch.arange(spec.num_class).repeat_interleave(spec.num_examples)  # int64
     x = x * torch.tensor(spec.feature_scale) + torch.tensor(spec.feature_shift)

@@ -69,8 +69,7 @@ def _worker(parent: SweepRun, in_features: dict, tasks, done) -> None:
         while (task := tasks.get()) is not None:
             chunk, start_ms, end_ms = task
             try:
-                done.put(parent.log_results(chunk, in_features, start_ms=start_ms,
-                                            end_ms=end_ms))  # fmt: skip
+                done.put(parent.log_results(chunk, in_features, start_ms=start_ms, end_ms=end_ms))
             except BaseException as e:  # a child run being logged is already marked
                 done.put(f"{type(e).__name__}: {e}")
                 if isinstance(e, TrackingError):
@@ -93,8 +92,10 @@ class ForkedLogger:
         ctx = multiprocessing.get_context("fork")  # no re-import: starts in milliseconds
         self.tasks, self.done = ctx.Queue(), ctx.Queue()
         args = (parent, dict(in_features), self.tasks, self.done)
-        self.procs = [ctx.Process(target=_worker, args=args, daemon=True, name=f"mlflow-log-{i}")
-                      for i in range(max(1, workers))]  # fmt: skip
+        self.procs = [
+            ctx.Process(target=_worker, args=args, daemon=True, name=f"mlflow-log-{i}")
+            for i in range(max(1, workers))
+        ]
         for p in self.procs:
             p.start()
         self.pending, self.run_ids, self.abandoned = 0, dict(parent.run_ids), False

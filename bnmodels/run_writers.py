@@ -79,12 +79,22 @@ def precise_metrics(result: RunResult) -> list[tuple[str, float, int]]:
     """The test metrics with precise BN statistics (runs with BN), at the last epoch."""
     step = len(next(iter(result.history.values()), ()))
     values = getattr(result, "precise_bn", {}) or {}
-    return [(f"final_test_{k}_precise_bn", float(v), step) for k, v in values.items()
-            if math.isfinite(v)]  # fmt: skip
+    return [
+        (f"final_test_{k}_precise_bn", float(v), step)
+        for k, v in values.items()
+        if math.isfinite(v)
+    ]
 
 
-def child_run(result: RunResult, in_features: int, tags: Mapping[str, str], parent_id: str,
-              sweep: str, start_ms: int, end_ms: int) -> ChildRun:  # fmt: skip
+def child_run(
+    result: RunResult,
+    in_features: int,
+    tags: Mapping[str, str],
+    parent_id: str,
+    sweep: str,
+    start_ms: int,
+    end_ms: int,
+) -> ChildRun:
     key = result.config.run_key
     return ChildRun(
         config=result.config,
@@ -100,7 +110,7 @@ def child_run(result: RunResult, in_features: int, tags: Mapping[str, str], pare
             "sweep": sweep,
             "run_key": key,
             "diverged": str(bool(result.diverged)).lower(),
-        },  # fmt: skip
+        },
         params={k: str(v) for k, v in result.config.as_dict().items()},
         metrics=run_metrics(result.history) + precise_metrics(result),
     )
@@ -132,17 +142,30 @@ class ClientWriter:
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
         def attempt(call, *args, **kwargs):
-            return retrying(partial(call, *args, **kwargs), uri=self.uri,
-                            retry_s=self.retry_s, what=f"logging run {run.run_key}")  # fmt: skip
+            return retrying(
+                partial(call, *args, **kwargs),
+                uri=self.uri,
+                retry_s=self.retry_s,
+                what=f"logging run {run.run_key}",
+            )
 
         tags = {k: v for k, v in run.tags.items() if k != RUN_NAME_TAG}
-        info = attempt(self.client.create_run, self.experiment_id, start_time=run.start_ms,
-                       tags=tags, run_name=run.run_key).info  # fmt: skip
+        info = attempt(
+            self.client.create_run,
+            self.experiment_id,
+            start_time=run.start_ms,
+            tags=tags,
+            run_name=run.run_key,
+        ).info
         metrics = [Metric(k, v, run.end_ms, s) for k, v, s in run.metrics]
         try:
-            attempt(self.client.log_batch, info.run_id, metrics=metrics[:900],  # 1000 a call
-                    params=[Param(k, v) for k, v in run.params.items()],
-                    tags=[RunTag("model_uri", f"runs:/{info.run_id}/{MODEL_FILE}")])  # fmt: skip
+            attempt(
+                self.client.log_batch,
+                info.run_id,
+                metrics=metrics[:900],  # 1000 a call
+                params=[Param(k, v) for k, v in run.params.items()],
+                tags=[RunTag("model_uri", f"runs:/{info.run_id}/{MODEL_FILE}")],
+            )
             for i in range(900, len(metrics), 900):
                 attempt(self.client.log_batch, info.run_id, metrics=metrics[i : i + 900])
             repo = get_artifact_repository(info.artifact_uri, tracking_uri=self.uri)
@@ -182,8 +205,12 @@ class SqlBulkWriter:
 
     def write(self, runs: Sequence[ChildRun]) -> dict[str, str]:
         """One transaction, retried whole (a busy SQLite, a restarting database)."""
-        return retrying(partial(self._write, runs), uri=self.uri, retry_s=self.retry_s,
-                        what=f"logging {len(runs)} runs")  # fmt: skip
+        return retrying(
+            partial(self._write, runs),
+            uri=self.uri,
+            retry_s=self.retry_s,
+            what=f"logging {len(runs)} runs",
+        )
 
     def _write(self, runs: Sequence[ChildRun]) -> dict[str, str]:
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
@@ -209,21 +236,32 @@ class SqlBulkWriter:
                 # whose model is missing
                 repo = get_artifact_repository(artifact_uri, tracking_uri=self.uri)
                 repo.log_artifact(str(_write_weights(run, folder)))
-                run_rows.append(dict(
-                    run_uuid=run_id, name=run.run_key, source_type="UNKNOWN", source_name="",
-                    entry_point_name="", user_id="unknown", status=run.status,  # as MlflowClient
-                    start_time=run.start_ms, end_time=run.end_ms, deleted_time=None,
-                    source_version="", lifecycle_stage="active", artifact_uri=artifact_uri,
-                    experiment_id=int(self.experiment_id),
-                ))  # fmt: skip
+                run_rows.append(
+                    dict(
+                        run_uuid=run_id,
+                        name=run.run_key,
+                        source_type="UNKNOWN",
+                        source_name="",
+                        entry_point_name="",
+                        user_id="unknown",
+                        status=run.status,  # as MlflowClient
+                        start_time=run.start_ms,
+                        end_time=run.end_ms,
+                        deleted_time=None,
+                        source_version="",
+                        lifecycle_stage="active",
+                        artifact_uri=artifact_uri,
+                        experiment_id=int(self.experiment_id),
+                    )
+                )
                 tags = {**run.tags, "model_uri": f"runs:/{run_id}/{MODEL_FILE}"}
                 tag_rows += [dict(key=k, value=v, run_uuid=run_id) for k, v in tags.items()]
-                param_rows += [dict(key=k, value=v, run_uuid=run_id)
-                               for k, v in run.params.items()]  # fmt: skip
+                param_rows += [dict(key=k, value=v, run_uuid=run_id) for k, v in run.params.items()]
                 latest = {}
                 for k, v, s in run.metrics:
-                    row = dict(key=k, value=v, timestamp=run.end_ms, step=s, is_nan=False,
-                               run_uuid=run_id)  # fmt: skip
+                    row = dict(
+                        key=k, value=v, timestamp=run.end_ms, step=s, is_nan=False, run_uuid=run_id
+                    )
                     metric_rows.append(row)
                     if k not in latest or s >= latest[k]["step"]:
                         latest[k] = row

@@ -161,8 +161,12 @@ def is_transient(e: BaseException) -> bool:
         return True
     if isinstance(e, MlflowException):
         msg = str(e)
-        return ("failed with exception" in msg or "Max retries exceeded" in msg
-                or e.get_http_status_code() >= 500 and "API request" in msg)  # fmt: skip
+        return (
+            "failed with exception" in msg
+            or "Max retries exceeded" in msg
+            or e.get_http_status_code() >= 500
+            and "API request" in msg
+        )
     return isinstance(e, ConnectionError | TimeoutError)
 
 

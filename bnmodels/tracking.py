@@ -108,15 +108,30 @@ class SweepRun:
     retry_s: float = RETRY_S
     run_ids: dict[str, str] = field(default_factory=dict)  # run_key -> child run id
 
-    def child_runs(self, results: Sequence[RunResult], in_features: Mapping[str, int],
-                   start_ms: int, end_ms: int) -> list[ChildRun]:  # fmt: skip
+    def child_runs(
+        self,
+        results: Sequence[RunResult],
+        in_features: Mapping[str, int],
+        start_ms: int,
+        end_ms: int,
+    ) -> list[ChildRun]:
         """Records of the results not logged yet (a resumed parent has some)."""
         missing = sorted({r.config.dataset for r in results} - set(in_features))
         if missing:
             raise ValueError(f"in_features has no entry for data set(s) {', '.join(missing)}")
-        return [child_run(r, in_features[r.config.dataset], self.tags, self.run_id, self.sweep,
-                          start_ms, end_ms)
-                for r in results if r.config.run_key not in self.run_ids]  # fmt: skip
+        return [
+            child_run(
+                r,
+                in_features[r.config.dataset],
+                self.tags,
+                self.run_id,
+                self.sweep,
+                start_ms,
+                end_ms,
+            )
+            for r in results
+            if r.config.run_key not in self.run_ids
+        ]
 
     def write(self, runs: Sequence[ChildRun]) -> dict[str, str]:
         """Write child runs (see `run_writers.writer_for`); returns {run_key: run id}."""
@@ -155,14 +170,17 @@ class SweepRun:
     def log_figures(self, figures: Mapping[str, Figure]) -> None:
         """Log each figure as `figures/<name>.png` on the parent run."""
         for name, fig in figures.items():
-            self._try(lambda f=fig, n=name: self.client.log_figure(self.run_id, f,
-                      f"figures/{n}.png"), "logging the figures")  # fmt: skip
+            self._try(
+                lambda f=fig, n=name: self.client.log_figure(self.run_id, f, f"figures/{n}.png"),
+                "logging the figures",
+            )
 
     def log_texts(self, files: Mapping[str, str]) -> None:
         """Log text files (the sweep's `history.csv`, `diagnostics.json`) on the parent."""
         for name, text in files.items():
-            self._try(lambda t=text, n=name: self.client.log_text(self.run_id, t, n),
-                      f"logging {name}")  # fmt: skip
+            self._try(
+                lambda t=text, n=name: self.client.log_text(self.run_id, t, n), f"logging {name}"
+            )
 
     def remove_orphans(self) -> None:
         """Delete unfinished children that no result points to: a create_run whose answer
@@ -177,9 +195,16 @@ class SweepRun:
         query = f"tags.`{PARENT_TAG}` = '{self.run_id}'" + (f" and {where}" if where else "")
         out, token = [], None
         while True:
-            page = self._try(lambda t=token: self.client.search_runs(
-                [self.experiment_id], query, ViewType.ACTIVE_ONLY, max_results=10_000,
-                page_token=t), "reading the sweep's runs")  # fmt: skip
+            page = self._try(
+                lambda t=token: self.client.search_runs(
+                    [self.experiment_id],
+                    query,
+                    ViewType.ACTIVE_ONLY,
+                    max_results=10_000,
+                    page_token=t,
+                ),
+                "reading the sweep's runs",
+            )
             out += page
             if not (token := page.token):
                 return out
@@ -200,10 +225,12 @@ class SweepRun:
 def _unfinished_parent(client: MlflowClient, experiment: str, name: str, tags: dict) -> str | None:
     """The latest parent run of this sweep with exactly these tags that did not finish."""
     query = f"attributes.run_name = '{name}' and attributes.status != 'FINISHED'"
-    for run in client.search_runs([experiment], query, order_by=["attributes.start_time DESC"],
-                                  max_results=20):  # fmt: skip
-        if PARENT_TAG not in run.data.tags and all(run.data.tags.get(k) == v
-                                                   for k, v in tags.items()):  # fmt: skip
+    for run in client.search_runs(
+        [experiment], query, order_by=["attributes.start_time DESC"], max_results=20
+    ):
+        if PARENT_TAG not in run.data.tags and all(
+            run.data.tags.get(k) == v for k, v in tags.items()
+        ):
             return run.info.run_id
     return None
 
@@ -310,8 +337,9 @@ def load_run_model(run_id: str, uri: str):
         try:
             return load_weights(local)
         except Exception as e:
-            raise TrackingError(f"the model of MLflow run {run_id} at {where} cannot be "
-                                f"loaded: {e}") from None  # fmt: skip
+            raise TrackingError(
+                f"the model of MLflow run {run_id} at {where} cannot be loaded: {e}"
+            ) from None
 
 
 @contextlib.contextmanager

@@ -46,8 +46,13 @@ def git_commit() -> str:
 @click.option("--plan", "plan_file", required=True, help="the sweep's plan (plan stage)")
 @click.option("--processed", required=True, help="processed data folder")
 @click.option("--out", required=True, help="folder for runs.csv, history.csv, diagnostics.json")
-@click.option("--params", "params_file", default="params.yaml", show_default=True,
-              help="read for its execution section only")  # fmt: skip
+@click.option(
+    "--params",
+    "params_file",
+    default="params.yaml",
+    show_default=True,
+    help="read for its execution section only",
+)
 @clean_errors
 def main(sweep: str, plan_file: str, processed: str, out: str, params_file: str):
     execution = load_params(params_file).execution
@@ -58,18 +63,29 @@ def main(sweep: str, plan_file: str, processed: str, out: str, params_file: str)
     in_features = {ds: s.x_train.shape[1] for (ds, _), s in splits.items()}
     uri = store.default_tracking_uri(Path.cwd())
     store.check_reachable(uri)  # before training: a dead server fails fast; creates SQLite's
-    tags = {"dvc_stage": f"train@{sweep}", "mlflow.source.git.commit": git_commit(),
-            "params_hash": plan_hash(plan), **tracking.dvc_experiment_tags()}  # fmt: skip
+    tags = {
+        "dvc_stage": f"train@{sweep}",
+        "mlflow.source.git.commit": git_commit(),
+        "params_hash": plan_hash(plan),
+        **tracking.dvc_experiment_tags(),
+    }
     workers = log_workers(execution.log_workers, uri, execution.threads)
 
-    bars = {k: tqdm(total=len(runs), desc=f"{k} {sweep}", unit="run", position=i, leave=False)
-            for i, k in enumerate(("train", "log"))}  # fmt: skip
+    bars = {
+        k: tqdm(total=len(runs), desc=f"{k} {sweep}", unit="run", position=i, leave=False)
+        for i, k in enumerate(("train", "log"))
+    }
     with (
         tracking.sigterm_as_exit(),
-        tracking.open_sweep_run(sweep, uri=uri, tags=tags, params=tracking.varying_params(runs),
-                                retry_s=execution.log_retry_s) as parent,
+        tracking.open_sweep_run(
+            sweep,
+            uri=uri,
+            tags=tags,
+            params=tracking.varying_params(runs),
+            retry_s=execution.log_retry_s,
+        ) as parent,
         ForkedLogger(parent, in_features, workers) as logger,
-    ):  # fmt: skip
+    ):
         started = [now_ms()]  # when the group being trained started
 
         def log(results):  # each group as soon as it is trained, in chunks
@@ -86,8 +102,12 @@ def main(sweep: str, plan_file: str, processed: str, out: str, params_file: str)
         # While the loggers finish: the sweep's tables on the parent run. Not the report's
         # curve figures: drawing them here took 46 of 84 s of a 432-run sweep's stage (2
         # cores); the aggregate stage draws them, and MLflow charts the children's curves.
-        parent.log_texts({"history.csv": history.to_csv(index=False),
-                          "diagnostics.json": diagnostics_json(results)})  # fmt: skip
+        parent.log_texts(
+            {
+                "history.csv": history.to_csv(index=False),
+                "diagnostics.json": diagnostics_json(results),
+            }
+        )
         run_ids = logger.close()
         bars["log"].update(len(run_ids) - bars["log"].n)
     for bar in bars.values():
@@ -102,11 +122,14 @@ def diagnostics_json(results) -> str:
 
 def write(sweep: str, results, history, run_ids: dict[str, str], out: str) -> None:
     """runs.csv, history.csv and diagnostics.json, replacing the folder all at once."""
-    replace_dir(out, {
-        "runs.csv": runs_frame(results, run_ids).to_csv(index=False),
-        "history.csv": history.to_csv(index=False),
-        "diagnostics.json": diagnostics_json(results),
-    })  # fmt: skip
+    replace_dir(
+        out,
+        {
+            "runs.csv": runs_frame(results, run_ids).to_csv(index=False),
+            "history.csv": history.to_csv(index=False),
+            "diagnostics.json": diagnostics_json(results),
+        },
+    )
     n_div = sum(r.diverged for r in results)
     click.echo(f"{sweep}: {len(results)} runs trained and logged ({n_div} diverged) -> {out}")
 

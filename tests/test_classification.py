@@ -23,8 +23,15 @@ from bnmodels.params import validate
 from bnmodels.results import history_frame, runs_frame
 from bnmodels.train import train_reference
 
-BLOBS = {"num_class": 3, "num_examples": 60, "num_inputs": 2, "mean": 2, "std": 1.5,
-         "seed": 420, "train_fraction": 0.7}  # fmt: skip
+BLOBS = {
+    "num_class": 3,
+    "num_examples": 60,
+    "num_inputs": 2,
+    "mean": 2,
+    "std": 1.5,
+    "seed": 420,
+    "train_fraction": 0.7,
+}
 
 
 def blobs(**kw) -> ClusterSpec:
@@ -34,9 +41,20 @@ def blobs(**kw) -> ClusterSpec:
 
 
 def config(**kw) -> RunConfig:
-    base = dict(dataset="b", normalization="none", activation="sigmoid", bn="none", depth=2,
-                width=4, init="default", momentum=0.1, batch_size=10, lr=0.01, epochs=10,
-                seed=24)  # fmt: skip
+    base = dict(
+        dataset="b",
+        normalization="none",
+        activation="sigmoid",
+        bn="none",
+        depth=2,
+        width=4,
+        init="default",
+        momentum=0.1,
+        batch_size=10,
+        lr=0.01,
+        epochs=10,
+        seed=24,
+    )
     return RunConfig(**{**base, **kw})
 
 
@@ -108,8 +126,10 @@ def test_bad_classification_fields_are_reported_with_their_key_path(raw_params, 
     raw_params["datasets"]["b"] = {**BLOBS, **overrides}
     with pytest.raises(ParamsError) as exc:
         validate(raw_params)
-    assert any(f"params.yaml: datasets.b{message}" in e or f"datasets.b.{message}" in e
-               for e in exc.value.errors), exc.value.errors  # fmt: skip
+    assert any(
+        f"params.yaml: datasets.b{message}" in e or f"datasets.b.{message}" in e
+        for e in exc.value.errors
+    ), exc.value.errors
 
 
 def test_a_missing_classification_field_is_named(raw_params):
@@ -146,9 +166,12 @@ def hand_train_ce(cfg: RunConfig, split: Split, reference_mlp):
     return model, hist
 
 
-CASES = [config(activation=a, bn=b, depth=1 + n % 2)
-         for n, (a, b) in enumerate(itertools.product(["sigmoid", "relu", "tanh"],
-                                                       ["none", "pre", "post"]))]  # fmt: skip
+CASES = [
+    config(activation=a, bn=b, depth=1 + n % 2)
+    for n, (a, b) in enumerate(
+        itertools.product(["sigmoid", "relu", "tanh"], ["none", "pre", "post"])
+    )
+]
 
 
 @pytest.mark.parametrize("cfg", CASES, ids=lambda c: f"{c.activation}-{c.bn}-d{c.depth}")
@@ -177,9 +200,12 @@ def test_the_logged_weights_give_back_the_final_test_accuracy(split):
 def test_mixed_regression_and_classification_runs_are_bit_independent_of_company(split):
     reg_spec = DatasetSpec("q", 100, (2.0, -1.0), False, 0.01, 2, 420, 0.7, (1.0,) * 2, (0.0,) * 2)
     reg = generate(reg_spec)
-    runs = [config(dataset=ds, activation=a, bn=b, seed=s, epochs=4)
-            for ds, a, b, s in itertools.product(["b", "q"], ["relu", "tanh"],
-                                                 ["none", "pre", "post"], [1, 2])]  # fmt: skip
+    runs = [
+        config(dataset=ds, activation=a, bn=b, seed=s, epochs=4)
+        for ds, a, b, s in itertools.product(
+            ["b", "q"], ["relu", "tanh"], ["none", "pre", "post"], [1, 2]
+        )
+    ]
     datas = [split if r.dataset == "b" else reg for r in runs]
     together = train_runs(runs, datas)
     for i in (0, 5, 13, 22):

@@ -285,8 +285,11 @@ def test_cuda_classification_probes_and_precise_bn_match_the_cpu_reference(split
     from bnmodels.config import ClusterSpec
 
     blobs = generate(ClusterSpec("b", 3, 60, 2, 2.0, 1.5, 420, 0.7, (1.0,) * 2, (0.0,) * 2))
-    cfgs = [cfg(dataset=ds, bn=b, activation=a, epochs=4, batch_size=20)
-            for ds in ("d", "b") for a, b, *_ in ALL_SHAPES[::12]]  # fmt: skip
+    cfgs = [
+        cfg(dataset=ds, bn=b, activation=a, epochs=4, batch_size=20)
+        for ds in ("d", "b")
+        for a, b, *_ in ALL_SHAPES[::12]
+    ]
     datas = [split if c.dataset == "d" else blobs for c in cfgs]
     batched = train_runs(cfgs, datas, device="cuda", dtype=torch.float64, probes=True)
     for c, d, b in zip(cfgs, datas, batched, strict=True):

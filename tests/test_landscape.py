@@ -25,9 +25,20 @@ torch.set_num_threads(1)
 
 
 def config(**kw) -> RunConfig:
-    base = dict(dataset="d", normalization="none", activation="tanh", bn="pre", depth=2,
-                width=4, init="default", momentum=0.1, batch_size=20, lr=0.05, epochs=4,
-                seed=24)  # fmt: skip
+    base = dict(
+        dataset="d",
+        normalization="none",
+        activation="tanh",
+        bn="pre",
+        depth=2,
+        width=4,
+        init="default",
+        momentum=0.1,
+        batch_size=20,
+        lr=0.05,
+        epochs=4,
+        seed=24,
+    )
     return RunConfig(**{**base, **kw})
 
 
@@ -60,8 +71,11 @@ def probes_by_torch_func(model: nn.Module, xb, yb, lr: float) -> dict[str, float
         losses.append(loss(moved).item())
         changes.append(change)
         betas.append(change / (eta * g0.norm().item()))
-    return {"probe_loss_range": max(losses) - min(losses), "probe_grad_change": max(changes),
-            "probe_beta": max(betas)}  # fmt: skip
+    return {
+        "probe_loss_range": max(losses) - min(losses),
+        "probe_grad_change": max(changes),
+        "probe_beta": max(betas),
+    }
 
 
 def _split(flat: torch.Tensor, like: dict) -> list[torch.Tensor]:

@@ -63,8 +63,21 @@ def repo(tmp_path_factory) -> Path:
         shutil.copy(ROOT / name, d / name)
     (d / "params.yaml").write_text(PARAMS)
     sh(["git", "init", "-q"], d)
-    sh(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty",
-        "-m", "empty"], d)  # fmt: skip
+    sh(
+        [
+            "git",
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "empty",
+        ],
+        d,
+    )
     sh(["dvc", "init", "-q"], d)
     sh(["dvc", "config", "core.analytics", "false"], d)
     sh(["dvc", "repro"], d)
@@ -255,8 +268,12 @@ def test_a_tracking_server_that_is_down_fails_fast_naming_it_and_changes_nothing
         port = s.getsockname()[1]
     before = digest(repo / "runs" / "alpha")
     t = time.monotonic()
-    p = sh(["dvc", "repro", "-f", "-s", "train@alpha"], repo, check=False,
-           MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}")  # fmt: skip
+    p = sh(
+        ["dvc", "repro", "-f", "-s", "train@alpha"],
+        repo,
+        check=False,
+        MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}",
+    )
     assert p.returncode != 0
     assert f"http://127.0.0.1:{port}" in p.stdout + p.stderr
     assert "Traceback" not in p.stdout + p.stderr
@@ -291,14 +308,23 @@ def test_ctrl_c_during_training_keeps_old_outputs_marks_runs_killed_and_reruns_c
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(PAUSE_IN_TRAINING)
     marker = tmp_path / "training-started"
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": str(hook), "PAUSE_MARKER": str(marker)}  # fmt: skip
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(hook),
+        "PAUSE_MARKER": str(marker),
+    }
     env.pop("MLFLOW_TRACKING_URI", None)
     params = (repo / "params.yaml").read_text()  # the sweep is out of date, then interrupted
     (repo / "params.yaml").write_text(params.replace("seed: [1, 2, 3, 4]", "seed: [1, 2, 3, 5]"))
-    proc = subprocess.Popen(["dvc", "repro"], cwd=repo, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        ["dvc", "repro"],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:  # wait until the train stage is training (its parent run is open)
         deadline = time.monotonic() + 120
         while not marker.exists():

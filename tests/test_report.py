@@ -140,8 +140,12 @@ def user_sweep():
     )
 
 
-BN_ALL = {"sweep": "depth", "compare": {"bn": "pre"}, "against": {"bn": "none"},
-          "metric": "final_test_mse"}  # fmt: skip
+BN_ALL = {
+    "sweep": "depth",
+    "compare": {"bn": "pre"},
+    "against": {"bn": "none"},
+    "metric": "final_test_mse",
+}
 BN = {**BN_ALL, "where": {"activation": "sigmoid"}}
 CLAIMS = {
     "bn_lowers": {**BN, "says": "BN lowers the error", "expect": "lower"},

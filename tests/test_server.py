@@ -64,8 +64,15 @@ class Server:
         self.dir.chmod(0o755)
         self.port, self.pg_port = _free_port(), _free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
-        self.make = ["make", "-s", "-C", str(ROOT), f"SERVER_DIR={self.dir}",
-                     f"PORT={self.port}", f"PG_PORT={self.pg_port}"]  # fmt: skip
+        self.make = [
+            "make",
+            "-s",
+            "-C",
+            str(ROOT),
+            f"SERVER_DIR={self.dir}",
+            f"PORT={self.port}",
+            f"PG_PORT={self.pg_port}",
+        ]
 
     def start(self):
         return sh([*self.make, "server"], ROOT, timeout=300)
@@ -84,8 +91,22 @@ class Server:
             return False
 
     def sql(self, query: str) -> str:
-        return sh([str(PG_BIN / "psql"), "-h", "127.0.0.1", "-p", str(self.pg_port), "-U",
-                   "mlflow", "-d", "mlflow", "-tAc", query], ROOT).stdout.strip()  # fmt: skip
+        return sh(
+            [
+                str(PG_BIN / "psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.pg_port),
+                "-U",
+                "mlflow",
+                "-d",
+                "mlflow",
+                "-tAc",
+                query,
+            ],
+            ROOT,
+        ).stdout.strip()
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +159,10 @@ def test_a_tiny_pipeline_logs_through_the_server_into_postgresql(server, repo):
         run = client.get_run(row.mlflow_run_id)
         assert run.info.status == "FINISHED" and run.data.params["seed"] == str(row.seed)
         assert [m.step for m in client.get_metric_history(row.mlflow_run_id, "test_mse")] == [
-            1, 2, 3]  # fmt: skip
+            1,
+            2,
+            3,
+        ]
     # the weights come back through the server's proxied artifacts, weights only
     row = runs.iloc[0]
     model = load_run_model(row.mlflow_run_id, server.uri)
@@ -161,10 +185,19 @@ def _sweep_runs(uri: str, sweep: str) -> list:
 
 
 def test_the_server_killed_mid_sweep_fails_the_stage_clearly_and_the_rerun_completes(server, repo):
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-           "MLFLOW_TRACKING_URI": server.uri}  # fmt: skip
-    proc = subprocess.Popen(["dvc", "repro", "train@big"], cwd=repo, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "MLFLOW_TRACKING_URI": server.uri,
+    }
+    proc = subprocess.Popen(
+        ["dvc", "repro", "train@big"],
+        cwd=repo,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:  # kill the server once some child runs are in, well before all 60
         deadline = time.monotonic() + 300
         while sum("run_key" in r.data.tags for r in _sweep_runs(server.uri, "big")) < 3:
@@ -204,20 +237,26 @@ def test_two_dvc_queue_workers_log_their_experiments_into_the_server_once_each(s
         names.append(re.search(r"Queued experiment '([^']+)'", out.stdout).group(1))
     sh(["dvc", "queue", "start", "--jobs", "2"], repo, MLFLOW_TRACKING_URI=server.uri)
     deadline = time.monotonic() + 600
-    while any(w in (status := sh(["dvc", "queue", "status"], repo).stdout)
-              for w in ("Running", "Queued")):  # fmt: skip
+    while any(
+        w in (status := sh(["dvc", "queue", "status"], repo).stdout) for w in ("Running", "Queued")
+    ):
         assert time.monotonic() < deadline, status
         time.sleep(2)
     assert status.count("Success") == 2, status
     logged = _sweep_runs(server.uri, "small")
     for name in names:
-        parents = [r for r in logged if r.data.tags.get("dvc_exp_name") == name
-                   and "run_key" not in r.data.tags]  # fmt: skip
+        parents = [
+            r
+            for r in logged
+            if r.data.tags.get("dvc_exp_name") == name and "run_key" not in r.data.tags
+        ]
         assert [(p.info.run_name, p.info.status) for p in parents] == [
-            (f"small {name}", "FINISHED")]  # fmt: skip
+            (f"small {name}", "FINISHED")
+        ]
         assert parents[0].data.tags["dvc_exp_baseline_rev"]
-        children = [r for r in logged
-                    if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]  # fmt: skip
+        children = [
+            r for r in logged if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id
+        ]
         assert len(children) == 8 and len({c.data.tags["run_key"] for c in children}) == 8
         assert {c.info.status for c in children} == {"FINISHED"}
 

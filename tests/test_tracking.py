@@ -32,9 +32,18 @@ from bnmodels.store import TrackingError
 from bnmodels.train import train_reference
 
 EPOCHS = 3
-SPEC = DatasetSpec(name="tiny", num_examples=100, w=(2.0, -1.0), bias=False, delta=0.01,
-                   deg=2, seed=7, train_fraction=0.7, feature_scale=(1.0, 1.0),
-                   feature_shift=(0.0, 0.0))  # fmt: skip
+SPEC = DatasetSpec(
+    name="tiny",
+    num_examples=100,
+    w=(2.0, -1.0),
+    bias=False,
+    delta=0.01,
+    deg=2,
+    seed=7,
+    train_fraction=0.7,
+    feature_scale=(1.0, 1.0),
+    feature_shift=(0.0, 0.0),
+)
 IN_FEATURES = {"tiny": 2}
 TAGS = {"mlflow.source.git.commit": "0123abc", "dvc_stage": "train@tiny", "params_hash": "9f"}
 
@@ -48,8 +57,7 @@ def split():
 def results(split):
     """Three real runs (sigmoid has no dead_fraction; relu has), and a copy of the first
     that diverged in its last epoch: its epoch-3 values are NaN."""
-    base = RunConfig("tiny", "none", "sigmoid", "pre", 1, 4, "default", 0.1, 10, 0.03,
-                     EPOCHS, 0)  # fmt: skip
+    base = RunConfig("tiny", "none", "sigmoid", "pre", 1, 4, "default", 0.1, 10, 0.03, EPOCHS, 0)
     runs = [
         train_reference(base, split),
         train_reference(replace(base, activation="relu", bn="post", depth=2, seed=1), split),
@@ -124,8 +132,7 @@ def test_child_runs_carry_the_training_times_given_and_their_final_status(uri, r
 
 def _comparable(run):
     """What a user sees of a run, without its ids."""
-    tags = {k: v for k, v in run.data.tags.items() if k not in ("model_uri",
-            "mlflow.parentRunId")}  # fmt: skip
+    tags = {k: v for k, v in run.data.tags.items() if k not in ("model_uri", "mlflow.parentRunId")}
     return run.info.run_name, run.info.status, run.data.params, run.data.metrics, tags
 
 
@@ -266,8 +273,9 @@ def test_a_server_that_is_down_gives_a_tracking_error_naming_it_within_seconds(r
 
 
 def test_deleted_model_artifacts_give_a_tracking_error(uri, results):
-    _, run_ids = tracking.log_sweep("deleted", results[:1], uri=uri, in_features=IN_FEATURES,
-                                    tags=TAGS)  # fmt: skip
+    _, run_ids = tracking.log_sweep(
+        "deleted", results[:1], uri=uri, in_features=IN_FEATURES, tags=TAGS
+    )
     run_id = run_ids[results[0].config.run_key]
     artifacts = urlparse(MlflowClient(uri).get_run(run_id).info.artifact_uri).path
     (Path(artifacts) / "model.pt").unlink()
@@ -291,8 +299,14 @@ def _interrupt_after(n, exc):
 def test_ctrl_c_marks_the_parent_killed_and_keeps_finished_children(uri, results, monkeypatch):
     monkeypatch.setattr(tracking, "CHUNK", 1)
     with pytest.raises(KeyboardInterrupt):
-        tracking.log_sweep("ctrlc", results[:3], uri=uri, in_features=IN_FEATURES, tags=TAGS,
-                           progress=_interrupt_after(1, KeyboardInterrupt()))  # fmt: skip
+        tracking.log_sweep(
+            "ctrlc",
+            results[:3],
+            uri=uri,
+            in_features=IN_FEATURES,
+            tags=TAGS,
+            progress=_interrupt_after(1, KeyboardInterrupt()),
+        )
     runs = _runs(uri, "ctrlc")
     assert runs["ctrlc"].info.status == "KILLED"
     assert runs[results[0].config.run_key].info.status == "FINISHED"
@@ -321,8 +335,9 @@ def test_sigterm_marks_runs_killed(uri, results):
         time.sleep(1)  # the handler runs here
 
     with pytest.raises(SystemExit) as exit_info, tracking.sigterm_as_exit():
-        tracking.log_sweep("sigterm", results[:2], uri=uri, in_features=IN_FEATURES, tags=TAGS,
-                           progress=sigterm)  # fmt: skip
+        tracking.log_sweep(
+            "sigterm", results[:2], uri=uri, in_features=IN_FEATURES, tags=TAGS, progress=sigterm
+        )
     assert exit_info.value.code == 128 + signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler restored
     assert _runs(uri, "sigterm")["sigterm"].info.status == "KILLED"
@@ -330,8 +345,14 @@ def test_sigterm_marks_runs_killed(uri, results):
 
 def test_an_error_marks_the_parent_failed(uri, results):
     with pytest.raises(RuntimeError, match="boom"):
-        tracking.log_sweep("error", results[:2], uri=uri, in_features=IN_FEATURES, tags=TAGS,
-                           progress=_interrupt_after(1, RuntimeError("boom")))  # fmt: skip
+        tracking.log_sweep(
+            "error",
+            results[:2],
+            uri=uri,
+            in_features=IN_FEATURES,
+            tags=TAGS,
+            progress=_interrupt_after(1, RuntimeError("boom")),
+        )
     assert _runs(uri, "error")["error"].info.status == "FAILED"
 
 
@@ -423,9 +444,13 @@ with ForkedLogger(bogus, T.IN_FEATURES) as logger:
 def test_a_failing_logger_raises_and_the_process_still_exits(tmp_path):
     """The worker fails on its first chunk while ~1 MB of chunks wait in the queue: the
     caller must get a TrackingError and exit, not hang on the queue's feeder thread."""
-    p = subprocess.run([sys.executable, "-c", HANG_SCRIPT, f"sqlite:///{tmp_path}/m.db"],
-                       cwd=Path(__file__).parent, capture_output=True, text=True,
-                       timeout=120)  # fmt: skip
+    p = subprocess.run(
+        [sys.executable, "-c", HANG_SCRIPT, f"sqlite:///{tmp_path}/m.db"],
+        cwd=Path(__file__).parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode != 0
     assert "TrackingError" in p.stderr and "logging child runs failed" in p.stderr
 
@@ -438,14 +463,17 @@ def test_a_rerun_resumes_an_unfinished_parent_without_duplicates_or_running_runs
     dead = client.create_run(exp, run_name="resume", tags={**TAGS, "sweep": "resume"})
     run = tracking.SweepRun(client, uri, "resume", exp, dead.info.run_id, dict(TAGS))
     kept = run.log_results(results[:2], IN_FEATURES)
-    stuck = client.create_run(exp, run_name=results[2].config.run_key,
-                              tags={"mlflow.parentRunId": dead.info.run_id,
-                                    "run_key": results[2].config.run_key})  # fmt: skip
+    stuck = client.create_run(
+        exp,
+        run_name=results[2].config.run_key,
+        tags={"mlflow.parentRunId": dead.info.run_id, "run_key": results[2].config.run_key},
+    )
     other = dict(TAGS, params_hash="another plan")  # not resumed: a different sweep plan
     with tracking.open_sweep_run("resume", uri=uri, tags=other):
         pass
-    parent_id, run_ids = tracking.log_sweep("resume", results, uri=uri, in_features=IN_FEATURES,
-                                            tags=TAGS)  # fmt: skip
+    parent_id, run_ids = tracking.log_sweep(
+        "resume", results, uri=uri, in_features=IN_FEATURES, tags=TAGS
+    )
     assert parent_id == dead.info.run_id
     assert {k: run_ids[k] for k in kept} == kept
     runs = client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent_id}'")
@@ -460,8 +488,9 @@ def test_a_dvc_experiment_names_and_tags_its_parent_run(uri, results):
     env = {"DVC_EXP_NAME": "lucky-lr", "DVC_EXP_BASELINE_REV": "abc123", "OTHER": "x"}
     tags = {**TAGS, **tracking.dvc_experiment_tags(env)}
     assert tracking.dvc_experiment_tags({}) == {}
-    parent_id, run_ids = tracking.log_sweep("dvcexp", results[:1], uri=uri,
-                                            in_features=IN_FEATURES, tags=tags)  # fmt: skip
+    parent_id, run_ids = tracking.log_sweep(
+        "dvcexp", results[:1], uri=uri, in_features=IN_FEATURES, tags=tags
+    )
     client = MlflowClient(uri)
     parent = client.get_run(parent_id)
     assert parent.info.run_name == "dvcexp lucky-lr"
