@@ -28,6 +28,8 @@ def validate_study(raw: Any, file: str = "params.yaml") -> Study:
     """Validate a parsed params file, claims included; ParamsError lists every problem."""
     params, errors = check(raw, file)
     err = ErrorList(file)
+    if "claims" not in raw:  # DVC reads the section for the aggregate stage: say so now
+        err.raw("claims", "missing section (write `claims: {}` for a study without claims)")
     raw_sweeps = raw.get("sweeps")
     claims = validate_claims(
         raw.get("claims"),

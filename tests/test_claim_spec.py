@@ -88,10 +88,6 @@ def test_the_example_claims_are_valid_and_typed(params):
         c.expect = "higher"  # frozen
 
 
-def test_no_claims_section_is_fine(raw_params):
-    assert validate_study(raw_params).claims == {}
-
-
 @pytest.mark.parametrize(
     ("claim", "edit", "message"),
     [
@@ -253,3 +249,15 @@ def test_a_claims_only_edit_changes_no_plan(params, tmp_path):
     assert {k: plan_text(p) for k, p in before.items()} == {
         k: plan_text(p) for k, p in after.items()
     }
+
+
+def test_a_study_without_a_claims_section_is_stopped_before_training(raw_params):
+    # DVC reads `claims` for the aggregate stage only after every sweep trained: the plan
+    # stage's validation says so first.
+    raw_params.pop("claims", None)
+    assert any(
+        e == "params.yaml: claims: missing section (write `claims: {}` for a study without claims)"
+        for e in errors_of(raw_params)
+    )
+    raw_params["claims"] = {}
+    assert validate_study(raw_params).claims == {}

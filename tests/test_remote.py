@@ -20,6 +20,7 @@ defaults: {dataset: tiny, normalization: none, activation: sigmoid, bn: none, de
            seed: 24}
 sweeps:
   alpha: {bn: [none, pre], seed: [24, 25]}
+claims: {}
 """
 
 

@@ -39,6 +39,7 @@ sweeps:
   small: {bn: [none, pre], activation: [relu, tanh], seed: [24, 25]}
   big: {bn: [none, pre, post], depth: [1, 2], seed: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}
 execution: {log_retry_s: 3}
+claims: {}
 """
 
 
