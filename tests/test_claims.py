@@ -10,11 +10,10 @@ import zlib
 import numpy as np
 import pandas as pd
 import pytest
+from claims_on_sweeps import judge
 
 from bnmodels import stats
-from bnmodels.claim_eval import evaluate
 from bnmodels.claim_metrics import epochs_to
-from bnmodels.claim_spec import validate_claims
 from bnmodels.config import CONFIG_KEYS
 from bnmodels.prepared import SweepData, prepare
 
@@ -84,24 +83,6 @@ def make_sweep(
                 for e, t in zip(epochs, test, strict=True)
             ]
     return SweepData(pd.DataFrame(runs), pd.DataFrame(hist), {}, axes)
-
-
-def judge(data: SweepData, **claims):
-    """Each claim (as written in params.yaml) judged on the sweep `s`, by id."""
-    errors = []
-
-    class Collect:
-        def add(self, path, value, allowed):
-            errors.append(f"{path}: {value!r}; expected {allowed}")
-
-        def raw(self, path, message):
-            errors.append(f"{path}: {message}")
-
-    runs = data.runs[list(CONFIG_KEYS)].to_dict("records")
-    specs = {cid: {"says": cid, "sweep": "s", **c} for cid, c in claims.items()}
-    parsed = validate_claims(specs, {"s": runs}, Collect())
-    assert not errors, errors
-    return {r.claim.id: r for r in evaluate(list(parsed.values()), {"s": prepare("s", data)})}
 
 
 BN = {"compare": {"bn": "pre"}, "against": {"bn": "none"}, "metric": "final_test_mse"}

@@ -10,10 +10,9 @@ import zlib
 import numpy as np
 import pandas as pd
 import pytest
+from claims_on_sweeps import judge, parse
 
 from bnmodels import stats
-from bnmodels.claim_eval import evaluate
-from bnmodels.claim_spec import validate_claims
 from bnmodels.config import CONFIG_KEYS
 from bnmodels.prepared import prepare, summary
 from bnmodels.report import SweepData, build_report
@@ -196,29 +195,6 @@ def test_a_mixed_sweep_has_both_kinds_each_configuration_its_own():
     assert m["best_accuracy_config"].startswith("dataset=blobs3, bn=pre")
     files = rep.files()  # every figure draws
     assert all(v for k, v in files.items() if k.startswith("figures/"))
-
-
-def parse(data: SweepData, **claims):
-    """The claims (as written in params.yaml) on the sweep "s", validated."""
-    errors = []
-
-    class Collect:
-        def add(self, path, value, allowed):
-            errors.append(f"{path}: {value!r}; expected {allowed}")
-
-        def raw(self, path, message):
-            errors.append(f"{path}: {message}")
-
-    runs = data.runs[list(CONFIG_KEYS)].to_dict("records")
-    specs = {cid: {"says": cid, "sweep": "s", **c} for cid, c in claims.items()}
-    parsed = validate_claims(specs, {"s": runs}, Collect())
-    assert not errors, errors
-    return list(parsed.values())
-
-
-def judge(data: SweepData, **claims):
-    """Each claim judged on the sweep "s", by id."""
-    return {r.claim.id: r for r in evaluate(parse(data, **claims), {"s": prepare("s", data)})}
 
 
 BN = {"compare": {"bn": "pre"}, "against": {"bn": "none"}, "where": {"depth": 1}}

@@ -1,0 +1,31 @@
+"""Claims judged on a synthetic sweep named "s": shared by the claims and report tests."""
+
+from __future__ import annotations
+
+from bnmodels.claim_eval import evaluate
+from bnmodels.claim_spec import validate_claims
+from bnmodels.config import CONFIG_KEYS
+from bnmodels.prepared import SweepData, prepare
+
+
+def parse(data: SweepData, **claims):
+    """The claims (as written in params.yaml) on the sweep "s", validated; none may fail."""
+    errors = []
+
+    class Collect:
+        def add(self, path, value, allowed):
+            errors.append(f"{path}: {value!r}; expected {allowed}")
+
+        def raw(self, path, message):
+            errors.append(f"{path}: {message}")
+
+    runs = data.runs[list(CONFIG_KEYS)].to_dict("records")
+    specs = {cid: {"says": cid, "sweep": "s", **c} for cid, c in claims.items()}
+    parsed = validate_claims(specs, {"s": runs}, Collect())
+    assert not errors, errors
+    return list(parsed.values())
+
+
+def judge(data: SweepData, **claims):
+    """Each claim judged on the sweep "s", by id."""
+    return {r.claim.id: r for r in evaluate(parse(data, **claims), {"s": prepare("s", data)})}
