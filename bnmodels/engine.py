@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from bnmodels.baseline import baselines
 from bnmodels.config import RunConfig
 from bnmodels.data import Split
 from bnmodels.group import BN_KEYS, Group, Init
@@ -162,7 +163,11 @@ def train_group(
     n = len(cfgs)
     steps = c0.epochs * len(slices)
     res = _GroupResults(group, n, hist, bad[:, -1].cpu(), last_grads, steps, precise)
-    out = [BatchedRunResult(c, res, r) for r, c in enumerate(cfgs)]
+    by_data = {id(d): baselines(d) for d in datas}  # once per distinct split
+    out = [
+        BatchedRunResult(c, res, r, by_data[id(d)])
+        for r, (c, d) in enumerate(zip(cfgs, datas, strict=True))
+    ]
     clock("results")
     return out
 
@@ -244,9 +249,10 @@ class _GroupResults:
 class BatchedRunResult(RunMetrics):
     """One run of a group: the attributes of `RunResult`, built on first use."""
 
-    def __init__(self, cfg: RunConfig, group: _GroupResults, r: int):
+    def __init__(self, cfg: RunConfig, group: _GroupResults, r: int, baseline: dict):
         self.config, self._group, self._r = cfg, group, r
         self.diverged = group.diverged[r]
+        self.baseline = baseline  # the constant predictor on the run's data (baseline.py)
 
     @functools.cached_property
     def precise_bn(self) -> dict[str, float]:

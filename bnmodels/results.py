@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from bnmodels.baseline import CLASSIFICATION_BASELINES, REGRESSION_BASELINES
 from bnmodels.config import CONFIG_KEYS
 from bnmodels.run import CLASSIFICATION_METRICS, PROBE_COLUMNS, REGRESSION_METRICS, RunResult
 
@@ -15,6 +16,7 @@ REGRESSION_SUMMARY = (
     "final_test_mse",
     "best_test_mse",
     "final_test_mse_precise_bn",
+    *REGRESSION_BASELINES,
 )
 CLASSIFICATION_SUMMARY = (
     "final_train_ce",
@@ -23,6 +25,7 @@ CLASSIFICATION_SUMMARY = (
     "best_test_accuracy",
     "final_test_ce_precise_bn",
     "final_test_accuracy_precise_bn",
+    *CLASSIFICATION_BASELINES,
 )
 
 

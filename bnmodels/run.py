@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from bnmodels.baseline import CLASSIFICATION_BASELINES, REGRESSION_BASELINES
 from bnmodels.config import RunConfig
 
 REGRESSION_METRICS = ("train_mse", "test_mse")
@@ -29,6 +30,8 @@ SUMMARY_COLUMNS = (
     "final_test_mse_precise_bn",
     "final_test_ce_precise_bn",
     "final_test_accuracy_precise_bn",
+    *REGRESSION_BASELINES,
+    *CLASSIFICATION_BASELINES,
 )
 PROBE_COLUMNS = ("probe_loss_range", "probe_grad_change", "probe_beta")  # landscape.py
 
@@ -117,13 +120,21 @@ class RunMetrics:
         return self._best("test_accuracy", np.nanmax)
 
     precise_bn: dict[str, float]
+    baseline: dict[str, float]
 
     def summary(self) -> dict[str, float]:
         """runs.csv's summary columns (SPEC 5); `..._precise_bn`: the test metrics with
-        precise BN statistics (NaN without BN)."""
-        out = {c: getattr(self, c) for c in SUMMARY_COLUMNS if not c.endswith("_precise_bn")}
-        for metric in ("mse", "ce", "accuracy"):
-            out[f"final_test_{metric}_precise_bn"] = self.precise_bn.get(metric, math.nan)
+        precise BN statistics (NaN without BN); `baseline_...`: the constant predictor's
+        numbers on the run's data (baseline.py; NaN for the other kind)."""
+        out = {}
+        for c in SUMMARY_COLUMNS:
+            if c.startswith("baseline_"):
+                out[c] = self.baseline.get(c, math.nan)
+            elif c.endswith("_precise_bn"):
+                metric = c.removeprefix("final_test_").removesuffix("_precise_bn")
+                out[c] = self.precise_bn.get(metric, math.nan)
+            else:
+                out[c] = getattr(self, c)
         return out
 
 
@@ -143,3 +154,5 @@ class RunResult(RunMetrics):
     final: dict[str, list[list[float]]] = field(default_factory=dict)
     # Test metrics with precise BN statistics ("mse" or "ce", "accuracy"); empty without BN.
     precise_bn: dict[str, float] = field(default_factory=dict)
+    # The constant predictor's numbers on the run's own data (baseline.py).
+    baseline: dict[str, float] = field(default_factory=dict)

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from bnmodels.baseline import baselines
 from bnmodels.config import RunConfig
 from bnmodels.data import Split
 from bnmodels.landscape import probe_model
@@ -55,6 +56,7 @@ def train_reference(
 ) -> RunResult:
     """Train one run per SPEC 4 and return its history, diverged flag and final weights.
     `probes`: the loss-landscape probes at each epoch's first batch (landscape.py)."""
+    baseline = baselines(data)  # from the data as stored, in float64
     data = data.to(dtype=dtype)
     model = build_model(cfg, data.x_train.shape[1], data.num_class).to(dtype)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr)
@@ -86,9 +88,8 @@ def train_reference(
     if diverged:  # the probes of an epoch that did not finish are not kept
         for name in PROBE_COLUMNS if probes else ():
             hist[name][epoch:] = np.nan
-    return RunResult(
-        cfg, hist, diverged, _state(model), _final(model), _precise(model, data, diverged)
-    )
+    precise = _precise(model, data, diverged)
+    return RunResult(cfg, hist, diverged, _state(model), _final(model), precise, baseline)
 
 
 def _record_epoch(model: MLP, data: Split, hist: dict, epoch: int, relu: bool) -> bool:
