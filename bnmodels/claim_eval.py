@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from bnmodels import stats
+from bnmodels import convergence, stats
 from bnmodels.claim_metrics import LOG, ORDER, Metric, on_scale, reduce_curves
 from bnmodels.claim_spec import BEST, INTERACTION, MAXIMUM, OPTIMUM, PAIR, SAME, TREND, Claim
 from bnmodels.prepared import PreparedSweep, label, nanmean, show
@@ -54,7 +54,9 @@ class ClaimResult:
     p_holm: float
     n: int  # seeds behind the estimate
     n_dropped: int
+    n_failed: int  # diverged runs counted as failures (the worst value)
     verdict: str
+    scope: convergence.Scope  # what the runs let the claim decide
     comparison: str  # in words, in full
     short: str  # the comparison in a few words, for the table
     effect: str  # the estimate and interval, formatted for reading
@@ -65,8 +67,23 @@ class ClaimResult:
 # Per-run values and arms
 
 
+FAILURE_COLUMNS = (
+    "train_mse",
+    "test_mse",
+    "train_ce",
+    "test_ce",
+    "train_accuracy",
+    "test_accuracy",
+)
+
+
 def run_values(claim: Claim, sw: PreparedSweep) -> pd.Series:
-    """The claim's metric for every run of the sweep, on its comparison scale."""
+    """The claim's metric for every run of the sweep, on its comparison scale.
+
+    A diverged run of a loss or accuracy metric is a failure, not a missing value
+    (dropping it would compare the lucky survivors): it gets the worst value of the sweep,
+    at least as bad as the constant predictor's.
+    """
     m = claim.metric
     if m.reducer == "derived":
         v = on_scale(m, sw.runs[m.name])
@@ -74,14 +91,26 @@ def run_values(claim: Claim, sw: PreparedSweep) -> pd.Series:
         v = on_scale(m, sw.runs[m.name])
     else:
         curves = sw.curve(m.column)
-        v = reduce_curves(m, curves, _threshold(claim, curves))
-    return pd.Series(np.asarray(v, dtype=float), index=sw.runs["run_key"].to_numpy())
+        v = reduce_curves(m, curves, _threshold(claim, sw, curves))
+    v = np.array(v, dtype=float)
+    failed = sw.runs["diverged"].to_numpy(bool) & ~np.isfinite(v)
+    if failed.any() and m.reducer in ("final", "last", "best") and m.column in FAILURE_COLUMNS:
+        base = f"baseline_{m.column}"
+        bad = np.concatenate([stats.finite(v), stats.finite(on_scale(m, sw.runs.get(base, [])))])
+        if bad.size:
+            v[failed] = bad.min() if m.higher_is_better else bad.max()
+    return pd.Series(v, index=sw.runs["run_key"].to_numpy())
 
 
-def _threshold(claim: Claim, curves: np.ndarray) -> float:
+def _threshold(claim: Claim, sw: PreparedSweep, curves: np.ndarray):
+    """The claim's threshold: one number, or one per run (runs, 1) from the baselines."""
     t = claim.threshold
     if math.isfinite(t.value):
         return t.value
+    if math.isfinite(t.baseline_fraction):
+        col = f"baseline_{claim.metric.column}"
+        base = sw.runs[col].to_numpy(float) if col in sw.runs else np.full(len(sw.runs), np.nan)
+        return (t.baseline_fraction * base)[:, None]
     first = stats.finite(curves[:, 0]) if curves.size else np.array([])
     return t.start_fraction * float(np.median(first)) if first.size else math.nan
 
@@ -114,19 +143,26 @@ def _cv_best(table: pd.DataFrame, levels: Sequence, sign: float) -> pd.Series:
     return pd.Series(out)
 
 
+def _arm_runs(sw, values, filt: Mapping, cols: list[str], sign: float):
+    """The runs an arm selects, with their values; a `best` key resolved per seed on the
+    other seeds. Returns (runs with a `value` column, the level chosen per seed or None)."""
+    best = [k for k, v in filt.items() if BEST in v]
+    plain = {k: v for k, v in filt.items() if k not in best}
+    r = sw.runs.loc[sw.select(**plain), ["seed", *cols, *best, "diverged", "run_key"]].copy()
+    r["value"] = values.reindex(r["run_key"]).to_numpy()
+    if not best:
+        return r, None
+    k, levels = best[0], _eligible(r, best[0])
+    if not levels:  # every level mostly diverged: no best level to compare with
+        return r.iloc[:0], None
+    chosen = _cv_best(_level_table(r, k), levels, sign)
+    return r[r[k].to_numpy() == chosen.reindex(r["seed"]).to_numpy()], chosen
+
+
 def _arm(sw, values, filt: Mapping, cells: list[str], sign: float) -> pd.Series:
     """(seed, *cells) -> value of the runs an arm selects, levels of list-valued keys
     averaged; a `best` key resolved per seed on the other seeds."""
-    best = [k for k, v in filt.items() if BEST in v]
-    plain = {k: v for k, v in filt.items() if k not in best}
-    r = sw.runs.loc[sw.select(**plain), ["seed", *cells, *best, "diverged", "run_key"]].copy()
-    r["value"] = values.reindex(r["run_key"]).to_numpy()
-    if best:
-        k, levels = best[0], _eligible(r, best[0])
-        if not levels:  # every level mostly diverged: no best level to compare with
-            return r.iloc[:0].groupby(["seed", *cells])["value"].mean()
-        chosen = _cv_best(_level_table(r, k), levels, sign)
-        r = r[r[k].to_numpy() == chosen.reindex(r["seed"]).to_numpy()]
+    r, _ = _arm_runs(sw, values, filt, cells, sign)
     return r.groupby(["seed", *cells], sort=True)["value"].mean()
 
 
@@ -204,8 +240,15 @@ def _pair_evidence(claim: Claim, sw: PreparedSweep, values: pd.Series) -> Eviden
     )
 
 
-def _trend_evidence(claim: Claim, sw: PreparedSweep, values: pd.Series) -> Evidence:
+def _along_levels(claim: Claim, sw: PreparedSweep) -> list:
+    """The levels of `along` the claim spans: the sweep's, or those `where` keeps."""
+    kept = dict(claim.where).get(claim.along)
     levels = sw.axes[claim.along]
+    return [lv for lv in levels if lv in kept] if kept else list(levels)
+
+
+def _trend_evidence(claim: Claim, sw: PreparedSweep, values: pd.Series) -> Evidence:
+    levels = _along_levels(claim, sw)
     per_level, dropped = {}, 0
     for lv in levels:
         per_level[lv], d = _pair(claim, sw, values, {claim.along: (lv,)})
@@ -249,7 +292,7 @@ def _optimum_evidence(claim: Claim, sw: PreparedSweep, values: pd.Series) -> Evi
     r = sw.runs.loc[sw.select(**dict(claim.where)), ["seed", key, "diverged", "run_key"]].copy()
     r["value"] = values.reindex(r["run_key"]).to_numpy() * sign  # lower is better now
     levels = _eligible(r, key)
-    left_out = [lv for lv in sw.axes[key] if lv not in levels]
+    left_out = [lv for lv in _along_levels(claim, sw) if lv not in levels]
     where = f" ({_words_filter(claim.where)})" if claim.where else ""
     shape = "minimum" if sign > 0 else "maximum"
     words = (
@@ -319,17 +362,22 @@ def _fmt(m: Metric, est: float, lo: float = math.nan, hi: float = math.nan) -> s
 
 def _arm_detail(claim: Claim, sw: PreparedSweep, values: pd.Series) -> str:
     parts = []
+    sign = _better_sign(claim.metric, claim)
     for arm in (claim.compare, claim.against):
-        f = {**dict(claim.where), **{k: v for k, v in arm if BEST not in v}}
-        v = values.reindex(sw.runs.loc[sw.select(**f), "run_key"]).to_numpy()
+        r, chosen = _arm_runs(sw, values, {**dict(claim.where), **dict(arm)}, [], sign)
+        v = r["value"].to_numpy(float)
+        name = _words_filter(arm)
+        if chosen is not None:
+            counts = chosen.value_counts(sort=False)
+            name += " (" + ", ".join(f"{show(lv)}: {n} seeds" for lv, n in counts.items()) + ")"
         if claim.metric.scale == ORDER:
-            parts.append(f"{_words_filter(arm)}: reached {int(np.isfinite(v).sum())}/{v.size}")
+            parts.append(f"{name}: reached {int(np.isfinite(v).sum())}/{v.size}")
         elif claim.metric.scale == LOG:
-            parts.append(f"{_words_filter(arm)}: geometric mean {math.exp(nanmean(v)):.3g}")
+            parts.append(f"{name}: geometric mean {math.exp(nanmean(v)):.3g}")
         else:
             mean = nanmean(v) * claim.metric.shown_scale
-            parts.append(f"{_words_filter(arm)}: mean {mean:.3g} {claim.metric.unit}".rstrip())
-    return "Per arm (runs that did not diverge): " + "; ".join(parts) + "."
+            parts.append(f"{name}: mean {mean:.3g} {claim.metric.unit}".rstrip())
+    return "Per arm: " + "; ".join(parts) + "."
 
 
 def short_words(c: Claim) -> str:
@@ -345,6 +393,42 @@ def short_words(c: Claim) -> str:
     return f"{arms}: {c.metric.name}"
 
 
+def compared_runs(claim: Claim, sw: PreparedSweep) -> pd.DataFrame:
+    """The runs a claim compares: those its arms (or an optimum's axis) select within
+    `where` (and an interaction's two groups); a `best` arm at its level best over all
+    seeds."""
+    contexts = [dict(claim.where)]
+    if claim.kind == INTERACTION:
+        contexts = [{**contexts[0], **dict(f)} for f in (claim.group, claim.than)]
+    arms = [{}] if claim.kind == OPTIMUM else [dict(claim.compare), dict(claim.against)]
+    values = run_values(claim, sw) * _better_sign(claim.metric, claim)  # lower is better
+    mask = pd.Series(False, index=sw.runs.index)
+    for where in contexts:
+        for arm in arms:
+            m = sw.select(**where, **{k: v for k, v in arm.items() if BEST not in v})
+            for k in (k for k, v in arm.items() if BEST in v):
+                r = sw.runs.loc[m, [k, "diverged", "run_key"]].copy()
+                r["value"] = values.reindex(r["run_key"]).to_numpy()
+                levels = _eligible(r, k)
+                if levels:
+                    means = r[r[k].isin(levels)].groupby(k)["value"].agg(nanmean)
+                    m &= sw.select(**{k: (means.idxmin(),)})
+            mask |= m
+    return sw.runs[mask]
+
+
+def claim_scope(claim: Claim, sw: PreparedSweep, runs: pd.DataFrame) -> convergence.Scope:
+    """What the compared `runs` let the claim decide (convergence.scope)."""
+    m = claim.metric
+    mechanism = m.reducer in ("mean", "derived") and m.name != "precise_bn_gap"
+    keys = [k for k in sw.axes] or ["dataset"]
+    return convergence.scope(runs, keys, sw.epochs, m.censored, mechanism)
+
+
+def _counts_failures(m: Metric) -> bool:
+    return m.reducer in ("final", "last", "best") and m.column in FAILURE_COLUMNS
+
+
 def evidence(claim: Claim, sw: PreparedSweep) -> Evidence:
     return KINDS[claim.kind](claim, sw, run_values(claim, sw))
 
@@ -358,6 +442,9 @@ def evaluate(claims: Sequence[Claim], sweeps: Mapping[str, PreparedSweep]) -> li
         t = e.test
         expect = "higher" if c.kind == OPTIMUM else c.expect  # optimum: edges worse
         margin = _margin(c) or 0.0
+        runs = compared_runs(c, sweeps[c.sweep])
+        scope = claim_scope(c, sweeps[c.sweep], runs)
+        verdict = stats.verdict(expect, t, float(ph), margin)
         out.append(
             ClaimResult(
                 claim=c,
@@ -368,7 +455,9 @@ def evaluate(claims: Sequence[Claim], sweeps: Mapping[str, PreparedSweep]) -> li
                 p_holm=float(ph),
                 n=t.n,
                 n_dropped=e.n_dropped,
-                verdict=stats.verdict(expect, t, float(ph), margin),
+                n_failed=int(runs["diverged"].sum()) if _counts_failures(c.metric) else 0,
+                verdict=verdict if scope.decides else stats.INCONCLUSIVE,
+                scope=scope,
                 comparison=e.comparison,
                 short=short_words(c),
                 effect=_fmt(c.metric, t.estimate, t.ci_low, t.ci_high),

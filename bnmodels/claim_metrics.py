@@ -10,8 +10,10 @@ are reduced:
 - `mean_<column>`: the mean over all epochs ("over the course of training");
 - `epochs_to_<column>`: the first epoch at which the column reaches the claim's
   `threshold`; a run that never does is *censored* (stored as +inf, never averaged);
-- `grad_spread`: decades between the largest and smallest per-layer weight-gradient std
-  (each the geometric mean over epochs), the Glorot condition of the notes;
+- `grad_spread`: decades between the largest and smallest per-layer ||grad W|| / ||W||
+  (each the geometric mean over epochs; scale-invariant), the Glorot condition of the
+  notes; `grad_tilt`: the first hidden layer's over the output layer's, in decades
+  (> 0: the input side learns faster; its sign is the direction of the imbalance);
 - `precise_bn_gap`: final test MSE with the running BN statistics over the test MSE of
   the same network with precise statistics (runs.csv; > 1: running statistics cost).
 
@@ -62,12 +64,13 @@ LAYER_COLUMNS = {  # per Linear layer i (1 = first hidden, depth + 1 = output)
 }
 REDUCERS = ("final", "last", "best", "mean", "epochs_to")
 DERIVED = {
-    "grad_spread": Column("per-layer gradient spread", LINEAR, unit="decades"),
+    "grad_spread": Column("spread of ||grad W|| / ||W|| across layers", LINEAR, unit="decades"),
+    "grad_tilt": Column("input-over-output ||grad W|| / ||W||", LINEAR, unit="decades"),
     "precise_bn_gap": Column("test MSE with running over precise BN statistics", LOG),
 }
 GRAMMAR = (
     "final_<column>, last<k>_<column>, best_<column>, mean_<column>, epochs_to_<column>, "
-    "grad_spread or precise_bn_gap, "
+    "grad_spread, grad_tilt or precise_bn_gap, "
     "where <column> is one of " + ", ".join([*COLUMNS, *(f"{p}<i>" for p in LAYER_COLUMNS)])
 )
 _NAME = re.compile(r"^(final|best|mean|epochs_to|last([1-9][0-9]*))_(.+)$")

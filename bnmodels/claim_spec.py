@@ -61,11 +61,14 @@ class Errors(Protocol):
 
 @dataclass(frozen=True)
 class Threshold:
-    """Where `epochs_to_<column>` stops the clock: an absolute value, or a fraction of the
-    sweep's median first-epoch value of the column."""
+    """Where `epochs_to_<column>` stops the clock: an absolute value, a fraction of the
+    sweep's median first-epoch value of the column, or a fraction of the constant
+    predictor's value on the run's data (`baseline_<column>` of runs.csv: fixed per data
+    set, whatever else the sweep holds)."""
 
     value: float = math.nan
     start_fraction: float = math.nan
+    baseline_fraction: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -265,18 +268,21 @@ def _metric(d: dict, p: str, kind: str, err: Errors) -> tuple[Metric | None, Thr
         return metric, Threshold(value=float(t))
     if (
         isinstance(t, dict)
-        and list(t) == ["start_fraction"]
-        and _is_num(t["start_fraction"])
-        and t["start_fraction"] > 0
+        and len(t) == 1
+        and list(t)[0] in ("start_fraction", "baseline_fraction")
+        and _is_num(list(t.values())[0])
+        and list(t.values())[0] > 0
     ):
-        return metric, Threshold(start_fraction=float(t["start_fraction"]))
+        return metric, Threshold(**{k: float(v) for k, v in t.items()})
     if t is None:
         err.raw(f"{p}.threshold", "missing key (epochs_to_<column> needs a threshold)")
     else:
         err.add(
             f"{p}.threshold",
             t,
-            "a number, or {start_fraction: f} (f > 0 times the sweep's median first-epoch value)",
+            "a number, {baseline_fraction: f} (f > 0 times the constant predictor's value on "
+            "the run's data) or {start_fraction: f} (f times the sweep's median first-epoch "
+            "value)",
         )
     return metric, Threshold()
 
@@ -345,7 +351,16 @@ def _claim(cid: str, d: Any, sweeps: SweepValues, known: set[str], err: _Counted
                 f"sets {', '.join(sorted(clash))}, which the arms set; "
                 "expected keys that split the runs of both arms",
             )
-    used = {k for f in filters.values() for k, _ in f or ()}
+    # `where` may restrict `along` to some of its levels (a trend over the depths where
+    # both arms train); any other filter on it would leave nothing to vary.
+    restricts = as_dict(where).get(d.get("along"), ())
+    need = 3 if kind == OPTIMUM else 2
+    used = {
+        k
+        for name, f in filters.items()
+        for k, _ in f or ()
+        if not (name == "where" and k == d.get("along") and len(restricts) >= need)
+    }
     along = _along(d, p, values, kind, err, used) if "along" in KIND_KEYS[kind] else ""
     if err.n > n0 or values is None or metric is None:
         return None

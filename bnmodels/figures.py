@@ -35,6 +35,8 @@ FINAL_AXES = {"depth": "hidden layers", "lr": "learning rate", "batch_size": "ba
 ACCURACY_LIM = (0.0, 1.0)
 MAX_PANELS = 24  # per figure; more configurations are listed in the table only
 SMALL_BATCH, LARGE_BATCH = 15, 30  # the notes: BN needs batches of 15-30 or more (shaded)
+BASELINE_LABEL = "constant predictor (train mean)"
+CAP_TIMES = 10  # error axes are clipped at 10 times the constant predictor's error
 
 
 def _paired(sw: PreparedSweep, value, where: Mapping, a: Mapping, b: Mapping) -> stats.Effect:
@@ -98,6 +100,25 @@ def _curve_stats(m: np.ndarray, center: str) -> tuple[np.ndarray, np.ndarray, np
     return c, lo, hi
 
 
+def _baseline(sw: PreparedSweep, metric: str, where: Mapping) -> float:
+    """The constant predictor's value of `metric` for the runs `where` selects (runs.csv's
+    `baseline_<metric>`; one per data set), NaN when unknown."""
+    col = f"baseline_{metric}"
+    if col not in sw.runs:
+        return math.nan
+    v = stats.finite(sw.runs.loc[sw.select(**where), col])
+    return float(np.median(v)) if v.size else math.nan
+
+
+def _cap(sw: PreparedSweep, metric: str) -> float | None:
+    """Where an error axis is clipped: CAP_TIMES the largest constant predictor's error."""
+    col = f"baseline_{metric}"
+    if not metric.endswith(("_mse", "_ce")) or col not in sw.runs:
+        return None
+    v = stats.finite(sw.runs[col])
+    return float(CAP_TIMES * v.max()) if v.size else None
+
+
 def _curves_figures(
     sw: PreparedSweep, metric: str, ylabel: str, kind: str, *, center="median", logy=True, ylim=None
 ) -> dict[str, Callable[[], Figure]]:
@@ -133,7 +154,12 @@ def _curves_figures(
                 if nd:
                     notes.append(f"{label({hue: hv}) if hue else 'runs'}: {nd}/{len(r)} diverged")
             if series:
-                panels.append(plots.Panel(label(pc) or sw.name, series, notes))
+                base = _baseline(sw, metric, {**group, **pc})
+                panels.append(
+                    plots.Panel(
+                        label(pc) or sw.name, series, notes, hline=base, hline_label=BASELINE_LABEL
+                    )
+                )
         if not panels:
             continue
         spread = "median and IQR" if center == "median" else "mean and 95% CI"
@@ -149,8 +175,10 @@ def _curves_figures(
             ylabel=ylabel,
             title=title,
             logy=logy,
+            sharey=True,  # panels of one grid compare: one scale
             xlim=(0.5, len(epochs) + 0.5),
             ylim=ylim,
+            ycap=_cap(sw, metric),
         )
         out[f"{sw.name}_{kind}{_file_suffix(group)}.png"] = fig
     return out
@@ -197,7 +225,12 @@ def _final_by(
             )
             if div:
                 notes.append(f"{name}: diverged at {x_key} " + ", ".join(div))
-        panels.append(plots.Panel(label(pc) or "final test MSE", series, notes))
+        base = _baseline(sw, "test_mse", pc)
+        panels.append(
+            plots.Panel(
+                label(pc) or "final test MSE", series, notes, hline=base, hline_label=BASELINE_LABEL
+            )
+        )
         if hue == "bn" and "none" in hue_values:
             rs = []
             for j, hv in enumerate(hue_values):
@@ -241,6 +274,8 @@ def _final_by(
         logx=True,
         xticks=xs,
         panel_size=(4.2, 2.8),
+        sharey=not ratio_panels,  # error and ratio panels have different units
+        ycap=_cap(sw, "test_mse"),
     )
     return {f"{sw.name}_{kind}.png": fig}
 
@@ -280,9 +315,9 @@ def _grad_layers_figure(sw: PreparedSweep) -> dict[str, Callable[[], Figure]]:
         panels,
         ncols=_layout(sw, rest) if rest else 1,
         xlabel="Linear layer (input to output)",
-        ylabel="weight-gradient std",
+        ylabel="||grad W|| / ||W||",
         xticks=list(range(1, n_layers + 1)),
-        title=f"{sw.name}: per-layer gradient scale (geo-mean over epochs; median, IQR)",
+        title=f"{sw.name}: per-layer ||grad W|| / ||W|| (geo-mean over epochs; median, IQR)",
     )
     return {f"{sw.name}_grad_layers.png": fig}
 

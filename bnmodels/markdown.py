@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bnmodels import stats
+from bnmodels import convergence, stats
 from bnmodels.claim_eval import ClaimResult
-from bnmodels.figures import MAX_PANELS
+from bnmodels.figures import CAP_TIMES, MAX_PANELS
 from bnmodels.prepared import (
     CLASSIFICATION,
     REGRESSION,
@@ -20,6 +20,11 @@ from bnmodels.prepared import (
     PreparedSweep,
     show,
 )
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:g}%"
+
 
 VERDICT_MARK = {
     stats.SUPPORTED: "✅ supported",
@@ -93,6 +98,11 @@ def _expect_words(r: ClaimResult) -> str:
     return f"{c.expect} (effect {'< 0' if c.expect == 'lower' else '> 0'})"
 
 
+def _scope_mark(r: ClaimResult) -> str:
+    """The verdict's qualifier: what the runs let it decide, when not a converged error."""
+    return "" if r.scope.kind == convergence.DECIDED else f" ({r.scope.kind})"
+
+
 def claims_markdown(results: Sequence[ClaimResult], not_judged: Sequence[str] = ()) -> str:
     """The claims table (from params.yaml), then how each was tested and what it shows."""
     header = [
@@ -114,7 +124,7 @@ def claims_markdown(results: Sequence[ClaimResult], not_judged: Sequence[str] = 
             _expect_words(r),
             r.effect,
             _p(r.p_holm),
-            VERDICT_MARK[r.verdict],
+            VERDICT_MARK[r.verdict] + _scope_mark(r),
         ]
         for r in results
     ]
@@ -123,8 +133,15 @@ def claims_markdown(results: Sequence[ClaimResult], not_judged: Sequence[str] = 
         text = (
             f"- **`{r.claim.id}`**: {r.comparison}. n = {r.n} seeds"
             + (f" ({r.n_dropped} values of diverged runs left out)" if r.n_dropped else "")
+            + (
+                f" ({r.n_failed} diverged runs counted as failures, at the worst value)"
+                if r.n_failed
+                else ""
+            )
             + f"; p {_p_is(r.p)}, Holm-corrected p {_p_is(r.p_holm)}. {r.detail}"
         )
+        if r.scope.note:
+            text += f" **Scope: {r.scope.kind}.** {r.scope.note[0].upper()}{r.scope.note[1:]}."
         if r.verdict in VERDICT_HINT and r.claim.hint:
             text += f" {VERDICT_HINT[r.verdict]} {r.claim.hint}"
         out.append(text)
@@ -167,12 +184,34 @@ seeds, never by one run (SPEC, Precision). Conventions:
   (this refutation is read off the interval, uncorrected), inconclusive otherwise. The
   interval shown is the uncorrected 95% interval, so it may exclude 0 where the corrected
   verdict is still inconclusive. Identical arms (zero variance) give "no difference".
-- **Convergence** (the sweep tables): epochs until the train MSE first falls to T, where T is
-  {THRESHOLD_FRACTION:g} x the sweep's median first-epoch train MSE (one T per sweep, given
-  in its section); the median is shown, with how many runs got there.
-- **Diverged runs** (non-finite loss) are counted in every table and figure note, and
-  left out of the statistics; a pair with a diverged run is dropped (for epochs to a
-  threshold, a diverged run counts as never reaching it).
+- **Baseline**: the constant predictor, which predicts the train labels' mean (for
+  classification, the train class frequencies; accuracy: the majority class), scored on
+  the run's own test set. It is in every table and is the dotted line of every error
+  figure; R² = 1 - test MSE / the constant predictor's test MSE.
+- **What a claim can decide** (the verdict's qualifier): a run's loss is *still falling*
+  when it fell by more than 10% over the last fifth of training (mean of the last
+  {pct(convergence.WINDOW)} of epochs against the same window at 80%), *on the plateau*
+  when its final loss is within {pct(convergence.PLATEAU_WITHIN)} of the constant
+  predictor's. A configuration is in a state when more than half of its runs are. A claim
+  on a final error (or accuracy) whose compared configurations are still falling is *not
+  converged* and its verdict is inconclusive whatever its p: more epochs would move it.
+  Where some compared configurations stay on the plateau for the whole budget, the
+  verdict stands but is *about leaving the plateau* within the budget, not about the
+  error reached at convergence. Measures over the course of training (probes, gradient
+  spread) are only qualified by a plateau; epochs to a threshold are *about speed*.
+- **Convergence** (the sweep tables): epochs until the train MSE first falls to T,
+  {THRESHOLD_FRACTION:g} x the constant predictor's train MSE (R² = {1 - THRESHOLD_FRACTION:g}
+  on train, fixed per data set whatever the sweep holds); the median is shown, with how
+  many runs got there.
+- **Diverged runs** (non-finite loss) are counted in every table and figure note. In a
+  claim on a final loss or accuracy a diverged run is a failure, not a missing value: it
+  gets the worst value of the sweep (at least the constant predictor's), so that a partly
+  diverged arm is not judged by its lucky survivors. Elsewhere (probes, gradients) a
+  pair with a diverged run is dropped; for epochs to a threshold a diverged run never
+  reaches it.
+- **Error figures** share their y axis within a grid, draw the constant predictor as a
+  dotted line, and clip the axis at {CAP_TIMES}x that error (saying so) so that a diverging
+  curve does not flatten the others.
 """
 
 
@@ -180,7 +219,10 @@ def _counts_line(sw: PreparedSweep) -> str:
     n_div = int(sw.runs["diverged"].sum())
     line = f"Runs: {len(sw.runs)}, diverged: {n_div}."
     if REGRESSION in sw.tasks:
-        line += f" Convergence threshold T = {cell(sw.threshold)} (train MSE)."
+        line += (
+            f" Threshold T = {cell(sw.threshold)} (train MSE; half the constant predictor's, "
+            "R² = 0.5 on train)."
+        )
     if CLASSIFICATION in sw.tasks:
         n = int((sw.runs["task"] == CLASSIFICATION).sum())
         line += (
@@ -190,6 +232,13 @@ def _counts_line(sw: PreparedSweep) -> str:
     return line
 
 
+def _state_cell(s) -> str:
+    change = s.get("last_fifth_change_median", math.nan)
+    change = f"{100 * math.expm1(change):+.0f}%" if math.isfinite(change) else "—"
+    state = s.get("state", "")
+    return f"{change} ({state})" if state and state != convergence.CONVERGED else change
+
+
 def _regression_table(sw: PreparedSweep, summary: pd.DataFrame, configs: Sequence[int]) -> str:
     keys = list(sw.axes)
     header = [
@@ -197,9 +246,10 @@ def _regression_table(sw: PreparedSweep, summary: pd.DataFrame, configs: Sequenc
         "n",
         "diverged",
         "final test MSE geo-mean [95% CI]",
-        "final test MSE median",
-        "best test MSE geo-mean",
-        "epochs to T: median (reached/n)",
+        "R² median",
+        "constant predictor",
+        "last fifth: change (state)",
+        "epochs to R²=0.5 on train: median (reached/n)",
     ]
     has_dead = np.isfinite(summary["dead_fraction_final_mean"]).any()
     if has_dead:
@@ -220,8 +270,9 @@ def _regression_table(sw: PreparedSweep, summary: pd.DataFrame, configs: Sequenc
             s.n_seeds,
             f"**{s.n_diverged}**" if s.n_diverged else "0",
             ci,
-            s.final_test_mse_median,
-            s.best_test_mse_geomean,
+            f"{s.r2_median:.2f}" if math.isfinite(s.get("r2_median", math.nan)) else "—",
+            s.get("baseline_test_mse", math.nan),
+            _state_cell(s),
             ep,
         ]
         if has_dead:
@@ -238,8 +289,9 @@ def _classification_table(sw: PreparedSweep, summary: pd.DataFrame, configs: Seq
         "diverged",
         "final test accuracy mean [95% CI]",
         "final test accuracy median",
-        "best test accuracy mean",
+        "majority class (constant predictor)",
         "final test CE geo-mean",
+        "last fifth: CE change (state)",
     ]
     has_dead = np.isfinite(summary["dead_fraction_final_mean"]).any()
     if has_dead:
@@ -257,8 +309,9 @@ def _classification_table(sw: PreparedSweep, summary: pd.DataFrame, configs: Seq
             f"**{s.n_diverged}**" if s.n_diverged else "0",
             ci,
             s.final_test_accuracy_median,
-            s.best_test_accuracy_mean,
+            s.get("baseline_test_accuracy", math.nan),
             s.final_test_ce_geomean,
+            _state_cell(s),
         ]
         if has_dead:
             row.append(s.dead_fraction_final_mean)

@@ -25,8 +25,13 @@ def _is_precise(r: ClaimResult) -> bool:
     return r.claim.metric.name == "precise_bn_gap"
 
 
+def _qualified(r: ClaimResult) -> str:
+    """The verdict with what the runs let it decide, when that is not a converged result."""
+    return r.verdict if r.scope.kind == "converged" else f"{r.verdict}, {r.scope.kind}"
+
+
 def _listing(results: Sequence[ClaimResult]) -> str:
-    return ", ".join(f"`{r.claim.id}` ({r.verdict}; {r.effect})" for r in results)
+    return ", ".join(f"`{r.claim.id}` ({_qualified(r)}; {r.effect})" for r in results)
 
 
 def _landscape(probes: Sequence[ClaimResult]) -> list[str]:
@@ -67,7 +72,7 @@ def _precise(results: Sequence[ClaimResult]) -> list[str]:
             SUPPORTED: "the running averages cost accuracy at small batches, as argued",
             "not supported": "the opposite of the argument holds",
         }.get(r.verdict, "the numbers cannot tell")
-        lines.append(f"`{r.claim.id}`: {r.effect}, {r.verdict}: {verdict}.")
+        lines.append(f"`{r.claim.id}`: {r.effect}, {_qualified(r)}: {verdict}.")
     return lines
 
 

@@ -65,6 +65,7 @@ class Panel:
     vspan: tuple[float, float] | None = None  # a shaded x range (e.g. batch 15-30)
     hline: float | None = None  # a reference level (e.g. ratio 1)
     ylabel: str | None = None  # overrides the figure's y label for this panel
+    hline_label: str | None = None  # the reference level's legend entry
 
 
 def new_figure(nrows: int, ncols: int, panel_size=PANEL_SIZE, sharex=False, sharey=False):
@@ -173,11 +174,13 @@ def grid_figure(
     panel_size: tuple[float, float] = PANEL_SIZE,
     xlim: tuple[float, float] | None = None,
     ylim: tuple[float, float] | None = None,
+    ycap: float | None = None,
 ) -> Figure:
     """Panels in a grid of `ncols` columns, one shared legend below them.
 
     A log y-axis is used only in panels that have positive values to show; a panel
-    with nothing finite says so instead of failing.
+    with nothing finite says so instead of failing. `ycap` clips the y axis above (a
+    diverging curve would otherwise flatten every other one), saying so in the panel.
     """
     n = max(len(panels), 1)
     ncols = max(1, min(ncols, n))
@@ -193,8 +196,8 @@ def grid_figure(
         values = np.concatenate([np.array([])] + [_positive(s.center) for s in p.series])
         if p.vspan is not None:
             ax.axvspan(*p.vspan, color="0.88", zorder=0, linewidth=0)
-        if p.hline is not None:
-            ax.axhline(p.hline, color="0.3", linewidth=0.8, linestyle=":")
+        if p.hline is not None and math.isfinite(p.hline):
+            ax.axhline(p.hline, color="0.3", linewidth=0.8, linestyle=":", label=p.hline_label)
         if not any(drawn):
             ax.text(
                 0.5,
@@ -215,6 +218,18 @@ def grid_figure(
             ax.set_xlim(*xlim)
         if ylim is not None and any(drawn):
             ax.set_ylim(*ylim)
+        if ycap is not None and any(drawn) and ax.get_ylim()[1] > ycap:
+            ax.set_ylim(top=ycap)
+            ax.text(
+                0.98,
+                0.97,
+                f"clipped above {ycap:.3g}",
+                ha="right",
+                va="top",
+                transform=ax.transAxes,
+                fontsize=FONT - 1,
+                color="0.3",
+            )
         if xticks is not None:
             ax.set_xticks(list(xticks), [f"{t:g}" for t in xticks])
             ax.xaxis.set_minor_locator(NullLocator())
@@ -241,6 +256,29 @@ def grid_figure(
             frameon=False,
         )
     return fig
+
+
+def _wrap(title: str, width: int = 34) -> str:
+    """A panel title broken at ', ' into lines of about `width` characters (long titles
+    of neighbouring panels overlap otherwise)."""
+    lines, line = [], ""
+    for part in title.split(", "):
+        if line and len(line) + len(part) + 2 > width:
+            lines.append(line + ",")
+            line = part
+        else:
+            line = f"{line}, {part}" if line else part
+    return "\n".join([*lines, line])
+
+
+def _symlog_if_wide(ax, layers: Sequence[np.ndarray]) -> None:
+    """A symmetric log y axis when the values span more than two decades around their
+    typical size (one outlier would flatten every violin on a linear axis); linear below
+    the median absolute value."""
+    v = np.concatenate([np.abs(np.asarray(x, dtype=float)) for x in layers] or [np.array([])])
+    v = v[np.isfinite(v) & (v > 0)]
+    if v.size and v.max() > 100 * np.median(v):
+        ax.set_yscale("symlog", linthresh=float(np.median(v)))
 
 
 def violin_figure(
@@ -284,7 +322,8 @@ def violin_figure(
                 ax.text(j + 1, 0, "n/a", ha="center", fontsize=FONT - 1, color="0.4")
         ax.set_xticks(range(1, len(layer_labels) + 1), list(layer_labels))
         ax.set_xlim(0.4, len(layer_labels) + 0.6)
-        ax.set_title(ptitle, fontsize=FONT + 1)
+        _symlog_if_wide(ax, layers)
+        ax.set_title(_wrap(ptitle), fontsize=FONT)
         ax.tick_params(labelsize=FONT)
         ax.grid(True, axis="y", linewidth=0.4, alpha=0.5)
         if i % ncols == 0:

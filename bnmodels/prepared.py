@@ -20,9 +20,12 @@ import pandas as pd
 from bnmodels import stats
 from bnmodels.claim_metrics import epochs_to
 from bnmodels.config import CONFIG_KEYS
+from bnmodels.convergence import run_states
 
 GROUP_KEYS = tuple(k for k in CONFIG_KEYS if k != "seed")  # a configuration without seed
-THRESHOLD_FRACTION = 0.5  # convergence threshold: this fraction of the first-epoch loss
+THRESHOLD_FRACTION = (
+    0.5  # convergence threshold: this fraction of the constant predictor's train MSE
+)
 REGRESSION, CLASSIFICATION = "regression", "classification"  # a run's task (runs["task"])
 PRIMARY = {REGRESSION: "final_test_mse", CLASSIFICATION: "final_test_accuracy"}
 CURVE_METRICS = ("train_mse", "test_mse", "train_ce", "test_ce", "train_accuracy")
@@ -213,16 +216,22 @@ def _configs(runs: pd.DataFrame, axes: dict[str, list]) -> tuple[list[dict], np.
 
 def _grad_scale(hist: pd.DataFrame, keys: pd.Series) -> pd.DataFrame:
     """Per run and Linear layer: the geometric mean over epochs of each epoch's last-step
-    weight-gradient std, in log10 units."""
+    ||grad W|| / ||W||, in log10 units. Scale-invariant: for weights feeding a BN layer the
+    raw gradient shrinks as 1/||W|| while the effective step does not, so raw gradient
+    sizes would compare weight norms, not learning (issue 11). Histories without the ratio
+    (an older version) fall back to the gradient std."""
+    prefix = (
+        "grad_ratio_l" if any(c.startswith("grad_ratio_l") for c in hist.columns) else "grad_std_l"
+    )
     layer_cols = sorted(
-        (c for c in hist.columns if re.fullmatch(r"grad_std_l\d+", c)),
-        key=lambda c: int(c[len("grad_std_l") :]),
+        (c for c in hist.columns if re.fullmatch(prefix + r"\d+", c)),
+        key=lambda c: int(c[len(prefix) :]),
     )
     scale = {}
     for c in layer_cols:
         m = hist.pivot(index="run_key", columns="epoch", values=c).reindex(index=keys)
         logs = np.log10(np.where(m.to_numpy(float) > 0, m.to_numpy(float), np.nan))
-        scale[int(c[len("grad_std_l") :])] = [nanmean(r) for r in logs]
+        scale[int(c[len(prefix) :])] = [nanmean(r) for r in logs]
     return pd.DataFrame(scale, index=keys.to_numpy())
 
 
@@ -241,10 +250,15 @@ def prepare(name: str, data: SweepData) -> PreparedSweep:
     runs["epochs_to_threshold"] = math.nan
     if "train_mse" in curves and curves["train_mse"].shape[1]:
         epochs = max(epochs, int(curves["train_mse"].columns.max()))
-        first = stats.finite(curves["train_mse"].iloc[:, 0])
-        threshold = THRESHOLD_FRACTION * float(np.median(first)) if first.size else math.nan
-        reached = epochs_to(curves["train_mse"].to_numpy(), threshold)
+        if "baseline_train_mse" in runs:  # per data set: R^2 = 1 - THRESHOLD_FRACTION on train
+            per_run = THRESHOLD_FRACTION * runs["baseline_train_mse"].to_numpy(float)
+        else:  # runs.csv of an older version: the sweep's median first-epoch train MSE
+            first = stats.finite(curves["train_mse"].iloc[:, 0])
+            per_run = np.full(len(runs), THRESHOLD_FRACTION * float(np.median(first)))
+        threshold = float(np.nanmedian(per_run)) if np.isfinite(per_run).any() else math.nan
+        reached = epochs_to(curves["train_mse"].to_numpy(), per_run[:, None])
         runs["epochs_to_threshold"] = np.where(np.isinf(reached), np.nan, reached)
+    runs[["last_fifth_change", "r2", "state"]] = run_states(runs, curves)
     runs["dead_final"] = math.nan
     if "dead_fraction" in curves:
         runs["dead_final"] = curves["dead_fraction"].to_numpy()[:, -1]
@@ -322,6 +336,7 @@ def _regression_columns(sw: PreparedSweep, ok: pd.DataFrame) -> dict[str, Any]:
             row[f"{metric}_{s}"] = d[s]
     if "final_train_mse" in ok:
         row["final_train_mse_median"] = stats.quantile(ok["final_train_mse"], 0.5)
+    row["r2_median"] = stats.quantile(ok["r2"], 0.5)
     # Not reached counts as after the last epoch: only the median (an order
     # statistic, exact while fewer than half are censored) is reported.
     e = ok["epochs_to_threshold"].fillna(sw.epochs + 1.0)
@@ -354,6 +369,15 @@ def _classification_columns(ok: pd.DataFrame) -> dict[str, Any]:
     return row
 
 
+BASELINE_COLUMNS = ("baseline_test_mse", "baseline_test_accuracy")  # runs.csv, per data set
+
+
+def _majority(states: pd.Series) -> str:
+    """The state of more than half of the runs, else 'mixed' (convergence.py)."""
+    share = states.value_counts(normalize=True)
+    return str(share.index[0]) if len(share) and share.iloc[0] > 0.5 else "mixed"
+
+
 def summary(sw: PreparedSweep) -> pd.DataFrame:
     """One row per configuration: counts, final and best test MSE and convergence (for
     classification: test accuracy and cross-entropy), dead units, gradient spread.
@@ -379,7 +403,12 @@ def summary(sw: PreparedSweep) -> pd.DataFrame:
             {
                 "dead_fraction_final_mean": nanmean(ok["dead_final"]),
                 "grad_spread_decades_mean": nanmean(ok["grad_spread"]),
+                "last_fifth_change_median": stats.quantile(ok["last_fifth_change"], 0.5),
+                "state": _majority(r["state"]),
             }
         )
+        for col in BASELINE_COLUMNS:
+            if col in r:
+                row[col] = stats.quantile(r[col], 0.5)
         rows.append(row)
     return pd.DataFrame(rows)

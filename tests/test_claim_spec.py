@@ -124,7 +124,7 @@ def test_the_example_claims_are_valid_and_typed(params):
             {"metric": "final_test_mae"},
             "params.yaml: claims.bn_helps.metric: 'final_test_mae' is not allowed; expected "
             "final_<column>, last<k>_<column>, best_<column>, mean_<column>, epochs_to_<column>, "
-            "grad_spread or precise_bn_gap",
+            "grad_spread, grad_tilt or precise_bn_gap",
         ),
         (
             "bn_helps",

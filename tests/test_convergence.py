@@ -1,0 +1,209 @@
+"""What runs at the end of their budget let a claim decide (issue 11): run states against
+numbers computed by hand, the scope rules, and the claims they qualify."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from claims_on_sweeps import judge, parse
+from test_claims import BN, SEEDS, make_sweep
+
+from bnmodels import convergence, stats
+from bnmodels.claim_eval import run_values
+from bnmodels.claim_metrics import epochs_to
+from bnmodels.convergence import (
+    CONVERGED,
+    DIVERGED,
+    FALLING,
+    PLATEAU,
+    last_fifth_change,
+    run_states,
+    scope,
+)
+from bnmodels.prepared import SweepData, prepare
+
+
+def test_last_fifth_change_is_the_log_ratio_of_two_windows():
+    rng = np.random.default_rng(1)
+    c = rng.uniform(0.5, 3.0, size=(4, 60))
+    # 60 epochs: windows of 3 epochs (5%), the last one (epochs 58-60) against the one
+    # ending at 80% of training (epochs 46-48), written out by epoch number.
+    by_hand = [
+        math.log(sum(row[e - 1] for e in (58, 59, 60)) / 3)
+        - math.log(sum(row[e - 1] for e in (46, 47, 48)) / 3)
+        for row in c
+    ]
+    assert last_fifth_change(c) == pytest.approx(by_hand, rel=1e-12)
+    assert np.isnan(last_fifth_change(np.ones((2, 1)))).all()  # one epoch: no last fifth
+
+
+def _states(curves: dict[str, np.ndarray], baseline=10.0, diverged=()):
+    runs = pd.DataFrame(
+        {
+            "task": "regression",
+            "baseline_test_mse": baseline,
+            "diverged": [k in diverged for k in curves],
+        },
+        index=list(curves),
+    )
+    m = pd.DataFrame(np.vstack(list(curves.values())), index=list(curves))
+    return run_states(runs, {"test_mse": m})
+
+
+def test_run_states_read_the_loss_against_the_constant_predictor():
+    e = np.arange(1, 101, dtype=float)
+    s = _states(
+        {
+            "plateau": np.full(100, 10.3),  # within 5% of the constant predictor's 10
+            "falling": 5 * np.exp(-e / 30),  # -49% over the last fifth
+            "converged": 2 + np.exp(-e),
+            "worse": np.full(100, 40.0),  # four times the constant predictor: not a plateau
+            "diverged": np.r_[np.full(50, 3.0), np.full(50, np.nan)],
+        },
+        diverged=("diverged",),
+    )
+    assert s["state"].to_dict() == {
+        "plateau": PLATEAU,
+        "falling": FALLING,
+        "converged": CONVERGED,
+        "worse": CONVERGED,
+        "diverged": DIVERGED,
+    }
+    assert s.loc["converged", "r2"] == pytest.approx(1 - (2 + math.exp(-100)) / 10)
+    assert s.loc["falling", "last_fifth_change"] == pytest.approx(
+        math.log(np.mean(5 * np.exp(-e[95:] / 30)) / np.mean(5 * np.exp(-e[75:80] / 30)))
+    )
+
+
+def _runs(states: dict[str, list[str]]) -> pd.DataFrame:
+    rows = [
+        {"bn": bn, "seed": i, "state": st} for bn, sts in states.items() for i, st in enumerate(sts)
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_scope_rules():
+    conv, fall, plat = [CONVERGED] * 10, [FALLING] * 6 + [CONVERGED] * 4, [PLATEAU] * 10
+    s = scope(_runs({"none": conv, "pre": conv}), ["bn"], 40, speed=False, mechanism=False)
+    assert (s.kind, s.decides, s.note) == (convergence.DECIDED, True, "")
+    s = scope(_runs({"none": fall, "pre": conv}), ["bn"], 40, speed=False, mechanism=False)
+    assert s.kind == convergence.UNDECIDED and not s.decides and "bn=none" in s.note
+    # a measure over training is not invalidated by a run still learning
+    s = scope(_runs({"none": fall, "pre": conv}), ["bn"], 40, speed=False, mechanism=True)
+    assert s.kind == convergence.DECIDED
+    s = scope(_runs({"none": plat, "pre": conv}), ["bn"], 40, speed=False, mechanism=False)
+    assert s.kind == convergence.TRAINABILITY and s.decides and "bn=none" in s.note
+    s = scope(_runs({"none": plat, "pre": plat}), ["bn"], 40, speed=False, mechanism=True)
+    assert not s.decides
+    s = scope(_runs({"none": fall, "pre": plat}), ["bn"], 40, speed=True, mechanism=False)
+    assert s.kind == convergence.SPEED and s.decides
+    # a configuration with no majority is not called anything
+    half = [FALLING] * 5 + [CONVERGED] * 5
+    s = scope(_runs({"none": half, "pre": conv}), ["bn"], 40, speed=False, mechanism=False)
+    assert s.kind == convergence.DECIDED
+
+
+def _falling(cfg, epochs):
+    """bn=none still falls steeply at the end (and ends 4x higher); bn=pre has converged."""
+    if cfg["bn"] == "none":
+        return 8.0 * np.exp(-(epochs - epochs[-1]) / 10.0)
+    return 2.0 * (1 + 3 * np.exp(-(epochs - 1.0)))
+
+
+def test_a_final_error_claim_on_runs_still_falling_is_not_decided():
+    data = make_sweep({"bn": ["none", "pre"]}, lambda c: 1.0, curve=_falling, fixed={"epochs": 30})
+    r = judge(
+        data,
+        lower={**BN, "expect": "lower"},
+        speed={**BN, "expect": "lower", "metric": "epochs_to_test_mse", "threshold": 4.0},
+    )
+    lower = r["lower"]
+    assert lower.p_holm < 0.05 and lower.estimate < 0  # the numbers say BN is lower ...
+    assert lower.verdict == stats.INCONCLUSIVE  # ... but bn=none is still falling
+    assert lower.scope.kind == convergence.UNDECIDED and "bn=none" in lower.scope.note
+    assert r["speed"].scope.kind == convergence.SPEED
+
+
+def test_a_claim_with_one_arm_on_the_plateau_says_so_and_keeps_its_verdict():
+    data = make_sweep({"bn": ["none", "pre"]}, lambda c: 10.0 if c["bn"] == "none" else 2.0)
+    data.runs["baseline_test_mse"] = (
+        data.runs["final_test_mse"]
+        .where(data.runs["bn"] == "none", np.nan)
+        .groupby(data.runs["seed"])
+        .transform("max")
+    )  # each seed's no-BN run: on the plateau
+    r = judge(data, lower={**BN, "expect": "lower"})["lower"]
+    assert r.verdict == stats.SUPPORTED
+    assert r.scope.kind == convergence.TRAINABILITY and "bn=none" in r.scope.note
+
+
+def test_diverged_runs_count_as_failures_at_the_worst_value():
+    data = make_sweep({"bn": ["none", "pre"]}, lambda c: 2.0 if c["bn"] == "none" else 1.0)
+    runs = data.runs
+    gone = (runs["bn"] == "pre") & runs["seed"].isin(SEEDS[:4])
+    runs.loc[gone, ["final_test_mse", "diverged"]] = [np.nan, True]
+    r = judge(data, lower={**BN, "expect": "lower"})["lower"]
+    # by hand: the diverged runs take the sweep's largest log final test MSE
+    logs = np.log(runs["final_test_mse"])
+    worst = logs.max()
+    pre = logs.where(runs["bn"] == "pre").fillna(worst).where(runs["bn"] == "pre")
+    per_seed = (
+        pre.groupby(runs["seed"]).max()
+        - logs.where(runs["bn"] == "none").groupby(runs["seed"]).max()
+    )
+    assert r.estimate == pytest.approx(per_seed.mean(), rel=1e-12)
+    assert r.n == len(SEEDS) and r.n_failed == 4 and r.n_dropped == 0
+
+
+def test_a_baseline_fraction_threshold_is_fixed_per_data_set():
+    axes = {"dataset": ["quad2", "quad5"], "bn": ["none", "pre"]}
+    data = make_sweep(axes, lambda c: 1.0, noise_keys=("bn", "dataset"))
+    base = {"quad2": 2.0, "quad5": 5.0}
+    data.runs["baseline_train_mse"] = data.runs["dataset"].map(base)
+    claim = {**BN, "metric": "epochs_to_train_mse", "threshold": {"baseline_fraction": 0.9}}
+    sw = prepare("s", data)
+    r = judge(data, faster={**claim, "expect": "lower"})["faster"]
+    # by hand: each run's epochs to 0.9 x its data set's constant predictor
+    hist = data.history.pivot(index="run_key", columns="epoch", values="train_mse")
+    hist = hist.loc[sw.runs["run_key"]].to_numpy()
+    want = [
+        epochs_to(row[None, :], 0.9 * base[ds])[0]
+        for row, ds in zip(hist, sw.runs["dataset"], strict=True)
+    ]
+    got = run_values(parse(data, c={**claim, "expect": "lower"})[0], sw).to_numpy()
+    assert got == pytest.approx(want)
+    assert np.isfinite(r.estimate)
+
+
+def test_a_trend_over_the_levels_where_keeps():
+    data = make_sweep(
+        {"bn": ["none", "pre"], "depth": [1, 2, 4]},
+        lambda c: 2.0 * ((0.5, 0.25, 9.0)[(1, 2, 4).index(c["depth"])] if c["bn"] == "pre" else 1),
+    )
+    claim = {**BN, "kind": "trend", "along": "depth", "expect": "lower"}
+    r = judge(data, t={**claim, "where": {"depth": [1, 2]}})["t"]
+    # two levels: the slope is the change of the per-seed effect from depth 1 to 2
+    t = data.runs.assign(v=np.log(data.runs["final_test_mse"]))
+    t = t.pivot_table(index="seed", columns=["depth", "bn"], values="v")
+    effect = {d: t[(d, "pre")] - t[(d, "none")] for d in (1, 2)}
+    assert r.estimate == pytest.approx((effect[2] - effect[1]).mean(), rel=1e-12)
+    assert r.estimate == pytest.approx(math.log(0.5), abs=0.2)  # the planted slope
+    assert "depth 4" not in r.detail
+
+
+def test_gradient_spread_and_tilt_use_the_scale_invariant_ratio():
+    data = make_sweep({"bn": ["none", "pre"]}, lambda c: 1.0)
+    rng = np.random.default_rng(3)
+    h = data.history
+    ratios = rng.uniform(1e-3, 1.0, size=(len(h), 2))
+    h["grad_ratio_l1"], h["grad_ratio_l2"] = ratios[:, 0], ratios[:, 1]
+    h["grad_std_l1"], h["grad_std_l2"] = 1.0, 1e-6  # raw sizes: not what is compared
+    sw = prepare("s", SweepData(data.runs, h, {}, data.axes))
+    for key, g in h.groupby("run_key"):
+        l1, l2 = np.log10(g["grad_ratio_l1"]).mean(), np.log10(g["grad_ratio_l2"]).mean()
+        row = sw.runs.set_index("run_key").loc[key]
+        assert row["grad_spread"] == pytest.approx(abs(l1 - l2), rel=1e-12)
+        assert row["grad_tilt"] == pytest.approx(l1 - l2, rel=1e-12)
