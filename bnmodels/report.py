@@ -7,35 +7,26 @@ params.yaml, and returns a `Report`; `Report.files()` gives every output as byte
 paths relative to `reports/`, for the stage to write. Nothing here touches the file
 system, and the same input gives the same bytes (no timestamps, fixed orders, fixed float
 formats). The parts live in modules named for them: prepared (a sweep's tables),
-claim_eval (claims), stats, figures, markdown.
+claim_eval (claims), stats, figures, markdown, exp_outputs (metrics.json and the plot
+tables, what DVC compares across experiments).
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from bnmodels import markdown, plots, stats
+from bnmodels import markdown, plots
 from bnmodels.claim_eval import ClaimResult, evaluate
 from bnmodels.claim_spec import Claim
+from bnmodels.exp_outputs import curve_tables, headline_metrics
 from bnmodels.figures import figures as sweep_figures
 from bnmodels.mechanisms import mechanisms_markdown
-from bnmodels.prepared import (
-    CLASSIFICATION,
-    REGRESSION,
-    PreparedSweep,
-    SweepData,
-    label,
-    prepare,
-    summary,
-)
+from bnmodels.prepared import SweepData, prepare, summary
 
 __all__ = ["Report", "SweepData", "build_report", "claims_frame", "csv_bytes"]
 CLAIM_COLUMNS = [
@@ -61,8 +52,6 @@ CLAIM_COLUMNS = [
     "source",
     "comparison",
 ]
-# DVC plot tables' medians, test last: regression's, then classification's
-PLOT_METRICS = ("train_mse", "test_mse", "train_ce", "test_ce", "train_accuracy", "test_accuracy")
 
 
 class Figures(Mapping[str, Figure]):
@@ -95,7 +84,7 @@ class Report:
     summary: pd.DataFrame  # one row per sweep x configuration (seed excluded)
     claims: pd.DataFrame  # one row per judged claim
     metrics: dict  # JSON-able headline numbers (DVC metrics)
-    plots: dict[str, pd.DataFrame]  # name -> long table (DVC plots)
+    plots: dict[str, pd.DataFrame]  # path under plots/, no .csv -> table (DVC plots)
 
     def files(self, figures: Mapping[str, bytes] | None = None) -> dict[str, bytes]:
         """Every output, keyed by its path relative to `reports/`, in sorted order.
@@ -153,93 +142,6 @@ def claims_frame(results: Sequence[ClaimResult]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^0-9A-Za-z]+", "_", text).strip("_")
-
-
-def _metrics(
-    sweeps: Mapping[str, PreparedSweep], summary_df: pd.DataFrame, results: Sequence[ClaimResult]
-) -> dict[str, Any]:
-    r6 = stats.round_sig
-    out: dict[str, Any] = {"claims": {}, "sweeps": {}}
-    for r in results:
-        out["claims"][_slug(r.claim.id)] = {
-            "verdict": r.verdict,
-            "estimate": r6(r.estimate),
-            "ci_low": r6(r.ci_low),
-            "ci_high": r6(r.ci_high),
-            "p": r6(r.p),
-            "p_holm": r6(r.p_holm),
-            "n": r.n,
-        }
-    out["verdicts"] = {v: sum(r.verdict == v for r in results) for v in markdown.VERDICT_MARK}
-    for name, sw in sweeps.items():
-        s = summary_df[summary_df["sweep"] == name]
-        out["sweeps"][name] = {
-            "runs": len(sw.runs),
-            "diverged": int(sw.runs["diverged"].sum()),
-            "configurations": len(sw.configs),
-        }
-        if REGRESSION in sw.tasks:
-            best = _best(s, "final_test_mse_geomean", lowest=True)
-            out["sweeps"][name].update(
-                {
-                    "convergence_threshold": r6(sw.threshold),
-                    "best_config": None if best is None else best["config"],
-                    "best_final_test_mse_geomean": None
-                    if best is None
-                    else r6(best["final_test_mse_geomean"]),
-                }
-            )
-        if CLASSIFICATION in sw.tasks:
-            best = _best(s, "final_test_accuracy_mean", lowest=False)
-            out["sweeps"][name].update(
-                {
-                    "best_accuracy_config": None if best is None else best["config"],
-                    "best_final_test_accuracy_mean": None
-                    if best is None
-                    else r6(best["final_test_accuracy_mean"]),
-                }
-            )
-    return out
-
-
-def _best(s: pd.DataFrame, column: str, lowest: bool) -> pd.Series | None:
-    """The summary row with the lowest (or highest) value of `column`; None when none."""
-    if column not in s or not s[column].notna().any():
-        return None
-    return s.loc[s[column].idxmin() if lowest else s[column].idxmax()]
-
-
-def _plot_tables(sw: PreparedSweep) -> dict[str, pd.DataFrame]:
-    """Median train and test MSE per epoch per configuration, long format (DVC plots);
-    for classification, cross-entropy and accuracy.
-
-    Columns: config, epoch, n_finite (runs still finite), then the medians, test last
-    (the column DVC plots when none is named).
-    """
-    metrics = [m for m in PLOT_METRICS if m in sw.curves]
-    if not metrics:
-        return {}
-    epochs = sw.curves[metrics[0]].columns.to_numpy()
-    parts = []
-    for i, cfg in enumerate(sw.configs):
-        keys = sw.runs.loc[sw.runs["cfg"] == i, "run_key"]
-        m = {metric: sw.curves[metric].loc[keys].to_numpy() for metric in metrics}  # (runs, epochs)
-        main = "test_accuracy" if sw.config_task(i) == CLASSIFICATION else "test_mse"
-        df = pd.DataFrame(
-            {
-                "config": label(cfg) or sw.name,
-                "epoch": epochs,
-                "n_finite": np.isfinite(m.get(main, m[metrics[-1]])).sum(axis=0),
-            }
-        )
-        for metric in metrics:
-            df[f"{metric}_median"] = stats.column_quantiles(m[metric], [0.5])[0]
-        parts.append(df)
-    return {f"{sw.name}_curves": pd.concat(parts, ignore_index=True)} if parts else {}
-
-
 # ---------------------------------------------------------------------------
 
 
@@ -283,14 +185,12 @@ def build_report(sweeps: Mapping[str, SweepData], claims: Sequence[Claim] = ()) 
         ).rstrip()
         + "\n"
     )
-    plot_tables: dict[str, pd.DataFrame] = {}
-    for sw in prepared.values():
-        plot_tables.update(_plot_tables(sw))
+    claims_table = claims_frame(results)
     return Report(
         markdown=md,
         figures=Figures(figures),
         summary=summary_df,
-        claims=claims_frame(results),
-        metrics=_metrics(prepared, summary_df, results),
-        plots=plot_tables,
+        claims=claims_table,
+        metrics=headline_metrics(claims_table, summary_df),
+        plots={k: t for sw in prepared.values() for k, t in curve_tables(sw).items()},
     )

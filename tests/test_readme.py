@@ -64,3 +64,34 @@ def test_the_readme_console_command_answers():
     bnmodels = shutil.which("bnmodels", path=str(ROOT / ".venv" / "bin")) or "bnmodels"
     out = subprocess.run([bnmodels, "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and "bnmodels" in out.stdout
+
+
+def comparison_commands() -> list[str]:
+    """The README's `dvc exp show`, `dvc exp diff` and `dvc plots diff` command lines."""
+    lines = [line.split("#")[0].strip() for line in commands_in_code().splitlines()]
+    prefixes = ("dvc exp show", "dvc exp diff", "dvc plots diff")
+    return sorted({line for line in lines if line.startswith(prefixes)})
+
+
+@pytest.mark.parametrize("command", comparison_commands())
+def test_every_experiment_comparison_command_in_the_readme_is_one_dvc_accepts(command):
+    """Parsed by DVC's own command line parser (an unknown flag raises); its column
+    patterns compile, and a `dvc.yaml::` plot target names a plot that dvc.yaml declares."""
+    from dvc.cli import parse_args
+
+    args = parse_args(shlex.split(command)[1:])
+    for pattern in [*(getattr(args, "drop", None) or []), *(getattr(args, "keep", None) or [])]:
+        re.compile(pattern)
+    declared = {
+        p if isinstance(p, str) else next(iter(p))
+        for p in yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"]
+    }
+    for target in getattr(args, "targets", None) or []:
+        if target.startswith("dvc.yaml::"):
+            assert target.removeprefix("dvc.yaml::") in declared, target
+
+
+def test_the_readme_says_how_to_compare_experiments():
+    assert {"dvc exp show", "dvc exp diff", "dvc plots diff"} <= {
+        " ".join(c.split()[:3]) for c in comparison_commands()
+    }

@@ -196,6 +196,9 @@ def synthetic():
     return sweeps, build_report(sweeps, claims_for(sweeps["depth"]))
 
 
+CURVES = ("train_mse", "test_mse")
+
+
 def test_report_has_claims_method_and_a_section_per_sweep(synthetic):
     sweeps, rep = synthetic
     md = rep.markdown
@@ -217,8 +220,8 @@ def test_report_has_claims_method_and_a_section_per_sweep(synthetic):
     n_configs = 1 * 2 * 2 + 2 * 2
     assert len(rep.summary) == n_configs
     assert (rep.summary["n_seeds"] == len(SEEDS)).all()
-    assert set(rep.plots) == {"depth_curves", "my_sweep_curves"}
-    assert len(rep.plots["depth_curves"]) == 4 * EPOCHS
+    assert set(rep.plots) == {f"loss/{s}_{c}" for s in ("depth", "my_sweep") for c in CURVES}
+    assert len(rep.plots["loss/depth_test_mse"]) == 4 * EPOCHS
 
 
 def test_report_files_are_byte_identical_when_generated_twice(synthetic):

@@ -147,11 +147,14 @@ def test_a_classification_sweep_gets_accuracy_figures_tables_and_metrics():
     assert "final test accuracy mean [95% CI]" in rep.markdown
     assert "nan" not in rep.markdown.lower() and "MSE geo-mean" not in rep.markdown
     best = rep.metrics["sweeps"]["cla"]
-    assert best["best_accuracy_config"] == "bn=pre, depth=4"
-    assert best["best_final_test_accuracy_mean"] == pytest.approx(0.81, abs=0.02)
-    assert "best_config" not in best
-    table = rep.plots["cla_curves"]
-    assert list(table.columns)[-1] == "test_accuracy_median" and table["n_finite"].eq(8).all()
+    best_row = s.loc[s["final_test_accuracy_median"].idxmax()]
+    assert best_row["config"] == "bn=pre, depth=4"
+    assert best["best_final_test_accuracy"] == pytest.approx(best_row["final_test_accuracy_median"])
+    assert best["best_final_test_accuracy"] == pytest.approx(0.81, abs=0.02)
+    assert "best_final_test_mse" not in best
+    table = rep.plots["accuracy/cla_test_accuracy"]
+    assert table["median"].between(0.3, 1).all() and table["n_finite"].eq(8).all()
+    assert not any(k.endswith("_mse") for k in rep.plots)
 
 
 def test_accuracy_is_drawn_on_a_linear_axis_from_0_to_1():
@@ -191,8 +194,10 @@ def test_a_mixed_sweep_has_both_kinds_each_configuration_its_own():
     assert "final test MSE geo-mean [95% CI]" in md and "final test accuracy mean [95% CI]" in md
     assert "Classification runs: 32" in md
     m = rep.metrics["sweeps"]["mix"]
-    assert m["best_config"].startswith("dataset=quad2, bn=pre")
-    assert m["best_accuracy_config"].startswith("dataset=blobs3, bn=pre")
+    assert {"best_final_test_mse", "best_final_test_accuracy"} <= set(m)
+    # each curve table holds the configurations of its own task only
+    assert rep.plots["loss/mix_test_mse"]["config"].str.startswith("dataset=quad2").all()
+    assert rep.plots["accuracy/mix_test_accuracy"]["config"].str.startswith("dataset=blobs3").all()
     files = rep.files()  # every figure draws
     assert all(v for k, v in files.items() if k.startswith("figures/"))
 
