@@ -5,6 +5,7 @@ Built once, by `bnmodels.params` from params.yaml; everything downstream trusts 
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -32,6 +33,8 @@ CONFIG_KEYS = (
     "epochs",
     "seed",
 )
+# The training budget: a run trains whole `epochs`, or exactly `steps` SGD steps.
+BUDGET_KEYS = ("epochs", "steps")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # also a file and DVC key name
 
 
@@ -115,20 +118,44 @@ class RunConfig:
     momentum: float
     batch_size: int
     lr: float
-    epochs: int
+    epochs: int  # with a steps budget: ceil(steps / batches per epoch), set by params.py
     seed: int
+    # A steps budget (extension): exactly this many SGD steps, the last epoch possibly
+    # partial; None: the epochs budget, every epoch whole.
+    steps: int | None = None
 
     @property
     def run_key(self) -> str:
-        """Unique, stable and readable: every key, floats in shortest round-trip form."""
+        """Unique, stable and readable: every key, floats in shortest round-trip form
+        (a steps budget replaces the epochs it implies)."""
+        budget = f"e{self.epochs}" if self.steps is None else f"steps{self.steps}"
         return (
             f"{self.dataset}-{self.normalization}-{self.activation}-bn_{self.bn}"
             f"-d{self.depth}-w{self.width}-{self.init}-m{self.momentum!r}"
-            f"-b{self.batch_size}-lr{self.lr!r}-e{self.epochs}-s{self.seed}"
+            f"-b{self.batch_size}-lr{self.lr!r}-{budget}-s{self.seed}"
         )
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in CONFIG_KEYS}
+        """Every configuration key; `steps` only with a steps budget (so that the plans
+        and logged params of epochs-budget runs are as they were)."""
+        d = {k: getattr(self, k) for k in CONFIG_KEYS}
+        return d if self.steps is None else {**d, "steps": self.steps}
+
+    def total_steps(self, n_train: int) -> int:
+        """The SGD steps this run makes on `n_train` train rows."""
+        if self.steps is not None:
+            return self.steps
+        return self.epochs * batches_per_epoch(n_train, self.batch_size)
+
+
+def batches_per_epoch(n_train: int, batch_size: int) -> int:
+    """SGD steps in one whole epoch: a last batch of one row is skipped (SPEC 4)."""
+    return n_train // batch_size + (n_train % batch_size >= 2)
+
+
+def epochs_for_steps(steps: int, n_train: int, batch_size: int) -> int:
+    """The epochs a steps budget spans: the last one possibly partial."""
+    return math.ceil(steps / batches_per_epoch(n_train, batch_size))
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import yaml
 from bnmodels.config import (
     ACTIVATIONS,
     BN_MODES,
+    BUDGET_KEYS,
     CONFIG_KEYS,
     DEVICES,
     DTYPES,
@@ -33,6 +34,7 @@ from bnmodels.config import (
     Params,
     RunConfig,
     Sweep,
+    epochs_for_steps,
 )
 from bnmodels.errors import ParamsError
 
@@ -153,7 +155,9 @@ RUN_CHECKS = {
     "lr": _lr,
     "epochs": _int_at_least(1),
     "seed": _seed,
+    "steps": _int_at_least(1),  # the other budget (BUDGET_KEYS): optional
 }
+RUN_KEYS = (*CONFIG_KEYS, "steps")  # every key a run's configuration may give
 
 
 class ErrorList:
@@ -371,22 +375,50 @@ def _check_value(key: str, v: Any, path: str, known_ds: set[str], err: ErrorList
     return True
 
 
+def _budget(d: dict, p: str, err: ErrorList) -> bool:
+    """At most one training budget, epochs or steps (BUDGET_KEYS), in a section."""
+    if all(k in d for k in BUDGET_KEYS):
+        err.raw(
+            p,
+            "epochs and steps are both given; give one training budget: epochs (whole "
+            "passes over the train rows) or steps (SGD steps, the last epoch possibly partial)",
+        )
+        return False
+    return True
+
+
+def _run(values: dict, datasets: dict[str, DataSpec]) -> RunConfig:
+    """A RunConfig from a complete set of values; a steps budget sets the epochs it spans
+    on the run's own data set and batch size (a placeholder when those are invalid: the
+    problem is reported where it is written)."""
+    steps = values.get("steps")
+    if steps is not None:
+        ds, bs = datasets.get(values["dataset"]), values["batch_size"]
+        fits = ds is not None and bs <= ds.n_train
+        values = {**values, "epochs": epochs_for_steps(steps, ds.n_train, bs) if fits else steps}
+    return RunConfig(**values)
+
+
 def _check_defaults(raw: dict, datasets: dict[str, DataSpec], known_ds: set[str], file: str):
-    """The `defaults` section: a complete RunConfig, or None when anything is wrong."""
+    """The `defaults` section: a complete RunConfig, or None when anything is wrong.
+
+    Every key is required, with exactly one budget: epochs or steps."""
     err = ErrorList(file)
     d = _section(raw, "defaults", err) or {}
-    _unknown(d, CONFIG_KEYS, "defaults", err)
-    ok = bool(d)
-    for k in CONFIG_KEYS:
+    _unknown(d, RUN_KEYS, "defaults", err)
+    ok = bool(d) and _budget(d, "defaults", err)
+    budget = next((k for k in BUDGET_KEYS if k in d), None)
+    for k in (*(k for k in CONFIG_KEYS if k != "epochs"), budget or "epochs"):
         if k not in d:
             if d:
-                err.raw(f"defaults.{k}", "missing key (every sweep starts from defaults)")
+                what = "epochs or steps: the training budget" if k == "epochs" else "key"
+                err.raw(f"defaults.{k}", f"missing {what} (every sweep starts from defaults)")
             ok = False
         elif not _check_value(k, d[k], f"defaults.{k}", known_ds, err):
             ok = False
     if not ok:
         return None, err.items
-    defaults = RunConfig(**{k: _coerce(k, d[k]) for k in CONFIG_KEYS})
+    defaults = _run({k: _coerce(k, d[k]) for k in RUN_KEYS if k in d}, datasets)
     if defaults.dataset in datasets and defaults.batch_size > datasets[defaults.dataset].n_train:
         n_train = datasets[defaults.dataset].n_train
         err.raw(
@@ -425,14 +457,15 @@ def _axis(k: str, v: list, path: str, known_ds: set[str], err: ErrorList) -> boo
 def _check_sweep(name: str, s: dict, defaults: RunConfig | None, ctx: dict, err: ErrorList):
     """One sweep: its axes and fixed values, expanded into runs; None when invalid."""
     p = f"sweeps.{name}"
-    _unknown(s, (*CONFIG_KEYS, *SWEEP_SETTINGS), p, err)
-    axes, fixed, ok = {}, {}, all(k in CONFIG_KEYS or k in SWEEP_SETTINGS for k in s)
+    _unknown(s, (*RUN_KEYS, *SWEEP_SETTINGS), p, err)
+    axes, fixed, ok = {}, {}, all(k in RUN_KEYS or k in SWEEP_SETTINGS for k in s)
+    ok &= _budget(s, p, err)
     probes = s.get("probes", False)
     if not isinstance(probes, bool):
         err.add(f"{p}.probes", probes, "true or false")
         ok = False
     for k, v in s.items():
-        if k not in CONFIG_KEYS:
+        if k not in RUN_KEYS:
             continue
         if isinstance(v, list):
             ok &= _axis(k, v, f"{p}.{k}", ctx["known_ds"], err)
@@ -450,9 +483,15 @@ def _check_sweep(name: str, s: dict, defaults: RunConfig | None, ctx: dict, err:
             "shorten an axis or raise the limit",
         )
         return None
+    # A sweep's budget replaces the defaults' (epochs or steps); a steps budget sets
+    # each run's epochs from its own data set and batch size (`_run`).
     base = {**defaults.as_dict(), **fixed}
+    if "epochs" in s:
+        base.pop("steps", None)
+    if "steps" in base:
+        base.pop("epochs")
     runs = tuple(
-        RunConfig(**{**base, **dict(zip(axes, combo, strict=True))})
+        _run({**base, **dict(zip(axes, combo, strict=True))}, ctx["datasets"])
         for combo in itertools.product(*axes.values())
     )
     # Batch sizes larger than a data set's train rows, reported once per value, where
