@@ -52,6 +52,7 @@ class DatasetSpec:
     train_fraction: float
     feature_scale: tuple[float, ...]  # one per feature
     feature_shift: tuple[float, ...]
+    draws: int = 1  # draws of the data set, draw d from seed + d (extension; SPEC 2)
 
     @property
     def num_features(self) -> int:
@@ -69,6 +70,8 @@ class DatasetSpec:
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("name")
+        if d["draws"] == 1:  # the default: as the entry was before draws existed
+            d.pop("draws")
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
@@ -86,6 +89,7 @@ class ClusterSpec:
     train_fraction: float
     feature_scale: tuple[float, ...]  # one per feature
     feature_shift: tuple[float, ...]
+    draws: int = 1  # draws of the data set, draw d from seed + d (extension; SPEC 2)
 
     @property
     def num_features(self) -> int:
@@ -98,6 +102,8 @@ class ClusterSpec:
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("name")
+        if d["draws"] == 1:  # the default: as the entry was before draws existed
+            d.pop("draws")
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
@@ -123,23 +129,34 @@ class RunConfig:
     # A steps budget (extension): exactly this many SGD steps, the last epoch possibly
     # partial; None: the epochs budget, every epoch whole.
     steps: int | None = None
+    # Which draw of its data set the run trains on (`run_draw`), set by params.py; None
+    # when the data set has a single draw.
+    draw: int | None = None
 
     @property
     def run_key(self) -> str:
         """Unique, stable and readable: every key, floats in shortest round-trip form
         (a steps budget replaces the epochs it implies)."""
         budget = f"e{self.epochs}" if self.steps is None else f"steps{self.steps}"
+        draw = "" if self.draw is None else f"-draw{self.draw}"
         return (
             f"{self.dataset}-{self.normalization}-{self.activation}-bn_{self.bn}"
             f"-d{self.depth}-w{self.width}-{self.init}-m{self.momentum!r}"
-            f"-b{self.batch_size}-lr{self.lr!r}-{budget}-s{self.seed}"
+            f"-b{self.batch_size}-lr{self.lr!r}-{budget}-s{self.seed}{draw}"
         )
 
     def as_dict(self) -> dict[str, Any]:
-        """Every configuration key; `steps` only with a steps budget (so that the plans
-        and logged params of epochs-budget runs are as they were)."""
+        """Every configuration key; `steps` only with a steps budget and `draw` only on a
+        data set of several draws (so that the plans and logged params of other runs are
+        as they were)."""
         d = {k: getattr(self, k) for k in CONFIG_KEYS}
-        return d if self.steps is None else {**d, "steps": self.steps}
+        extra = {k: getattr(self, k) for k in ("steps", "draw") if getattr(self, k) is not None}
+        return {**d, **extra}
+
+    @property
+    def data_key(self) -> tuple[str, str, int]:
+        """(data set, normalization, draw): the split this run trains on."""
+        return (self.dataset, self.normalization, self.draw or 0)
 
     def total_steps(self, n_train: int) -> int:
         """The SGD steps this run makes on `n_train` train rows."""
@@ -189,6 +206,13 @@ class Params:
     execution: Execution = field(default_factory=Execution)
 
 
-def used_pairs(sweep: Sweep) -> list[tuple[str, str]]:
-    """The (dataset, normalization) pairs a sweep's runs train on, sorted."""
-    return sorted({(r.dataset, r.normalization) for r in sweep.runs})
+def used_data(sweep: Sweep) -> list[tuple[str, str, int]]:
+    """The (dataset, normalization, draw) splits a sweep's runs train on, sorted."""
+    return sorted({r.data_key for r in sweep.runs})
+
+
+def run_draw(seed: int, draws: int) -> int | None:
+    """The draw of a data set that a run of this seed trains on: seed mod draws, so that
+    runs of one seed share their data whatever their sweep (claims pair runs by seed) and
+    consecutive seeds go through every draw; None for a data set of one draw."""
+    return None if draws == 1 else seed % draws

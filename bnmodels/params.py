@@ -35,6 +35,7 @@ from bnmodels.config import (
     RunConfig,
     Sweep,
     epochs_for_steps,
+    run_draw,
 )
 from bnmodels.errors import ParamsError
 
@@ -237,7 +238,18 @@ CLUSTER_CHECKS = {  # the required fields of a classification data set (SPEC 2b)
     "seed": _seed,
     "train_fraction": DATASET_CHECKS["train_fraction"],
 }
-OPTIONAL_DATASET_KEYS = ("feature_scale", "feature_shift")
+OPTIONAL_DATASET_KEYS = ("feature_scale", "feature_shift", "draws")
+
+
+def _draws(d: dict, p: str, err: ErrorList) -> dict[str, int]:
+    """`draws` (default 1): how many draws of the data set, draw k from seed + k."""
+    v = d.get("draws", 1)
+    if allowed := _int_at_least(1)(v):
+        err.add(f"{p}.draws", v, allowed)
+        return {}
+    if _is_int(d.get("seed")) and d["seed"] + v - 1 >= 2**63:
+        err.raw(f"{p}.draws", f"{v} draws need seeds up to seed + {v - 1}, beyond 2**63 - 1")
+    return {"draws": v}
 
 
 def _split_rows(p: str, rows: int, train_fraction: float, what: str, err: ErrorList) -> None:
@@ -280,7 +292,7 @@ def _dataset(name: str, d: Any, err: ErrorList) -> DatasetSpec | ClusterSpec | N
         allowed = "at least 2 numbers when bias is true (the last is the intercept)"
         err.add(f"{p}.w", d["w"], allowed)
         return None
-    per_feature = _per_feature(d, nf, p, err)
+    per_feature = {**_per_feature(d, nf, p, err), **_draws(d, p, err)}
     _split_rows(p, d["num_examples"], d["train_fraction"], f"num_examples {d['num_examples']}", err)
     if len(err.items) > n0:
         return None
@@ -303,7 +315,7 @@ def _cluster_dataset(name: str, d: dict, err: ErrorList) -> ClusterSpec | None:
     _fields(d, CLUSTER_CHECKS, p, err)
     if len(err.items) > n0:
         return None
-    per_feature = _per_feature(d, d["num_inputs"], p, err)
+    per_feature = {**_per_feature(d, d["num_inputs"], p, err), **_draws(d, p, err)}
     rows = d["num_class"] * d["num_examples"]
     what = f"num_class {d['num_class']} x num_examples {d['num_examples']}"
     _split_rows(p, rows, d["train_fraction"], what, err)
@@ -388,14 +400,17 @@ def _budget(d: dict, p: str, err: ErrorList) -> bool:
 
 
 def _run(values: dict, datasets: dict[str, DataSpec]) -> RunConfig:
-    """A RunConfig from a complete set of values; a steps budget sets the epochs it spans
-    on the run's own data set and batch size (a placeholder when those are invalid: the
-    problem is reported where it is written)."""
-    steps = values.get("steps")
+    """A RunConfig from a complete set of values, with what follows from its data set: a
+    steps budget sets the epochs it spans on the run's own data set and batch size (a
+    placeholder when those are invalid: the problem is reported where it is written), and
+    a data set of several draws the run's draw (`run_draw`)."""
+    values = dict(values)  # the defaults' draw, if any, is replaced: the run's own
+    ds, steps = datasets.get(values["dataset"]), values.get("steps")
     if steps is not None:
-        ds, bs = datasets.get(values["dataset"]), values["batch_size"]
+        bs = values["batch_size"]
         fits = ds is not None and bs <= ds.n_train
-        values = {**values, "epochs": epochs_for_steps(steps, ds.n_train, bs) if fits else steps}
+        values["epochs"] = epochs_for_steps(steps, ds.n_train, bs) if fits else steps
+    values["draw"] = run_draw(values["seed"], ds.draws) if ds is not None else None
     return RunConfig(**values)
 
 
