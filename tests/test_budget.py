@@ -188,3 +188,14 @@ def test_bad_budgets_are_reported_with_their_key_path(raw_params, where, change,
     with pytest.raises(ParamsError) as exc:
         validate(raw_params)
     assert any(e.startswith(f"params.yaml: {expected}") for e in exc.value.errors), exc.value
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_steps_budget_on_cuda_with_graphs_matches_the_cpu_reference(split):
+    """Full batches replay a CUDA graph; the partial last epoch stops the replays."""
+    cfgs = [steps_config(30), steps_config(30, bn="post", activation="relu", seed=25)]
+    batched = train_runs(cfgs, [split] * 2, device="cuda", dtype=torch.float64)
+    for cfg, b in zip(cfgs, batched, strict=True):
+        ref = train_reference(cfg, split, dtype=torch.float64)
+        for col, values in ref.history.items():
+            np.testing.assert_allclose(b.history[col], values, rtol=1e-8, atol=1e-12, err_msg=col)
