@@ -85,7 +85,7 @@ def main(full: bool, sweep: str):
         torch.set_num_threads(1)
         t = time.perf_counter()
         for r in sample:
-            train_reference(r, splits[(r.dataset, r.normalization)])
+            train_reference(r, splits[r.data_key])
         t_ref = (time.perf_counter() - t) * len(runs) / len(sample)
 
     how = "all runs" if full else f"{len(sample)} runs (one seed each), x{len(runs) // len(sample)}"

@@ -5,6 +5,7 @@ Built once, by `bnmodels.params` from params.yaml; everything downstream trusts 
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -32,6 +33,8 @@ CONFIG_KEYS = (
     "epochs",
     "seed",
 )
+# The training budget: a run trains whole `epochs`, or exactly `steps` SGD steps.
+BUDGET_KEYS = ("epochs", "steps")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # also a file and DVC key name
 
 
@@ -49,6 +52,7 @@ class DatasetSpec:
     train_fraction: float
     feature_scale: tuple[float, ...]  # one per feature
     feature_shift: tuple[float, ...]
+    draws: int = 1  # draws of the data set, draw d from seed + d (extension; SPEC 2)
 
     @property
     def num_features(self) -> int:
@@ -66,6 +70,8 @@ class DatasetSpec:
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("name")
+        if d["draws"] == 1:  # the default: as the entry was before draws existed
+            d.pop("draws")
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
@@ -83,6 +89,7 @@ class ClusterSpec:
     train_fraction: float
     feature_scale: tuple[float, ...]  # one per feature
     feature_shift: tuple[float, ...]
+    draws: int = 1  # draws of the data set, draw d from seed + d (extension; SPEC 2)
 
     @property
     def num_features(self) -> int:
@@ -95,6 +102,8 @@ class ClusterSpec:
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("name")
+        if d["draws"] == 1:  # the default: as the entry was before draws existed
+            d.pop("draws")
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
@@ -115,20 +124,55 @@ class RunConfig:
     momentum: float
     batch_size: int
     lr: float
-    epochs: int
+    epochs: int  # with a steps budget: ceil(steps / batches per epoch), set by params.py
     seed: int
+    # A steps budget (extension): exactly this many SGD steps, the last epoch possibly
+    # partial; None: the epochs budget, every epoch whole.
+    steps: int | None = None
+    # Which draw of its data set the run trains on (`run_draw`), set by params.py; None
+    # when the data set has a single draw.
+    draw: int | None = None
 
     @property
     def run_key(self) -> str:
-        """Unique, stable and readable: every key, floats in shortest round-trip form."""
+        """Unique, stable and readable: every key, floats in shortest round-trip form
+        (a steps budget replaces the epochs it implies)."""
+        budget = f"e{self.epochs}" if self.steps is None else f"steps{self.steps}"
+        draw = "" if self.draw is None else f"-draw{self.draw}"
         return (
             f"{self.dataset}-{self.normalization}-{self.activation}-bn_{self.bn}"
             f"-d{self.depth}-w{self.width}-{self.init}-m{self.momentum!r}"
-            f"-b{self.batch_size}-lr{self.lr!r}-e{self.epochs}-s{self.seed}"
+            f"-b{self.batch_size}-lr{self.lr!r}-{budget}-s{self.seed}{draw}"
         )
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in CONFIG_KEYS}
+        """Every configuration key; `steps` only with a steps budget and `draw` only on a
+        data set of several draws (so that the plans and logged params of other runs are
+        as they were)."""
+        d = {k: getattr(self, k) for k in CONFIG_KEYS}
+        extra = {k: getattr(self, k) for k in ("steps", "draw") if getattr(self, k) is not None}
+        return {**d, **extra}
+
+    @property
+    def data_key(self) -> tuple[str, str, int]:
+        """(data set, normalization, draw): the split this run trains on."""
+        return (self.dataset, self.normalization, self.draw or 0)
+
+    def total_steps(self, n_train: int) -> int:
+        """The SGD steps this run makes on `n_train` train rows."""
+        if self.steps is not None:
+            return self.steps
+        return self.epochs * batches_per_epoch(n_train, self.batch_size)
+
+
+def batches_per_epoch(n_train: int, batch_size: int) -> int:
+    """SGD steps in one whole epoch: a last batch of one row is skipped (SPEC 4)."""
+    return n_train // batch_size + (n_train % batch_size >= 2)
+
+
+def epochs_for_steps(steps: int, n_train: int, batch_size: int) -> int:
+    """The epochs a steps budget spans: the last one possibly partial."""
+    return math.ceil(steps / batches_per_epoch(n_train, batch_size))
 
 
 @dataclass(frozen=True)
@@ -162,6 +206,13 @@ class Params:
     execution: Execution = field(default_factory=Execution)
 
 
-def used_pairs(sweep: Sweep) -> list[tuple[str, str]]:
-    """The (dataset, normalization) pairs a sweep's runs train on, sorted."""
-    return sorted({(r.dataset, r.normalization) for r in sweep.runs})
+def used_data(sweep: Sweep) -> list[tuple[str, str, int]]:
+    """The (dataset, normalization, draw) splits a sweep's runs train on, sorted."""
+    return sorted({r.data_key for r in sweep.runs})
+
+
+def run_draw(seed: int, draws: int) -> int | None:
+    """The draw of a data set that a run of this seed trains on: seed mod draws, so that
+    runs of one seed share their data whatever their sweep (claims pair runs by seed) and
+    consecutive seeds go through every draw; None for a data set of one draw."""
+    return None if draws == 1 else seed % draws

@@ -40,11 +40,13 @@ class NormalizationError(ValueError):
     pass
 
 
-def generate(spec: DatasetSpec | ClusterSpec) -> Split:
-    """SPEC 2 (or 2b for a classification set), step by step: one generator, float32."""
+def generate(spec: DatasetSpec | ClusterSpec, draw: int = 0) -> Split:
+    """SPEC 2 (or 2b for a classification set), step by step: one generator, float32.
+
+    Draw d of the data set (0 <= d < spec.draws) is the same recipe from seed + d."""
     if isinstance(spec, ClusterSpec):
-        return generate_clusters(spec)
-    g = torch.Generator().manual_seed(spec.seed)
+        return generate_clusters(spec, draw)
+    g = torch.Generator().manual_seed(spec.seed + draw)
     nf = spec.num_features
     coef = torch.tensor(spec.w[:nf], dtype=torch.float32)
     intercept = spec.w[-1] if spec.bias else 0.0
@@ -58,10 +60,10 @@ def generate(spec: DatasetSpec | ClusterSpec) -> Split:
     return Split(x[tr], y[tr], x[te], y[te])
 
 
-def generate_clusters(spec: ClusterSpec) -> Split:
+def generate_clusters(spec: ClusterSpec, draw: int = 0) -> Split:
     """SPEC 2b: one Gaussian cluster of `num_examples` rows per class, centres `mean`
     apart and centred on 0; labels are int64 class indices."""
-    g = torch.Generator().manual_seed(spec.seed)
+    g = torch.Generator().manual_seed(spec.seed + draw)
     k = spec.mean * (spec.num_class - 1) / 2
     size = (spec.num_examples, spec.num_inputs)
     xs = [
@@ -100,14 +102,40 @@ def normalize(split: Split, method: str, name: str = "data set") -> Split:
     return Split(x_train, split.y_train, x_test, split.y_test, num_class=split.num_class)
 
 
+TENSORS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def _tensors(split: Split) -> dict[str, torch.Tensor]:
+    return dict(zip(TENSORS, split.tensors(), strict=True))
+
+
+def _save(obj, path: str | Path) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def save_split(split: Split, path: str | Path) -> None:
     """Exact, byte-stable storage (torch's zip format holds raw float32 bytes)."""
-    buf = io.BytesIO()
-    tensors = dict(zip(("x_train", "y_train", "x_test", "y_test"), split.tensors(), strict=True))
-    torch.save({**tensors, "num_class": split.num_class}, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    _save({**_tensors(split), "num_class": split.num_class}, path)
 
 
 def load_split(path: str | Path) -> Split:
     d = torch.load(path, weights_only=True)
     return Split(d["x_train"], d["y_train"], d["x_test"], d["y_test"], d.get("num_class", 0))
+
+
+def save_draws(splits: list[Split], path: str | Path) -> None:
+    """Every draw of a data set in one file; a single draw is stored as `save_split`
+    stores it (byte for byte what the file held before draws existed)."""
+    if len(splits) == 1:
+        save_split(splits[0], path)
+        return
+    _save({"draws": [_tensors(s) for s in splits], "num_class": splits[0].num_class}, path)
+
+
+def load_draws(path: str | Path) -> list[Split]:
+    """The draws `save_draws` stored, draw 0 first."""
+    d = torch.load(path, weights_only=True)
+    draws = d.get("draws", [d])
+    return [Split(*(t[k] for k in TENSORS), num_class=d.get("num_class", 0)) for t in draws]

@@ -37,6 +37,7 @@ def group_key(cfg: RunConfig, data: Split) -> tuple:
         cfg.width,
         cfg.batch_size,
         cfg.epochs,
+        cfg.steps,  # every run of a group stops at the same step
         data.num_class,  # the output width and the loss
         data.x_train.shape[1],
         data.x_train.shape[0],
@@ -120,6 +121,7 @@ def train_group(
     R, c0, dev = group.R, cs[0], group.device
     n_train = ds[0].x_train.shape[0]
     slices = batch_slices(n_train, c0.batch_size)
+    total = c0.total_steps(n_train)  # a steps budget may end within the last epoch
     full = c0.batch_size
     graphed = None
     x_train = group.x_train[group.data_idx]  # (R, n_train, F)
@@ -139,12 +141,14 @@ def train_group(
     for epoch, perm in enumerate(_perms(cs, n_train, c0.epochs, dev)):
         # Each run's rows in its own epoch order, so that batches are plain slices.
         xp, yp = x_train[rows, perm], y_train[rows, perm]  # (R, n_train, F), (R, n_train, 1)
-        for k, (s, e) in enumerate(slices):
+        done = epoch * len(slices)  # steps before this epoch
+        epoch_slices = slices[: total - done]
+        for k, (s, e) in enumerate(epoch_slices):
             xb, yb = xp[:, s:e], yp[:, s:e]
             if probes and k == 0:  # before the epoch's first step, on its batch
                 for name, v in probe_group(group, xb, yb).items():
                     hist[name][:, epoch] = v
-            if k == len(slices) - 1:  # the epoch's last step: keep its gradients
+            if k == len(epoch_slices) - 1:  # the epoch's last step: keep its gradients
                 last_grads = group.sgd_step(xb, yb, want_grads=True)
             elif dev.type == "cuda" and cuda_graphs and e - s == full:
                 graphed = graphed or _GraphedStep(group, xb, yb)
@@ -153,6 +157,7 @@ def train_group(
                 group.sgd_step(xb, yb)
         train, test = (x_train, y_train), (x_test, y_test)
         ok[:, epoch] = _record_epoch(group, epoch, hist, last_grads, train, test)
+        hist["step"][:, epoch] = done + len(epoch_slices)
 
     clock("training")
     # Runs are marked diverged from their first bad epoch on (SPEC 4).
@@ -161,8 +166,7 @@ def train_group(
     precise = precise_group_metrics(group, x_train, x_test, y_test) if group.bn_state else {}
     precise = {k: torch.where(bad[:, -1], math.nan, v).double().cpu() for k, v in precise.items()}
     n = len(cfgs)
-    steps = c0.epochs * len(slices)
-    res = _GroupResults(group, n, hist, bad[:, -1].cpu(), last_grads, steps, precise)
+    res = _GroupResults(group, n, hist, bad[:, -1].cpu(), last_grads, total, precise)
     by_data = {id(d): baselines(d) for d in datas}  # once per distinct split
     out = [
         BatchedRunResult(c, res, r, by_data[id(d)])
@@ -199,8 +203,9 @@ def _record_epoch(group: Group, epoch: int, hist: dict, last_grads, train, test)
 
 
 def _column_dtype(column: str, dtype):
-    """Accuracies are counts over rows: kept in float64, exactly as the reference has them."""
-    return torch.float64 if column.endswith("_accuracy") else dtype
+    """Accuracies and step counts are counts: kept in float64, exactly as the reference
+    has them."""
+    return torch.float64 if column.endswith("_accuracy") or column == "step" else dtype
 
 
 def _spread(t):

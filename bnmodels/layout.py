@@ -1,4 +1,4 @@
-"""Where the processed data of one (data set, normalization) pair lives.
+"""Where the processed data of one (data set, normalization, draw) split lives.
 
 The normalize stage writes these files and the plan and train stages read them; the
 root folder itself comes from dvc.yaml, on each stage's command line.
@@ -9,11 +9,16 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def data_file(processed: str | Path, dataset: str, normalization: str) -> Path:
-    """Where the normalize stage stores one (data set, normalization) pair."""
-    return Path(processed) / dataset / f"{normalization}.pt"
+def _name(normalization: str, draw: int) -> str:
+    # Draw 0 keeps the name it had before data sets had draws.
+    return normalization if draw == 0 else f"{normalization}.draw{draw}"
 
 
-def error_file(processed: str | Path, dataset: str, normalization: str) -> Path:
+def data_file(processed: str | Path, dataset: str, normalization: str, draw: int = 0) -> Path:
+    """Where the normalize stage stores one (data set, normalization, draw) split."""
+    return Path(processed) / dataset / f"{_name(normalization, draw)}.pt"
+
+
+def error_file(processed: str | Path, dataset: str, normalization: str, draw: int = 0) -> Path:
     """Where the normalize stage explains why a normalization is impossible."""
-    return Path(processed) / dataset / f"{normalization}.error"
+    return Path(processed) / dataset / f"{_name(normalization, draw)}.error"

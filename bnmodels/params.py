@@ -19,6 +19,7 @@ import yaml
 from bnmodels.config import (
     ACTIVATIONS,
     BN_MODES,
+    BUDGET_KEYS,
     CONFIG_KEYS,
     DEVICES,
     DTYPES,
@@ -33,6 +34,8 @@ from bnmodels.config import (
     Params,
     RunConfig,
     Sweep,
+    epochs_for_steps,
+    run_draw,
 )
 from bnmodels.errors import ParamsError
 
@@ -153,7 +156,9 @@ RUN_CHECKS = {
     "lr": _lr,
     "epochs": _int_at_least(1),
     "seed": _seed,
+    "steps": _int_at_least(1),  # the other budget (BUDGET_KEYS): optional
 }
+RUN_KEYS = (*CONFIG_KEYS, "steps")  # every key a run's configuration may give
 
 
 class ErrorList:
@@ -233,7 +238,18 @@ CLUSTER_CHECKS = {  # the required fields of a classification data set (SPEC 2b)
     "seed": _seed,
     "train_fraction": DATASET_CHECKS["train_fraction"],
 }
-OPTIONAL_DATASET_KEYS = ("feature_scale", "feature_shift")
+OPTIONAL_DATASET_KEYS = ("feature_scale", "feature_shift", "draws")
+
+
+def _draws(d: dict, p: str, err: ErrorList) -> dict[str, int]:
+    """`draws` (default 1): how many draws of the data set, draw k from seed + k."""
+    v = d.get("draws", 1)
+    if allowed := _int_at_least(1)(v):
+        err.add(f"{p}.draws", v, allowed)
+        return {}
+    if _is_int(d.get("seed")) and d["seed"] + v - 1 >= 2**63:
+        err.raw(f"{p}.draws", f"{v} draws need seeds up to seed + {v - 1}, beyond 2**63 - 1")
+    return {"draws": v}
 
 
 def _split_rows(p: str, rows: int, train_fraction: float, what: str, err: ErrorList) -> None:
@@ -276,7 +292,7 @@ def _dataset(name: str, d: Any, err: ErrorList) -> DatasetSpec | ClusterSpec | N
         allowed = "at least 2 numbers when bias is true (the last is the intercept)"
         err.add(f"{p}.w", d["w"], allowed)
         return None
-    per_feature = _per_feature(d, nf, p, err)
+    per_feature = {**_per_feature(d, nf, p, err), **_draws(d, p, err)}
     _split_rows(p, d["num_examples"], d["train_fraction"], f"num_examples {d['num_examples']}", err)
     if len(err.items) > n0:
         return None
@@ -299,7 +315,7 @@ def _cluster_dataset(name: str, d: dict, err: ErrorList) -> ClusterSpec | None:
     _fields(d, CLUSTER_CHECKS, p, err)
     if len(err.items) > n0:
         return None
-    per_feature = _per_feature(d, d["num_inputs"], p, err)
+    per_feature = {**_per_feature(d, d["num_inputs"], p, err), **_draws(d, p, err)}
     rows = d["num_class"] * d["num_examples"]
     what = f"num_class {d['num_class']} x num_examples {d['num_examples']}"
     _split_rows(p, rows, d["train_fraction"], what, err)
@@ -371,22 +387,53 @@ def _check_value(key: str, v: Any, path: str, known_ds: set[str], err: ErrorList
     return True
 
 
+def _budget(d: dict, p: str, err: ErrorList) -> bool:
+    """At most one training budget, epochs or steps (BUDGET_KEYS), in a section."""
+    if all(k in d for k in BUDGET_KEYS):
+        err.raw(
+            p,
+            "epochs and steps are both given; give one training budget: epochs (whole "
+            "passes over the train rows) or steps (SGD steps, the last epoch possibly partial)",
+        )
+        return False
+    return True
+
+
+def _run(values: dict, datasets: dict[str, DataSpec]) -> RunConfig:
+    """A RunConfig from a complete set of values, with what follows from its data set: a
+    steps budget sets the epochs it spans on the run's own data set and batch size (a
+    placeholder when those are invalid: the problem is reported where it is written), and
+    a data set of several draws the run's draw (`run_draw`)."""
+    values = dict(values)  # the defaults' draw, if any, is replaced: the run's own
+    ds, steps = datasets.get(values["dataset"]), values.get("steps")
+    if steps is not None:
+        bs = values["batch_size"]
+        fits = ds is not None and bs <= ds.n_train
+        values["epochs"] = epochs_for_steps(steps, ds.n_train, bs) if fits else steps
+    values["draw"] = run_draw(values["seed"], ds.draws) if ds is not None else None
+    return RunConfig(**values)
+
+
 def _check_defaults(raw: dict, datasets: dict[str, DataSpec], known_ds: set[str], file: str):
-    """The `defaults` section: a complete RunConfig, or None when anything is wrong."""
+    """The `defaults` section: a complete RunConfig, or None when anything is wrong.
+
+    Every key is required, with exactly one budget: epochs or steps."""
     err = ErrorList(file)
     d = _section(raw, "defaults", err) or {}
-    _unknown(d, CONFIG_KEYS, "defaults", err)
-    ok = bool(d)
-    for k in CONFIG_KEYS:
+    _unknown(d, RUN_KEYS, "defaults", err)
+    ok = bool(d) and _budget(d, "defaults", err)
+    budget = next((k for k in BUDGET_KEYS if k in d), None)
+    for k in (*(k for k in CONFIG_KEYS if k != "epochs"), budget or "epochs"):
         if k not in d:
             if d:
-                err.raw(f"defaults.{k}", "missing key (every sweep starts from defaults)")
+                what = "epochs or steps: the training budget" if k == "epochs" else "key"
+                err.raw(f"defaults.{k}", f"missing {what} (every sweep starts from defaults)")
             ok = False
         elif not _check_value(k, d[k], f"defaults.{k}", known_ds, err):
             ok = False
     if not ok:
         return None, err.items
-    defaults = RunConfig(**{k: _coerce(k, d[k]) for k in CONFIG_KEYS})
+    defaults = _run({k: _coerce(k, d[k]) for k in RUN_KEYS if k in d}, datasets)
     if defaults.dataset in datasets and defaults.batch_size > datasets[defaults.dataset].n_train:
         n_train = datasets[defaults.dataset].n_train
         err.raw(
@@ -425,14 +472,15 @@ def _axis(k: str, v: list, path: str, known_ds: set[str], err: ErrorList) -> boo
 def _check_sweep(name: str, s: dict, defaults: RunConfig | None, ctx: dict, err: ErrorList):
     """One sweep: its axes and fixed values, expanded into runs; None when invalid."""
     p = f"sweeps.{name}"
-    _unknown(s, (*CONFIG_KEYS, *SWEEP_SETTINGS), p, err)
-    axes, fixed, ok = {}, {}, all(k in CONFIG_KEYS or k in SWEEP_SETTINGS for k in s)
+    _unknown(s, (*RUN_KEYS, *SWEEP_SETTINGS), p, err)
+    axes, fixed, ok = {}, {}, all(k in RUN_KEYS or k in SWEEP_SETTINGS for k in s)
+    ok &= _budget(s, p, err)
     probes = s.get("probes", False)
     if not isinstance(probes, bool):
         err.add(f"{p}.probes", probes, "true or false")
         ok = False
     for k, v in s.items():
-        if k not in CONFIG_KEYS:
+        if k not in RUN_KEYS:
             continue
         if isinstance(v, list):
             ok &= _axis(k, v, f"{p}.{k}", ctx["known_ds"], err)
@@ -450,9 +498,15 @@ def _check_sweep(name: str, s: dict, defaults: RunConfig | None, ctx: dict, err:
             "shorten an axis or raise the limit",
         )
         return None
+    # A sweep's budget replaces the defaults' (epochs or steps); a steps budget sets
+    # each run's epochs from its own data set and batch size (`_run`).
     base = {**defaults.as_dict(), **fixed}
+    if "epochs" in s:
+        base.pop("steps", None)
+    if "steps" in base:
+        base.pop("epochs")
     runs = tuple(
-        RunConfig(**{**base, **dict(zip(axes, combo, strict=True))})
+        _run({**base, **dict(zip(axes, combo, strict=True))}, ctx["datasets"])
         for combo in itertools.product(*axes.values())
     )
     # Batch sizes larger than a data set's train rows, reported once per value, where

@@ -10,7 +10,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from bnmodels.config import Params, RunConfig, used_pairs
+from bnmodels.config import Params, RunConfig, used_data
 from bnmodels.data import Split, load_split
 from bnmodels.errors import ParamsError, StageError
 from bnmodels.layout import data_file, error_file
@@ -31,10 +31,10 @@ def make_plans(params: Params, processed: Path, file: str = "params.yaml") -> di
     errors, plans = [], {}
     for name, sweep in params.sweeps.items():
         data = {}
-        for ds, norm in used_pairs(sweep):
-            f, e = data_file(processed, ds, norm), error_file(processed, ds, norm)
+        for ds, norm, draw in used_data(sweep):
+            f, e = data_file(processed, ds, norm, draw), error_file(processed, ds, norm, draw)
             if f.exists():
-                data[f"{ds}/{norm}"] = _md5(f)
+                data[data_name(ds, norm, draw)] = _md5(f)
             else:
                 why = e.read_text().strip() if e.exists() else f"{f} is missing"
                 key = "normalization" if "normalization" in sweep.axes else "dataset"
@@ -66,16 +66,24 @@ def plan_runs(plan: dict) -> list[RunConfig]:
     return [RunConfig(**r) for r in plan["runs"]]
 
 
-def load_plan_data(plan: dict, processed: Path) -> dict[tuple[str, str], Split]:
-    """The splits a plan names, checked against the hashes it recorded."""
+def data_name(dataset: str, normalization: str, draw: int) -> str:
+    """A split's key in a plan's data_md5: `dataset/normalization`, and `/draw<d>` after
+    it for a draw d > 0 (so that plans of single-draw data sets are as they were)."""
+    return f"{dataset}/{normalization}" + (f"/draw{draw}" if draw else "")
+
+
+def load_plan_data(plan: dict, processed: Path) -> dict[tuple[str, str, int], Split]:
+    """The splits a plan names, keyed (data set, normalization, draw) as `RunConfig.data_key`,
+    checked against the hashes it recorded."""
     out = {}
-    for pair, md5 in plan["data_md5"].items():
-        ds, norm = pair.split("/")
-        f = data_file(processed, ds, norm)
+    for name, md5 in plan["data_md5"].items():
+        ds, norm, *draw = name.split("/")
+        key = (ds, norm, int(draw[0].removeprefix("draw")) if draw else 0)
+        f = data_file(processed, *key)
         if not f.exists() or _md5(f) != md5:
             raise StageError(
                 f"{f} is missing or changed since the plan was made; "
                 "run `dvc repro` (not a single stage) again"
             )
-        out[(ds, norm)] = load_split(f)
+        out[key] = load_split(f)
     return out

@@ -41,12 +41,13 @@ def run_columns(results: Sequence[RunResult]) -> list[str]:
     summary = (REGRESSION_SUMMARY if regression else ()) + (
         CLASSIFICATION_SUMMARY if classification else ()
     )
-    return [*CONFIG_KEYS, "run_key", "mlflow_run_id", *summary, "diverged"]
+    return [*CONFIG_KEYS, "steps", "draw", "run_key", "mlflow_run_id", *summary, "diverged"]
 
 
 def runs_frame(results: Sequence[RunResult], run_ids: dict[str, str] | None = None):
     """One row per run, in the given order; `mlflow_run_id` empty when not logged, a
-    summary column of the other kind (a regression run's accuracy) empty."""
+    summary column of the other kind (a regression run's accuracy) empty, `steps` empty
+    for a run of the epochs budget, `draw` for a data set of a single draw."""
     run_ids = run_ids or {}
     rows = [
         {
@@ -58,7 +59,8 @@ def runs_frame(results: Sequence[RunResult], run_ids: dict[str, str] | None = No
         }
         for r in results
     ]
-    return pd.DataFrame(rows, columns=run_columns(results))
+    frame = pd.DataFrame(rows, columns=run_columns(results))
+    return frame.astype({"steps": "Int64", "draw": "Int64"})  # integers or empty
 
 
 def history_frame(results: Sequence[RunResult]) -> pd.DataFrame:
@@ -84,4 +86,4 @@ def history_frame(results: Sequence[RunResult]) -> pd.DataFrame:
         CLASSIFICATION_METRICS if classification else ()
     )
     probes = [c for c in PROBE_COLUMNS if c in df.columns]
-    return df[["run_key", "epoch", *metrics, *layer_cols, "dead_fraction", *probes]]
+    return df[["run_key", "epoch", "step", *metrics, *layer_cols, "dead_fraction", *probes]]

@@ -51,6 +51,8 @@ def history_columns(depth: int, num_class: int = 0, probes: bool = False) -> lis
     """Per-epoch columns of a run's history, in order (layer 1 is the first hidden Linear,
     layer depth+1 the output Linear).
 
+    `step` counts the SGD steps made by the end of the epoch (with a steps budget the
+    last epoch may be partial), so that curves can be drawn against steps.
     Per layer, after the epoch: the spread of its weights and of the epoch's last weight
     gradient (std), the weight norm ||W|| (Frobenius) and ||grad W|| / ||W|| (for weights
     feeding a BN layer the loss is scale-invariant, so their effective step is about
@@ -60,6 +62,7 @@ def history_columns(depth: int, num_class: int = 0, probes: bool = False) -> lis
     layers = range(1, depth + 2)
     return (
         list(metric_columns(num_class))
+        + ["step"]  # SGD steps made by the end of the epoch, all epochs so far together
         + [f"weight_std_l{i}" for i in layers]
         + [f"grad_std_l{i}" for i in layers]
         + [f"weight_norm_l{i}" for i in layers]
@@ -70,7 +73,8 @@ def history_columns(depth: int, num_class: int = 0, probes: bool = False) -> lis
 
 
 def batch_slices(n_train: int, batch_size: int) -> list[tuple[int, int]]:
-    """(start, stop) of each batch in an epoch; a last batch of one row is skipped (SPEC 4)."""
+    """(start, stop) of each batch in an epoch; a last batch of one row is skipped (SPEC 4).
+    There are `config.batches_per_epoch(n_train, batch_size)` of them."""
     return [
         (s, min(s + batch_size, n_train))
         for s in range(0, n_train, batch_size)

@@ -26,7 +26,7 @@ def resolve_device(device: str) -> str:
 
 def train_sweep(
     runs: Sequence[RunConfig],
-    splits: dict[tuple[str, str], Split],
+    splits: dict[tuple[str, str, int], Split],
     execution: Execution | None = None,
     on_results: Callable[[list[RunResult]], None] | None = None,
     probes: bool = False,
@@ -40,7 +40,7 @@ def train_sweep(
     execution = execution or Execution()
     torch.set_num_threads(execution.threads)
     dtype = getattr(torch, execution.dtype)
-    datas = [splits[(r.dataset, r.normalization)] for r in runs]
+    datas = [splits[r.data_key] for r in runs]  # (data set, normalization, draw)
     if execution.engine == "reference":
         out = []
         for r, d in zip(runs, datas, strict=True):

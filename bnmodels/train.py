@@ -66,11 +66,13 @@ def train_reference(
     slices = batch_slices(n_train, cfg.batch_size)
     columns = history_columns(cfg.depth, data.num_class, probes)
     hist = {c: np.full(cfg.epochs, np.nan) for c in columns}
-    diverged = False
+    diverged, step, total = False, 0, cfg.total_steps(n_train)
     for epoch in range(cfg.epochs):
         model.train()
         perm = torch.randperm(n_train, generator=gs)
         for k, (s, e) in enumerate(slices):
+            if step == total:  # a steps budget ends within its last epoch
+                break
             xb, yb = data.x_train[perm[s:e]], data.y_train[perm[s:e]]
             if probes and k == 0:  # before the epoch's first step, on its batch
                 for name, v in probe_model(model, loss_of, xb, yb, cfg.lr).items():
@@ -82,9 +84,11 @@ def train_reference(
             opt.zero_grad()
             loss.backward()
             opt.step()
+            step += 1
         if diverged or not _record_epoch(model, data, hist, epoch, cfg.activation == "relu"):
             diverged = True
             break
+        hist["step"][epoch] = step
     if diverged:  # the probes of an epoch that did not finish are not kept
         for name in PROBE_COLUMNS if probes else ():
             hist[name][epoch:] = np.nan

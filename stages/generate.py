@@ -1,8 +1,8 @@
-"""Stage generate@<dataset>: make one data set from its params (SPEC 2)."""
+"""Stage generate@<dataset>: make one data set, every draw of it, from its params (SPEC 2)."""
 
 import click
 
-from bnmodels.data import generate, save_split
+from bnmodels.data import generate, save_draws
 from bnmodels.errors import StageError, clean_errors
 from bnmodels.params import load_params
 
@@ -24,7 +24,8 @@ def main(dataset: str, params_file: str, out: str):
     if dataset not in datasets:
         defined = ", ".join(sorted(datasets))
         raise StageError(f"{params_file}: no data set {dataset!r} under datasets ({defined})")
-    save_split(generate(datasets[dataset]), out)
+    spec = datasets[dataset]
+    save_draws([generate(spec, draw) for draw in range(spec.draws)], out)
 
 
 if __name__ == "__main__":

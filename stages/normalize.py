@@ -1,13 +1,15 @@
-"""Stage normalize@<dataset>: every normalization of one data set (SPEC 3).
+"""Stage normalize@<dataset>: every normalization of every draw of one data set (SPEC 3).
 
 A normalization that is impossible (a constant feature) leaves a `.error` file instead of
 data; the plan stage reports it only if some sweep asks for that normalization.
 """
 
+from pathlib import Path
+
 import click
 
 from bnmodels.config import NORMALIZATIONS
-from bnmodels.data import NormalizationError, load_split, normalize, save_split
+from bnmodels.data import NormalizationError, load_draws, normalize, save_split
 from bnmodels.io import atomic_write_text
 from bnmodels.layout import data_file, error_file
 
@@ -24,15 +26,19 @@ from bnmodels.layout import data_file, error_file
     "--processed", required=True, type=click.Path(file_okay=False), help="processed data root"
 )
 def main(dataset: str, raw: str, processed: str):
-    """Write every normalization of the generated DATASET under PROCESSED/DATASET (SPEC 3)."""
-    split = load_split(raw)
-    for method in NORMALIZATIONS:
-        for stale in data_file(processed, dataset, method), error_file(processed, dataset, method):
-            stale.unlink(missing_ok=True)
-        try:
-            save_split(normalize(split, method, dataset), data_file(processed, dataset, method))
-        except NormalizationError as e:
-            atomic_write_text(error_file(processed, dataset, method), f"{e}\n")
+    """Write every normalization of each draw of the generated DATASET under
+    PROCESSED/DATASET (SPEC 3)."""
+    folder = Path(processed) / dataset
+    for stale in [*folder.glob("*.pt"), *folder.glob("*.error")]:  # a draw no longer made
+        stale.unlink()
+    for draw, split in enumerate(load_draws(raw)):
+        name = dataset if draw == 0 else f"{dataset} (draw {draw})"
+        for method in NORMALIZATIONS:
+            try:
+                data = normalize(split, method, name)
+                save_split(data, data_file(processed, dataset, method, draw))
+            except NormalizationError as e:
+                atomic_write_text(error_file(processed, dataset, method, draw), f"{e}\n")
 
 
 if __name__ == "__main__":

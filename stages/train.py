@@ -60,7 +60,7 @@ def main(sweep: str, plan_file: str, processed: str, out: str, params_file: str)
     plan = json.loads(Path(plan_file).read_text())
     runs = plan_runs(plan)
     splits = load_plan_data(plan, Path(processed))
-    in_features = {ds: s.x_train.shape[1] for (ds, _), s in splits.items()}
+    in_features = {ds: s.x_train.shape[1] for (ds, *_), s in splits.items()}
     uri = store.default_tracking_uri(Path.cwd())
     store.check_reachable(uri)  # before training: a dead server fails fast; creates SQLite's
     tags = {

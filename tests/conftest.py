@@ -104,7 +104,8 @@ def reference_mlp():
 def _hand_train(cfg, split, dtype=torch.float32, on_epoch=None):
     """SPEC 4's training loop in plain PyTorch; returns (model, train_mse, test_mse, steps).
 
-    Stops at the first non-finite loss or metric, leaving the remaining epochs missing.
+    Stops at the first non-finite loss or metric, leaving the remaining epochs missing;
+    with a steps budget (`cfg.steps`), after that many optimizer steps.
     `on_epoch(model)`, if given, is called after each completed epoch's metrics.
     """
     xtr, ytr, xte, yte = (t.to(dtype) for t in split.tensors())
@@ -127,7 +128,7 @@ def _hand_train(cfg, split, dtype=torch.float32, on_epoch=None):
         perm = torch.randperm(n, generator=gs)
         for start in range(0, n, cfg.batch_size):
             idx = perm[start : start + cfg.batch_size]
-            if len(idx) == 1:
+            if len(idx) == 1 or steps == cfg.steps:
                 continue
             loss = nn.functional.mse_loss(model(xtr[idx]), ytr[idx])
             if not torch.isfinite(loss):
