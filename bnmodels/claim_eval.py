@@ -91,7 +91,8 @@ def run_values(claim: Claim, sw: PreparedSweep) -> pd.Series:
         v = on_scale(m, sw.runs[m.name])
     else:
         curves = sw.curve(m.column)
-        v = reduce_curves(m, curves, _threshold(claim, sw, curves))
+        lengths = np.minimum(sw.runs["epochs"].to_numpy(int), curves.shape[1])
+        v = reduce_curves(m, curves, _threshold(claim, sw, curves), lengths)
     v = np.array(v, dtype=float)
     failed = sw.runs["diverged"].to_numpy(bool) & ~np.isfinite(v)
     if failed.any() and m.reducer in ("final", "last", "best") and m.column in FAILURE_COLUMNS:
@@ -422,7 +423,7 @@ def claim_scope(claim: Claim, sw: PreparedSweep, runs: pd.DataFrame) -> converge
     m = claim.metric
     mechanism = m.reducer in ("mean", "derived") and m.name != "precise_bn_gap"
     keys = [k for k in sw.axes] or ["dataset"]
-    return convergence.scope(runs, keys, sw.epochs, m.censored, mechanism)
+    return convergence.scope(runs, keys, sw.budget, m.censored, mechanism)
 
 
 def _counts_failures(m: Metric) -> bool:

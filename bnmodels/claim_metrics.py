@@ -149,22 +149,31 @@ def parse_metric(name) -> Metric | None:
     )
 
 
-def reduce_curves(metric: Metric, curves: np.ndarray, threshold: float = math.nan) -> np.ndarray:
+def reduce_curves(
+    metric: Metric, curves: np.ndarray, threshold: float = math.nan, lengths=None
+) -> np.ndarray:
     """One number per run from its (runs, epochs) curve of `metric.column`, on the scale on
     which claims compare it (the log of a LOG metric; epochs, +inf when never, for ORDER).
 
     NaN epochs (after a run diverged) are missing: a diverged run has no final value,
-    and never reaches a threshold after it diverged.
+    and never reaches a threshold after it diverged. `lengths` gives each run's own number
+    of epochs where runs differ (a steps budget: a batch of 100 makes more epochs than a
+    batch of 2); columns past a run's length are not its epochs.
     """
     c = np.atleast_2d(np.asarray(curves, dtype=float))
+    n, width = c.shape
+    own = np.full(n, width) if lengths is None else np.asarray(lengths, dtype=int)
+    rows = np.arange(n)
     if metric.reducer == "epochs_to":
         return epochs_to(c, threshold, metric.higher_is_better)
     if metric.reducer == "final":
-        v = c[:, -1] if c.shape[1] else np.full(c.shape[0], np.nan)
+        v = c[rows, own - 1] if width else np.full(n, np.nan)
     elif metric.reducer == "last":
-        v = c[:, -metric.last :].mean(axis=1)  # NaN when any of those epochs is missing
+        k = np.clip(own[:, None] - metric.last + np.arange(metric.last), 0, max(width - 1, 0))
+        v = c[rows[:, None], k].mean(axis=1)  # NaN when any of those epochs is missing
     elif metric.reducer == "mean":
-        v = c.mean(axis=1)  # NaN when any epoch is missing (a diverged run)
+        within = np.arange(width)[None, :] < own[:, None]
+        v = np.where(within, c, 0.0).sum(axis=1) / own  # NaN when any epoch is missing
     else:  # best
         f = np.where(np.isfinite(c), c, np.nan)
         some = np.isfinite(f).any(axis=1)

@@ -46,19 +46,24 @@ DECIDED, SPEED, TRAINABILITY, UNDECIDED = (
 )
 
 
-def last_fifth_change(curves: np.ndarray) -> np.ndarray:
+def last_fifth_change(curves: np.ndarray, lengths=None) -> np.ndarray:
     """Per row of (runs, epochs) positive values: log(mean of the last window) - log(mean
-    of the window ending at 80% of the epochs); NaN where either is missing."""
+    of the window ending at 80% of the epochs); NaN where either is missing. `lengths`:
+    each run's own number of epochs where runs differ (a steps budget)."""
     c = np.atleast_2d(np.asarray(curves, dtype=float))
-    epochs = c.shape[1]
-    if epochs < 2:
-        return np.full(c.shape[0], np.nan)
-    k = max(1, round(WINDOW * epochs))
-    cut = max(k, round((1 - LAST_FIFTH) * epochs))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        end = np.log(c[:, epochs - k :].mean(axis=1))
-        mid = np.log(c[:, cut - k : cut].mean(axis=1))
-    return end - mid
+    own = np.full(c.shape[0], c.shape[1]) if lengths is None else np.asarray(lengths, int)
+    out = np.full(c.shape[0], np.nan)
+    for epochs in np.unique(own):
+        if epochs < 2:
+            continue
+        rows = own == epochs
+        k = max(1, round(WINDOW * epochs))
+        cut = max(k, round((1 - LAST_FIFTH) * epochs))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            end = np.log(c[rows, epochs - k : epochs].mean(axis=1))
+            mid = np.log(c[rows, cut - k : cut].mean(axis=1))
+        out[rows] = end - mid
+    return out
 
 
 def run_states(runs: pd.DataFrame, curves: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
@@ -72,8 +77,10 @@ def run_states(runs: pd.DataFrame, curves: Mapping[str, pd.DataFrame]) -> pd.Dat
         if not mine.any() or loss not in curves:
             continue
         c = curves[loss].to_numpy(float)[mine]
-        change = last_fifth_change(c)
-        final = c[:, -1] if c.shape[1] else np.full(len(c), np.nan)
+        own = runs.loc[mine, "epochs"].to_numpy(int) if "epochs" in runs else None
+        own = np.full(len(c), c.shape[1]) if own is None else np.minimum(own, c.shape[1])
+        change = last_fifth_change(c, own)
+        final = c[np.arange(len(c)), own - 1] if c.shape[1] else np.full(len(c), np.nan)
         base = runs.loc[mine, base_col].to_numpy(float) if base_col in runs else np.nan
         with np.errstate(invalid="ignore", divide="ignore"):
             ratio = final / base
@@ -128,7 +135,7 @@ def _show(v) -> str:
     return f"{float(v):g}" if isinstance(v, float | np.floating) else str(v)
 
 
-def scope(runs: pd.DataFrame, keys, epochs: int, speed: bool, mechanism: bool) -> Scope:
+def scope(runs: pd.DataFrame, keys, budget: str, speed: bool, mechanism: bool) -> Scope:
     """The scope of a claim over the runs it compares (`runs` with a `state` column),
     configurations told apart by `keys`.
 
@@ -146,20 +153,20 @@ def scope(runs: pd.DataFrame, keys, epochs: int, speed: bool, mechanism: bool) -
         return Scope(
             UNDECIDED,
             f"every compared configuration stays on the constant predictor's plateau for "
-            f"all {epochs} epochs: nothing trained, nothing compared",
+            f"all its {budget}: nothing trained, nothing compared",
         )
     if not mechanism and len(falling):
         return Scope(
             UNDECIDED,
             f"not decided: the loss of {_describe(falling, keys)} still falls by more than "
-            f"10% over the last fifth of the {epochs} epochs; a longer budget decides it",
+            f"10% over the last fifth of its {budget}; a longer budget decides it",
         )
     if len(plateau):
         what = "measured on a flat plateau" if mechanism else "about leaving the plateau"
         return Scope(
             TRAINABILITY,
             f"{_describe(plateau, keys)} stay on the constant predictor's plateau for all "
-            f"{epochs} epochs: the comparison is {what} within the budget, not about the "
+            f"its {budget}: the comparison is {what} within the budget, not about the "
             "error reached at convergence",
         )
     return Scope(DECIDED, "")

@@ -96,6 +96,14 @@ class PreparedSweep:
         return select(self.runs, where)
 
     @property
+    def budget(self) -> str:
+        """The training budget in words: "150 epochs", or "3500 SGD steps" (a steps budget,
+        whose runs make different numbers of epochs)."""
+        if "steps" in self.runs and self.runs["steps"].notna().any():
+            return f"{int(self.runs['steps'].max())} SGD steps"
+        return f"{self.epochs} epochs"
+
+    @property
     def tasks(self) -> list[str]:
         """The tasks of its runs: regression first, then classification."""
         present = set(self.runs["task"])
@@ -185,12 +193,21 @@ def _read_runs(name: str, data: SweepData) -> pd.DataFrame:
     return runs
 
 
+def _group_keys(runs: pd.DataFrame) -> tuple[str, ...]:
+    """The keys that tell configurations apart: with a steps budget, `steps` instead of
+    the `epochs` it implies (which follow the batch size)."""
+    if "steps" in runs and runs["steps"].notna().any():
+        return tuple("steps" if k == "epochs" else k for k in GROUP_KEYS)
+    return GROUP_KEYS
+
+
 def _axes(runs: pd.DataFrame, given: Mapping[str, Sequence]) -> dict[str, list]:
     """The given axes in their order, plus any key that varies in the runs anyway (so
     different configurations are never pooled), with values not listed appended."""
     axes: dict[str, list] = {}
-    for k in [*given, *GROUP_KEYS]:
-        if k == "seed" or k in axes or k not in GROUP_KEYS:
+    keys = _group_keys(runs)
+    for k in [*given, *keys]:
+        if k == "seed" or k in axes or k not in keys:
             continue
         numeric = pd.api.types.is_numeric_dtype(runs[k]) and runs[k].dtype != bool
         present = sorted({_norm(v, numeric) for v in runs[k]})
@@ -277,7 +294,7 @@ def prepare(name: str, data: SweepData) -> PreparedSweep:
         history=hist,
         axes=axes,
         configs=configs,
-        fixed={k: _cast(runs[k].iloc[0]) for k in GROUP_KEYS if k not in axes and len(runs)},
+        fixed={k: _cast(runs[k].iloc[0]) for k in _group_keys(runs) if k not in axes and len(runs)},
         seeds=sorted(runs["seed"].unique().tolist()),
         epochs=epochs,
         threshold=threshold,

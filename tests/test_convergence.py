@@ -207,3 +207,52 @@ def test_gradient_spread_and_tilt_use_the_scale_invariant_ratio():
         row = sw.runs.set_index("run_key").loc[key]
         assert row["grad_spread"] == pytest.approx(abs(l1 - l2), rel=1e-12)
         assert row["grad_tilt"] == pytest.approx(l1 - l2, rel=1e-12)
+
+
+def test_runs_of_a_steps_budget_are_read_at_their_own_last_epoch():
+    # 50 SGD steps: a batch of 10 (7 batches an epoch) makes 8 epochs, a batch of 100 makes
+    # 50; the history table holds 50 epoch columns, NaN past a run's own last epoch.
+    runs, hist = [], []
+    rng = np.random.default_rng(5)
+    own = {10: 8, 100: 50}
+    for bs, bn, seed in [(b, n, s) for b in own for n in ("none", "pre") for s in SEEDS]:
+        key = f"b{bs}-{bn}-s{seed}"
+        curve = rng.uniform(1.0, 2.0) * np.exp(-np.arange(own[bs]) / 20)
+        runs.append(
+            {
+                **{
+                    k: v
+                    for k, v in make_sweep({"bn": ["none"]}, lambda c: 1.0).runs.iloc[0].items()
+                    if k != "run_key"
+                },
+                "batch_size": bs,
+                "bn": bn,
+                "seed": seed,
+                "epochs": own[bs],
+                "steps": 50,
+                "run_key": key,
+                "final_test_mse": curve[-1],
+                "best_test_mse": curve.min(),
+                "diverged": False,
+            }
+        )
+        hist += [
+            {"run_key": key, "epoch": e + 1, "train_mse": t, "test_mse": t}
+            for e, t in enumerate(curve)
+        ]
+    data = SweepData(pd.DataFrame(runs), pd.DataFrame(hist), {}, {"bn": ["none", "pre"]})
+    sw = prepare("s", data)
+    assert set(sw.axes) == {"batch_size", "bn"} and sw.budget == "50 SGD steps"
+    h = data.history.pivot(index="run_key", columns="epoch", values="test_mse")
+    for _, r in sw.runs.iterrows():
+        c = h.loc[r["run_key"]].dropna().to_numpy()
+        assert len(c) == own[r["batch_size"]]
+        k = max(1, round(0.05 * len(c)))
+        cut = max(k, round(0.8 * len(c)))
+        want = math.log(c[-k:].mean()) - math.log(c[cut - k : cut].mean())
+        assert r["last_fifth_change"] == pytest.approx(want, rel=1e-12)
+    claim = parse(data, c={**BN, "metric": "last2_test_mse", "expect": "lower"})[0]
+    got = run_values(claim, sw)
+    for key, v in got.items():
+        c = h.loc[key].dropna().to_numpy()
+        assert v == pytest.approx(math.log(c[-2:].mean()), rel=1e-12)
