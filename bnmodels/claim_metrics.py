@@ -6,7 +6,8 @@ are reduced:
 - `final_<column>`: the value after the last epoch (a diverged run has none: NaN);
 - `last<k>_<column>`: the mean of the last k epochs (curves jump between epochs);
 - `best_<column>`: the best value over the epochs (lowest, or highest where higher is
-  better);
+  better); the epoch is picked on the column itself, so on a test column it is an
+  optimistic number, selected on the test set (the report's tables no longer show it);
 - `mean_<column>`: the mean over all epochs ("over the course of training");
 - `epochs_to_<column>`: the first epoch at which the column reaches the claim's
   `threshold`; a run that never does is *censored* (stored as +inf, never averaged);
@@ -132,7 +133,7 @@ def parse_metric(name) -> Metric | None:
     words = {
         "final": f"final {col.describe}",
         "last": f"{col.describe}, mean of the last {k} epochs",
-        "best": f"best {col.describe} over the epochs",
+        "best": f"best {col.describe} over the epochs (the epoch picked on it: optimistic)",
         "mean": f"{col.describe}, mean over all epochs",
         "epochs_to": f"epochs until the {col.describe} reaches the threshold",
     }[reducer]
