@@ -106,7 +106,9 @@ def test_the_installed_mlflow_ui_reads_every_field_the_view_sets():
     bundle = _ui_bundle()
     assert f'"{ui_view.TAG_PREFIX}"' in bundle and f'"{ui_view.SHARE_PARAM}"' in bundle
     assert "Invalid saved-view envelope" in bundle
-    lists = re.findall(r'\["selectedColumns",(?:"\w+",?)+\]|\["searchFilter",(?:"\w+",?)+\]', bundle)
+    lists = re.findall(
+        r'\["selectedColumns",(?:"\w+",?)+\]|\["searchFilter",(?:"\w+",?)+\]', bundle
+    )
     known = {f for lst in lists for f in json.loads(lst)}
     assert {"compareRunCharts", "groupBy", "orderByKey"} <= known
     assert set(_state()) <= known
