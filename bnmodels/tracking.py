@@ -197,6 +197,21 @@ class SweepRun:
                 lambda t=text, n=name: self.client.log_text(self.run_id, t, n), f"logging {name}"
             )
 
+    def log_inputs(self) -> None:
+        """Log the sweep's data sets on the parent: this also adds the experiment's data set
+        rows, once, before any writer of its children runs. Two executions adding the
+        same ones at once (queued DVC experiments) can collide on the table's key
+        (MLflow reads, then inserts); the second try finds them and links them."""
+        from bnmodels.run_writers import dataset_inputs
+
+        every = dataset_inputs([i for pair in self.inputs.values() for i in pair])
+        try:
+            self._try(lambda: self.client.log_inputs(self.run_id, every), "logging the data sets")
+        except TrackingError:
+            raise
+        except Exception:
+            self._try(lambda: self.client.log_inputs(self.run_id, every), "logging the data sets")
+
     def log_view(self, configs: Sequence[RunConfig], metric_names: Sequence[str]) -> str:
         """Write the experiment's landing view of this execution (`bnmodels.ui_view`);
         returns its key. `metric_names`: the metrics the runs log."""
@@ -307,11 +322,8 @@ def open_sweep_run(
     run = SweepRun(client, uri, sweep, exp, run_id, tags, retry_s, inputs=dict(inputs or {}))
     try:
         run.resume()
-        if run.inputs:  # also creates the experiment's data set rows before any worker runs
-            from bnmodels.run_writers import dataset_inputs
-
-            every = dataset_inputs([i for pair in run.inputs.values() for i in pair])
-            run._try(lambda: client.log_inputs(run_id, every), "logging the data sets")
+        if run.inputs:
+            run.log_inputs()
         if params:
             from mlflow.entities import Param
 
