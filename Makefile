@@ -18,7 +18,7 @@ WORKERS ?= 2
 SERVER_ENV = SERVER_DIR=$(SERVER_DIR) HOST=$(HOST) PORT=$(PORT) PG_PORT=$(PG_PORT) \
 	PG_BIN=$(PG_BIN) WORKERS=$(WORKERS) MLFLOW=$(BIN)/mlflow
 
-.PHONY: setup run test ui bench lint clean lock server server-stop
+.PHONY: setup run test ui ui-check bench lint clean lock server server-stop
 
 setup: $(VENV)/.installed
 
@@ -50,6 +50,12 @@ test: setup  ## set up and run the tests
 ui: setup  ## the MLflow UI on http://127.0.0.1:5000 (runs of every sweep)
 	$(BIN)/bnmodels links
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+# Each sweep's landing view, rendered by headless Chromium (Debian's `chromium`) from a
+# tiny store served by `mlflow ui`; screenshot in $(UI_SHOT). 1.5-2.5 min on 2 cores.
+UI_SHOT ?= docs/ui-landing.png
+ui-check: setup  ## check the MLflow landing views in a real browser
+	$(BIN)/python scripts/ui_check.py --out $(UI_SHOT)
 
 server: setup  ## PostgreSQL + mlflow server on http://$(HOST):$(PORT); state in $(SERVER_DIR)
 	$(SERVER_ENV) bash scripts/server.sh start

@@ -9,9 +9,12 @@ Layout in the store (`bnmodels.store` finds and checks it):
   (git commit, DVC stage, params hash, DVC experiment name and baseline), the values of
   each configuration key that varies across the sweep as params, the figures, and the
   sweep's tables `history.csv` (every metric of every run at every epoch) and
-  `diagnostics.json`;
+  `diagnostics.json`, and the sweep's data sets as run inputs;
+- the experiment's landing view `compare` (`bnmodels.ui_view`): the latest execution's
+  configurations compared, mean curves over seeds, written when its parent finishes;
 - child run `<run_key>` per result (`bnmodels.run_writers`): params, train/test curves,
-  final per-layer diagnostics, its real training start and end, and `model.pt`, weights
+  final per-layer diagnostics, its data sets (train and test inputs with the plan's md5),
+  its real training start and end, and `model.pt`, weights
   that load without running code (`load_run_model`). A diverged run is tagged
   `diverged=true` and its status is FAILED; the others FINISHED.
 
@@ -34,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bnmodels.config import CONFIG_KEYS, RunConfig
-from bnmodels.run_writers import MODEL_FILE, PARENT_TAG, ChildRun, child_run
+from bnmodels.run_writers import MODEL_FILE, PARENT_TAG, ChildRun, DataInput, child_run
 from bnmodels.store import (
     TrackingError,
     check_reachable,
@@ -64,6 +67,15 @@ def varying_params(configs: Sequence[RunConfig]) -> dict[str, str]:
         "varying": ",".join(varying) or "-",
         **{k: ",".join(map(str, v)) for k, v in varying.items()},
     }
+
+
+def metric_names(results: Sequence[RunResult]) -> list[str]:
+    """The metrics the results log: their history columns with a finite value."""
+    import math
+
+    return sorted(
+        {k for r in results for k, v in r.history.items() if any(math.isfinite(x) for x in v)}
+    )
 
 
 def dvc_experiment_tags(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
@@ -107,6 +119,8 @@ class SweepRun:
     tags: dict[str, str]
     retry_s: float = RETRY_S
     run_ids: dict[str, str] = field(default_factory=dict)  # run_key -> child run id
+    # "<data set>/<normalization>" -> its train and test inputs (`run_writers.data_inputs`)
+    inputs: Mapping[str, Sequence[DataInput]] = field(default_factory=dict)
 
     def child_runs(
         self,
@@ -128,6 +142,7 @@ class SweepRun:
                 self.sweep,
                 start_ms,
                 end_ms,
+                self.inputs.get(f"{r.config.dataset}/{r.config.normalization}", ()),
             )
             for r in results
             if r.config.run_key not in self.run_ids
@@ -181,6 +196,41 @@ class SweepRun:
             self._try(
                 lambda t=text, n=name: self.client.log_text(self.run_id, t, n), f"logging {name}"
             )
+
+    def log_inputs(self) -> None:
+        """Log the sweep's data sets on the parent: this also adds the experiment's data set
+        rows, once, before any writer of its children runs. Two executions adding the
+        same ones at once (queued DVC experiments) can collide on the table's key
+        (MLflow reads, then inserts); the second try finds them and links them."""
+        from bnmodels.run_writers import dataset_inputs
+
+        every = dataset_inputs([i for pair in self.inputs.values() for i in pair])
+        try:
+            self._try(lambda: self.client.log_inputs(self.run_id, every), "logging the data sets")
+        except TrackingError:
+            raise
+        except Exception:
+            self._try(lambda: self.client.log_inputs(self.run_id, every), "logging the data sets")
+
+    def log_view(self, configs: Sequence[RunConfig], metric_names: Sequence[str]) -> str:
+        """Write the experiment's landing view of this execution (`bnmodels.ui_view`);
+        returns its key. `metric_names`: the metrics the runs log."""
+        import time
+
+        from bnmodels import ui_view
+
+        varying = [k for k in varying_params(configs) if k != "varying"]
+        state = ui_view.view_state(
+            self.sweep, self.run_id, varying, metric_names, runs=len(configs)
+        )
+        n = len({tuple(getattr(c, k) for k in varying if k != "seed") for c in configs})
+        name = f"{self.sweep}: {n} configurations, {len(configs)} runs (latest execution)"
+        key, value = ui_view.view_tag(state, name, int(time.time() * 1000))
+        self._try(
+            lambda: self.client.set_experiment_tag(self.experiment_id, key, value),
+            "writing the landing view",
+        )
+        return ui_view.VIEW_KEY
 
     def remove_orphans(self) -> None:
         """Delete unfinished children that no result points to: a create_run whose answer
@@ -243,6 +293,7 @@ def open_sweep_run(
     tags: Mapping[str, str],
     params: Mapping[str, str] | None = None,
     retry_s: float = RETRY_S,
+    inputs: Mapping[str, Sequence[DataInput]] | None = None,
 ) -> Iterator[SweepRun]:
     """Open the parent run of one execution of `sweep`; close it when the block ends.
 
@@ -250,6 +301,8 @@ def open_sweep_run(
     parent ends FINISHED, KILLED on KeyboardInterrupt or SystemExit (see
     `sigterm_as_exit`), FAILED on any other exception, which propagates. A previous
     execution with the same tags that did not finish is resumed (see the module doc).
+    `inputs` (`run_writers.data_inputs`): the sweep's data sets, logged on the parent
+    here and on each child with its own.
     """
     from mlflow import MlflowClient
 
@@ -266,9 +319,11 @@ def open_sweep_run(
         return exp, client.create_run(exp, run_name=name, tags={**tags, "sweep": sweep}).info.run_id
 
     exp, run_id = retrying(start, uri=uri, retry_s=retry_s, what="opening the parent run")
-    run = SweepRun(client, uri, sweep, exp, run_id, tags, retry_s)
+    run = SweepRun(client, uri, sweep, exp, run_id, tags, retry_s, inputs=dict(inputs or {}))
     try:
         run.resume()
+        if run.inputs:
+            run.log_inputs()
         if params:
             from mlflow.entities import Param
 
@@ -291,19 +346,22 @@ def log_sweep(
     tags: Mapping[str, str],
     figures: Mapping[str, Figure] | None = None,
     progress: Callable[[int], object] | None = None,
+    inputs: Mapping[str, Sequence[DataInput]] | None = None,
 ) -> tuple[str, dict[str, str]]:
     """Log one sweep execution: a parent run and a child run per result.
 
     `in_features` maps each data set to its feature count (to rebuild the models); `tags`
-    (git commit, DVC stage, params hash, ...) go on the parent and every child.
+    (git commit, DVC stage, params hash, ...) go on the parent and every child; `inputs`
+    the data sets (`run_writers.data_inputs`). Writes the experiment's landing view.
     Returns (parent run id, {run_key: child run id}); everything is written on return.
     """
     check_reachable(uri)
     params = varying_params([r.config for r in results])
-    with open_sweep_run(sweep, uri=uri, tags=tags, params=params) as run:
+    with open_sweep_run(sweep, uri=uri, tags=tags, params=params, inputs=inputs) as run:
         run_ids = run.log_results(results, in_features, progress=progress)
         if figures:
             run.log_figures(figures)
+        run.log_view([r.config for r in results], metric_names(results))
     return run.run_id, run_ids
 
 

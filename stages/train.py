@@ -24,6 +24,7 @@ from bnmodels.log_workers import ForkedLogger, log_workers
 from bnmodels.params import load_params
 from bnmodels.plan import load_plan_data, plan_hash, plan_runs
 from bnmodels.results import history_frame, runs_frame
+from bnmodels.run_writers import data_inputs
 from bnmodels.sweep import resolve_device, train_sweep
 
 LOG_CHUNK = tracking.CHUNK  # runs per logging task
@@ -83,6 +84,7 @@ def main(sweep: str, plan_file: str, processed: str, out: str, params_file: str)
             tags=tags,
             params=tracking.varying_params(runs),
             retry_s=execution.log_retry_s,
+            inputs=data_inputs(plan["data_md5"], processed),
         ) as parent,
         ForkedLogger(parent, in_features, workers) as logger,
     ):
@@ -110,6 +112,7 @@ def main(sweep: str, plan_file: str, processed: str, out: str, params_file: str)
         )
         run_ids = logger.close()
         bars["log"].update(len(run_ids) - bars["log"].n)
+        parent.log_view(runs, tracking.metric_names(results))  # the UI's landing view
     for bar in bars.values():
         bar.close()
     write(sweep, results, history, run_ids, out)

@@ -131,6 +131,36 @@ def test_each_sweep_execution_has_a_parent_run_with_the_sweeps_tables(repo):
     assert {"history.csv", "diagnostics.json"} <= tables, tables
 
 
+def test_each_sweep_links_to_its_landing_view_and_runs_log_their_plans_data(repo):
+    import json
+
+    import mlflow
+
+    from bnmodels.ui_view import read_view_tag
+
+    client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    md5 = json.loads((repo / "data" / "plans" / "beta.json").read_text())["data_md5"]
+    runs = pd.read_csv(repo / "runs" / "beta" / "runs.csv")
+    for run_id in runs["mlflow_run_id"]:
+        inputs = client.get_run(run_id).inputs.dataset_inputs
+        got = sorted((d.dataset.name, d.dataset.digest, d.tags[0].value) for d in inputs)
+        assert got == [
+            ("tiny/zscore/test", md5["tiny/zscore"], "test"),
+            ("tiny/zscore/train", md5["tiny/zscore"], "train"),
+        ]
+    parent = client.get_run(runs["mlflow_run_id"].iloc[0]).data.tags["mlflow.parentRunId"]
+    exp = client.get_experiment_by_name("bnmodels/beta")
+    view = read_view_tag(exp.tags["mlflow.sharedViewState.compare"])
+    assert view["searchFilter"] == f"tags.`mlflow.parentRunId` = '{parent}'"
+    assert [k["groupByData"] for k in view["groupBy"]["groupByKeys"]] == ["activation"]
+    links = sh([str(BIN / "bnmodels"), "links"], repo).stdout
+    line = next(x for x in links.splitlines() if x.startswith("bnmodels/beta "))
+    assert line.endswith(
+        f"/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning"
+        "&viewStateShareKey=compare&compareRunsMode=CHART"
+    )
+
+
 def test_reports_are_written(repo):
     assert (repo / "reports" / "report.md").read_text().count("alpha") >= 1
     assert "bn_helps_alpha" in (repo / "reports" / "claims.csv").read_text()

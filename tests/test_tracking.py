@@ -6,6 +6,7 @@ own sweep, i.e. its own experiment, into it.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import signal
@@ -28,6 +29,7 @@ from bnmodels import store, tracking
 from bnmodels.config import CONFIG_KEYS, DatasetSpec, RunConfig
 from bnmodels.data import generate
 from bnmodels.log_workers import ForkedLogger, log_workers
+from bnmodels.run_writers import data_inputs
 from bnmodels.store import TrackingError
 from bnmodels.train import train_reference
 
@@ -45,6 +47,8 @@ SPEC = DatasetSpec(
     feature_shift=(0.0, 0.0),
 )
 IN_FEATURES = {"tiny": 2}
+MD5 = "0123456789abcdef0123456789abcdef"  # a plan's data_md5 of the processed file
+INPUTS = data_inputs({"tiny/none": MD5}, "data/processed")
 TAGS = {"mlflow.source.git.commit": "0123abc", "dvc_stage": "train@tiny", "params_hash": "9f"}
 
 
@@ -81,7 +85,13 @@ def logged(uri, results):
     fig = Figure()
     fig.subplots().plot([1, 2, 3])
     parent, run_ids = tracking.log_sweep(
-        "tiny", results, uri=uri, in_features=IN_FEATURES, tags=TAGS, figures={"curves": fig}
+        "tiny",
+        results,
+        uri=uri,
+        in_features=IN_FEATURES,
+        tags=TAGS,
+        figures={"curves": fig},
+        inputs=INPUTS,
     )
     return parent, run_ids
 
@@ -130,10 +140,19 @@ def test_child_runs_carry_the_training_times_given_and_their_final_status(uri, r
     assert client.get_run(parent).info.status == "FINISHED"
 
 
+def _inputs(run):
+    """A run's data sets as the UI lists them: (name, digest, source type, source, tags)."""
+    return sorted(
+        (d.dataset.name, d.dataset.digest, d.dataset.source_type, d.dataset.source)
+        + tuple(sorted((t.key, t.value) for t in d.tags))
+        for d in run.inputs.dataset_inputs
+    )
+
+
 def _comparable(run):
     """What a user sees of a run, without its ids."""
     tags = {k: v for k, v in run.data.tags.items() if k not in ("model_uri", "mlflow.parentRunId")}
-    return run.info.run_name, run.info.status, run.data.params, run.data.metrics, tags
+    return run.info.run_name, run.info.status, run.data.params, run.data.metrics, tags, _inputs(run)
 
 
 def test_the_bulk_sql_writer_stores_what_mlflows_own_client_stores(tmp_path, results):
@@ -146,9 +165,12 @@ def test_the_bulk_sql_writer_stores_what_mlflows_own_client_stores(tmp_path, res
         ("bulk", lambda r: SqlBulkWriter(r.client, r.uri, r.experiment_id, 5)),
     ):
         uri = f"sqlite:///{tmp_path}/{name}.db"
-        with tracking.open_sweep_run("same", uri=uri, tags=TAGS) as run:
+        with tracking.open_sweep_run("same", uri=uri, tags=TAGS, inputs=INPUTS) as run:
             children = run.child_runs(results, IN_FEATURES, 1_000, 2_000)
-            run_ids = make(run).write(children)
+            run_ids = make(run).write(children[:2])
+            run.inputs = data_inputs({"tiny/none": "f" * 32}, "elsewhere")  # new data sets
+            children = run.child_runs(results, IN_FEATURES, 1_000, 2_000)
+            run_ids |= make(run).write(children[2:])
         client = MlflowClient(uri)
         got[name] = {k: _comparable(client.get_run(i)) for k, i in run_ids.items()}
         for k, i in run_ids.items():
@@ -156,6 +178,43 @@ def test_the_bulk_sql_writer_stores_what_mlflows_own_client_stores(tmp_path, res
             curve = client.get_metric_history(i, "test_mse")
             got[name][k] += (tuple((m.step, m.value, m.timestamp) for m in curve),)
     assert got["bulk"] == got["client"]
+    assert [len(v[5]) for v in got["bulk"].values()] == [2, 2, 2, 2]  # train and test
+    for name in got:  # one row per data set in the experiment, however many runs use it
+        with sqlite3.connect(f"{tmp_path}/{name}.db") as con:
+            rows = con.execute("SELECT name, digest FROM datasets ORDER BY name, digest")
+            assert [(n, d[:1]) for n, d in rows] == [
+                ("tiny/none/test", "0"),
+                ("tiny/none/test", "f"),
+                ("tiny/none/train", "0"),
+                ("tiny/none/train", "f"),
+            ]
+
+
+def test_each_run_logs_its_train_and_test_data_with_the_plans_digest(uri, logged):
+    client = MlflowClient(uri)
+    parent_id, run_ids = logged
+    source = '{"uri": "data/processed/tiny/none.pt"}'
+    want = [
+        ("tiny/none/test", MD5, "local", source, ("mlflow.data.context", "test")),
+        ("tiny/none/train", MD5, "local", source, ("mlflow.data.context", "train")),
+    ]
+    for run_id in [parent_id, *run_ids.values()]:
+        assert _inputs(client.get_run(run_id)) == want
+
+
+def test_the_sweep_logs_a_landing_view_of_its_latest_execution(uri, results, logged):
+    from bnmodels import ui_view
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("bnmodels/tiny")
+    state = ui_view.read_view_tag(exp.tags["mlflow.sharedViewState.compare"])
+    parent_id, _ = logged
+    assert state["searchFilter"] == f"tags.`mlflow.parentRunId` = '{parent_id}'"
+    keys = [k["groupByData"] for k in state["groupBy"]["groupByKeys"]]
+    assert keys == ["activation", "bn", "depth", "lr"]
+    assert [c["metricKey"] for c in state["compareRunCharts"]] == ["test_mse", "train_mse"]
+    name = json.loads(exp.tags["mlflow.sharedViewState.compare"])["name"]
+    assert name == "tiny: 3 configurations, 4 runs (latest execution)"
 
 
 def test_children_point_to_one_finished_parent_that_holds_the_sweep(uri, results, logged):
