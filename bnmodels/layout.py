@@ -22,3 +22,9 @@ def data_file(processed: str | Path, dataset: str, normalization: str, draw: int
 def error_file(processed: str | Path, dataset: str, normalization: str, draw: int = 0) -> Path:
     """Where the normalize stage explains why a normalization is impossible."""
     return Path(processed) / dataset / f"{_name(normalization, draw)}.error"
+
+
+def data_name(dataset: str, normalization: str, draw: int) -> str:
+    """A split's key in a plan's data_md5: `dataset/normalization`, and `/draw<d>` after
+    it for a draw d > 0 (so that plans of single-draw data sets are as they were)."""
+    return f"{dataset}/{normalization}" + (f"/draw{draw}" if draw else "")

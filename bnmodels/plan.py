@@ -13,7 +13,7 @@ from pathlib import Path
 from bnmodels.config import Params, RunConfig, used_data
 from bnmodels.data import Split, load_split
 from bnmodels.errors import ParamsError, StageError
-from bnmodels.layout import data_file, error_file
+from bnmodels.layout import data_file, data_name, error_file
 
 PLAN_VERSION = 1
 
@@ -64,12 +64,6 @@ def plan_hash(plan: dict) -> str:
 
 def plan_runs(plan: dict) -> list[RunConfig]:
     return [RunConfig(**r) for r in plan["runs"]]
-
-
-def data_name(dataset: str, normalization: str, draw: int) -> str:
-    """A split's key in a plan's data_md5: `dataset/normalization`, and `/draw<d>` after
-    it for a draw d > 0 (so that plans of single-draw data sets are as they were)."""
-    return f"{dataset}/{normalization}" + (f"/draw{draw}" if draw else "")
 
 
 def load_plan_data(plan: dict, processed: Path) -> dict[tuple[str, str, int], Split]:

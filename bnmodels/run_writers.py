@@ -63,12 +63,14 @@ class DataInput:
 
 
 def data_inputs(data_md5: Mapping[str, str], processed: str | Path) -> dict[str, tuple]:
-    """Each `<data set>/<normalization>` of a plan's `data_md5`: its train and test inputs."""
+    """Each split of a plan's `data_md5` (`<data set>/<normalization>`, and `/draw<d>` for
+    a draw d > 0: `plan.data_name`), by that name: its train and test inputs."""
     out = {}
-    for pair, md5 in data_md5.items():
-        ds, norm = pair.split("/")
-        source = json.dumps({"uri": data_file(processed, ds, norm).as_posix()})
-        out[pair] = tuple(DataInput(f"{pair}/{c}", md5, source, c) for c in ("train", "test"))
+    for name, md5 in data_md5.items():
+        ds, norm, *draw = name.split("/")
+        d = int(draw[0].removeprefix("draw")) if draw else 0
+        source = json.dumps({"uri": data_file(processed, ds, norm, d).as_posix()})
+        out[name] = tuple(DataInput(f"{name}/{c}", md5, source, c) for c in ("train", "test"))
     return out
 
 

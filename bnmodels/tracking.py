@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bnmodels.config import CONFIG_KEYS, RunConfig
+from bnmodels.layout import data_name
 from bnmodels.run_writers import MODEL_FILE, PARENT_TAG, ChildRun, DataInput, child_run
 from bnmodels.store import (
     TrackingError,
@@ -142,7 +143,7 @@ class SweepRun:
                 self.sweep,
                 start_ms,
                 end_ms,
-                self.inputs.get(f"{r.config.dataset}/{r.config.normalization}", ()),
+                self.inputs.get(data_name(*r.config.data_key), ()),
             )
             for r in results
             if r.config.run_key not in self.run_ids

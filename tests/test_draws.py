@@ -150,3 +150,16 @@ def test_runs_on_different_draws_share_a_group_and_keep_their_bits(raw_params):
         for col, v in alone.history.items():
             assert t.history[col].tobytes() == v.tobytes(), (r.run_key, col)
     assert dataclasses.replace(runs[0], draw=None) != runs[0]  # the draw is configuration
+
+
+def test_each_draw_is_its_own_mlflow_input_with_its_own_file():
+    from bnmodels.run_writers import data_inputs
+
+    got = data_inputs({"quad2/none": "a" * 32, "quad2/none/draw3": "b" * 32}, "proc")
+    assert [i.name for i in got["quad2/none/draw3"]] == [
+        "quad2/none/draw3/train",
+        "quad2/none/draw3/test",
+    ]
+    assert {i.digest for i in got["quad2/none/draw3"]} == {"b" * 32}
+    assert '"proc/quad2/none.draw3.pt"' in got["quad2/none/draw3"][0].source
+    assert '"proc/quad2/none.pt"' in got["quad2/none"][0].source
