@@ -98,6 +98,12 @@ def _expect_words(r: ClaimResult) -> str:
     return f"{c.expect} (effect {'< 0' if c.expect == 'lower' else '> 0'})"
 
 
+def _sentence(text: str) -> str:
+    """`text` as a sentence: capitalised, unless it opens with a key=value (lr=0.1)."""
+    first = text.split(" ", 1)[0]
+    return text if "=" in first else text[:1].upper() + text[1:]
+
+
 def _scope_mark(r: ClaimResult) -> str:
     """The verdict's qualifier: what the runs let it decide, when not a converged error."""
     return "" if r.scope.kind == convergence.DECIDED else f" ({r.scope.kind})"
@@ -141,7 +147,7 @@ def claims_markdown(results: Sequence[ClaimResult], not_judged: Sequence[str] = 
             + f"; p {_p_is(r.p)}, Holm-corrected p {_p_is(r.p_holm)}. {r.detail}"
         )
         if r.scope.note:
-            text += f" **Scope: {r.scope.kind}.** {r.scope.note[0].upper()}{r.scope.note[1:]}."
+            text += f" **Scope: {r.scope.kind}.** {_sentence(r.scope.note)}."
         if r.verdict in VERDICT_HINT and r.claim.hint:
             text += f" {VERDICT_HINT[r.verdict]} {r.claim.hint}"
         out.append(text)
