@@ -12,6 +12,7 @@ import math
 import pytest
 import torch
 import yaml
+from configs import RUN_DEFAULTS
 from torch import nn
 
 # Bits depend on the thread count (SPEC, Precision); fix it before any test runs.
@@ -29,20 +30,7 @@ TINY_PARAMS = {
             "train_fraction": 0.7,
         },
     },
-    "defaults": {
-        "dataset": "quad2",
-        "normalization": "none",
-        "activation": "sigmoid",
-        "bn": "none",
-        "depth": 1,
-        "width": 4,
-        "init": "default",
-        "momentum": 0.1,
-        "batch_size": 10,
-        "lr": 0.03,
-        "epochs": 2,
-        "seed": 24,
-    },
+    "defaults": {**RUN_DEFAULTS, "epochs": 2},
     "sweeps": {
         "placement": {"activation": ["sigmoid", "tanh"], "bn": ["none", "pre", "post"]},
         "depth": {"depth": [1, 2], "seed": [24, 25]},

@@ -8,8 +8,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from configs import quad2_spec
 
-from bnmodels.config import DatasetSpec, RunConfig
+from bnmodels.config import RunConfig
 from bnmodels.data import generate
 from bnmodels.engine import train_runs
 from bnmodels.errors import ParamsError
@@ -23,18 +24,7 @@ STEPS_PER_EPOCH = 14  # 141 train rows in batches of 10: 14 of 10, a last row sk
 
 @pytest.fixture(scope="module")
 def split():
-    spec = DatasetSpec(
-        name="d",
-        num_examples=202,
-        w=(2.0, -1.0),
-        bias=False,
-        delta=0.01,
-        deg=2,
-        seed=420,
-        train_fraction=0.7,
-        feature_scale=(1.0, 1.0),
-        feature_shift=(0.0, 0.0),
-    )
+    spec = quad2_spec()
     s = generate(spec)
     assert s.x_train.shape[0] == 141
     return s

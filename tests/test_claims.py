@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from claims_on_sweeps import judge
+from configs import RUN_DEFAULTS
 
 from bnmodels import stats
 from bnmodels.claim_metrics import epochs_to
@@ -18,20 +19,7 @@ from bnmodels.config import CONFIG_KEYS
 from bnmodels.prepared import SweepData, prepare
 
 SEEDS = tuple(range(24, 34))
-DEFAULTS = {
-    "dataset": "quad2",
-    "normalization": "none",
-    "activation": "sigmoid",
-    "bn": "none",
-    "depth": 1,
-    "width": 4,
-    "init": "default",
-    "momentum": 0.1,
-    "batch_size": 10,
-    "lr": 0.03,
-    "epochs": 5,
-    "seed": 24,
-}
+DEFAULTS = {**RUN_DEFAULTS, "epochs": 5}
 
 
 def _noise(seed: int, cfg: dict, keys) -> float:

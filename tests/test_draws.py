@@ -8,6 +8,7 @@ import json
 
 import pytest
 import torch
+from configs import quad2_spec
 from test_stage_cli import invoke
 
 from bnmodels.baseline import baselines
@@ -25,19 +26,7 @@ torch.set_num_threads(1)
 
 
 def spec(**kw) -> DatasetSpec:
-    base = dict(
-        name="d",
-        num_examples=40,
-        w=(2.0, -1.0),
-        bias=False,
-        delta=0.01,
-        deg=2,
-        seed=420,
-        train_fraction=0.7,
-        feature_scale=(1.0, 1.0),
-        feature_shift=(0.0, 0.0),
-    )
-    return DatasetSpec(**{**base, **kw})
+    return quad2_spec(**{"num_examples": 40, **kw})
 
 
 def same_split(a, b) -> bool:

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from configs import RUN_DEFAULTS
 
 from bnmodels.config import CONFIG_KEYS
 from bnmodels.exp_outputs import CURVE_LABEL, CURVE_X, CURVE_Y, curve_tables, headline_metrics
@@ -22,20 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DVC_YAML = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 SEEDS = (24, 25, 26)
 EPOCHS = 4
-DEFAULTS = {
-    "dataset": "quad2",
-    "normalization": "none",
-    "activation": "sigmoid",
-    "bn": "none",
-    "depth": 1,
-    "width": 4,
-    "init": "default",
-    "momentum": 0.1,
-    "batch_size": 10,
-    "lr": 0.03,
-    "epochs": EPOCHS,
-    "seed": 24,
-}
+DEFAULTS = {**RUN_DEFAULTS, "epochs": EPOCHS}
 
 
 def mixed_sweep() -> SweepData:

@@ -8,9 +8,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from configs import quad2_spec
 from torch import nn
 
-from bnmodels.config import DatasetSpec, RunConfig
+from bnmodels.config import RunConfig
 from bnmodels.data import Split, generate
 from bnmodels.model import build_model
 from bnmodels.train import train_reference
@@ -38,18 +39,7 @@ def config(**kw) -> RunConfig:
 def split() -> Split:
     # 202 x 0.7 -> 141 train rows: with batch size 10 the last batch of each epoch has one
     # row, which SPEC 4 skips, so every comparison below also covers the skip.
-    spec = DatasetSpec(
-        name="d",
-        num_examples=202,
-        w=(2.0, -1.0),
-        bias=False,
-        delta=0.01,
-        deg=2,
-        seed=420,
-        train_fraction=0.7,
-        feature_scale=(1.0, 1.0),
-        feature_shift=(0.0, 0.0),
-    )
+    spec = quad2_spec()
     s = generate(spec)
     assert s.x_train.shape[0] % 10 == 1
     return s

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from configs import RUN_DEFAULTS
 
 from bnmodels import markdown, plots, report
 from bnmodels.claim_spec import validate_claims
@@ -21,20 +22,7 @@ from bnmodels.study import load_study
 
 SEEDS = (24, 25, 26, 27, 28, 29)
 EPOCHS = 6
-DEFAULTS = {
-    "dataset": "quad2",
-    "normalization": "none",
-    "activation": "sigmoid",
-    "bn": "none",
-    "depth": 1,
-    "width": 4,
-    "init": "default",
-    "momentum": 0.1,
-    "batch_size": 10,
-    "lr": 0.03,
-    "epochs": EPOCHS,
-    "seed": 24,
-}
+DEFAULTS = {**RUN_DEFAULTS, "epochs": EPOCHS}
 SAMPLE_RUNS = Path("/tmp/sample_runs")
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 

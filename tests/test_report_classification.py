@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from claims_on_sweeps import judge, parse
+from configs import RUN_DEFAULTS
 
 from bnmodels import stats
 from bnmodels.config import CONFIG_KEYS
@@ -19,20 +20,7 @@ from bnmodels.report import SweepData, build_report
 
 SEEDS = tuple(range(24, 32))
 EPOCHS = 6
-DEFAULTS = {
-    "dataset": "blobs3",
-    "normalization": "none",
-    "activation": "sigmoid",
-    "bn": "none",
-    "depth": 1,
-    "width": 4,
-    "init": "default",
-    "momentum": 0.1,
-    "batch_size": 10,
-    "lr": 0.03,
-    "epochs": EPOCHS,
-    "seed": 24,
-}
+DEFAULTS = {**RUN_DEFAULTS, "dataset": "blobs3", "epochs": EPOCHS}
 REGRESSION_COLUMNS = ("final_train_mse", "final_test_mse", "best_test_mse")
 CLASSIFICATION_COLUMNS = (
     "final_train_ce",

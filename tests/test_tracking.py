@@ -22,11 +22,12 @@ from urllib.parse import urlparse
 import numpy as np
 import pytest
 import torch
+from configs import quad2_spec
 from matplotlib.figure import Figure
 from mlflow import MlflowClient
 
 from bnmodels import store, tracking
-from bnmodels.config import CONFIG_KEYS, DatasetSpec, RunConfig
+from bnmodels.config import CONFIG_KEYS, RunConfig
 from bnmodels.data import generate
 from bnmodels.log_workers import ForkedLogger, log_workers
 from bnmodels.run_writers import data_inputs
@@ -34,18 +35,7 @@ from bnmodels.store import TrackingError
 from bnmodels.train import train_reference
 
 EPOCHS = 3
-SPEC = DatasetSpec(
-    name="tiny",
-    num_examples=100,
-    w=(2.0, -1.0),
-    bias=False,
-    delta=0.01,
-    deg=2,
-    seed=7,
-    train_fraction=0.7,
-    feature_scale=(1.0, 1.0),
-    feature_shift=(0.0, 0.0),
-)
+SPEC = quad2_spec(name="tiny", num_examples=100, seed=7)
 IN_FEATURES = {"tiny": 2}
 MD5 = "0123456789abcdef0123456789abcdef"  # a plan's data_md5 of the processed file
 INPUTS = data_inputs({"tiny/none": MD5}, "data/processed")
