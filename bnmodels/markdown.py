@@ -245,84 +245,62 @@ def _state_cell(s) -> str:
     return f"{change} ({state})" if state and state != convergence.CONVERGED else change
 
 
-def _regression_table(sw: PreparedSweep, summary: pd.DataFrame, configs: Sequence[int]) -> str:
-    keys = list(sw.axes)
-    header = [
-        *keys,
-        "n",
-        "diverged",
-        "final test MSE geo-mean [95% CI]",
-        "R² median",
-        "constant predictor",
-        "last fifth: change (state)",
-        "epochs to R²=0.5 on train: median (reached/n)",
-    ]
+def _ci(s, metric: str, center: str) -> str:
+    """`center` of `metric` with its 95% interval, from a summary row."""
+    return (
+        f"{cell(s[f'{metric}_{center}'])} [{cell(s[f'{metric}_ci_low'])}, "
+        f"{cell(s[f'{metric}_ci_high'])}]"
+    )
+
+
+def _config_table(sw: PreparedSweep, summary: pd.DataFrame, configs: Sequence[int], columns):
+    """One row per configuration: its axes, its counts, then `columns` ((header, function
+    of the summary row) pairs), and the dead units where the sweep has any."""
     has_dead = np.isfinite(summary["dead_fraction_final_mean"]).any()
-    if has_dead:
-        header.append("dead units (mean)")
+    header = [*sw.axes, "n", "diverged", *(h for h, _ in columns)]
+    header += ["dead units (mean)"] if has_dead else []
     rows = []
     for i in configs:
         cfg, s = sw.configs[i], summary.iloc[i]
-        ci = (
-            f"{cell(s.final_test_mse_geomean)} [{cell(s.final_test_mse_ci_low)}, "
-            f"{cell(s.final_test_mse_ci_high)}]"
-        )
+        row = [*(show(cfg[k]) for k in sw.axes), s.n_seeds]
+        row.append(f"**{s.n_diverged}**" if s.n_diverged else "0")
+        row += [f(s) for _, f in columns]
+        rows.append(row + ([s.dead_fraction_final_mean] if has_dead else []))
+    return md_table(header, rows)
+
+
+def _regression_table(sw: PreparedSweep, summary: pd.DataFrame, configs: Sequence[int]) -> str:
+    def epochs_to(s) -> str:
         n_ok = s.n_seeds - s.n_diverged
         med = s.epochs_to_threshold_median
         med = f"> {sw.epochs}" if med > sw.epochs else cell(med)
-        ep = f"{med} ({int(s.n_reached)}/{n_ok})" if n_ok and math.isfinite(sw.threshold) else "—"
-        row = [
-            *(show(cfg[k]) for k in keys),
-            s.n_seeds,
-            f"**{s.n_diverged}**" if s.n_diverged else "0",
-            ci,
-            f"{s.r2_median:.2f}" if math.isfinite(s.get("r2_median", math.nan)) else "—",
-            s.get("baseline_test_mse", math.nan),
-            _state_cell(s),
-            ep,
-        ]
-        if has_dead:
-            row.append(s.dead_fraction_final_mean)
-        rows.append(row)
-    return md_table(header, rows)
+        return f"{med} ({int(s.n_reached)}/{n_ok})" if n_ok and math.isfinite(sw.threshold) else "—"
+
+    def r2(s) -> str:
+        return f"{s.r2_median:.2f}" if math.isfinite(s.get("r2_median", math.nan)) else "—"
+
+    columns = [
+        ("final test MSE geo-mean [95% CI]", lambda s: _ci(s, "final_test_mse", "geomean")),
+        ("R² median", r2),
+        ("constant predictor", lambda s: s.get("baseline_test_mse", math.nan)),
+        ("last fifth: change (state)", _state_cell),
+        ("epochs to R²=0.5 on train: median (reached/n)", epochs_to),
+    ]
+    return _config_table(sw, summary, configs, columns)
 
 
 def _classification_table(sw: PreparedSweep, summary: pd.DataFrame, configs: Sequence[int]) -> str:
-    keys = list(sw.axes)
-    header = [
-        *keys,
-        "n",
-        "diverged",
-        "final test accuracy mean [95% CI]",
-        "final test accuracy median",
-        "majority class (constant predictor)",
-        "final test CE geo-mean",
-        "last fifth: CE change (state)",
+    columns = [
+        ("final test accuracy mean [95% CI]", lambda s: _ci(s, "final_test_accuracy", "mean")),
+        ("final test accuracy median", lambda s: s.final_test_accuracy_median),
+        (
+            "majority class (constant predictor)",
+            lambda s: s.get("baseline_test_accuracy", math.nan),
+        ),
+        ("final test CE geo-mean", lambda s: s.final_test_ce_geomean),
+        ("last fifth: CE change (state)", _state_cell),
     ]
-    has_dead = np.isfinite(summary["dead_fraction_final_mean"]).any()
-    if has_dead:
-        header.append("dead units (mean)")
-    rows = []
-    for i in configs:
-        cfg, s = sw.configs[i], summary.iloc[i]
-        ci = (
-            f"{cell(s.final_test_accuracy_mean)} [{cell(s.final_test_accuracy_ci_low)}, "
-            f"{cell(s.final_test_accuracy_ci_high)}]"
-        )
-        row = [
-            *(show(cfg[k]) for k in keys),
-            s.n_seeds,
-            f"**{s.n_diverged}**" if s.n_diverged else "0",
-            ci,
-            s.final_test_accuracy_median,
-            s.get("baseline_test_accuracy", math.nan),
-            s.final_test_ce_geomean,
-            _state_cell(s),
-        ]
-        if has_dead:
-            row.append(s.dead_fraction_final_mean)
-        rows.append(row)
-    return md_table(header, rows)
+    return _config_table(sw, summary, configs, columns)
 
 
 def _missing_curves(sw: PreparedSweep, figures: Sequence[str]) -> list[str]:
