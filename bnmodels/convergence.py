@@ -44,6 +44,7 @@ DECIDED, SPEED, TRAINABILITY, UNDECIDED = (
     "leaving the plateau",
     "not converged",
 )
+ON_PLATEAU = "measured on the plateau"  # a measure over training; some arm never trained
 
 
 def last_fifth_change(curves: np.ndarray, lengths=None) -> np.ndarray:
@@ -164,7 +165,7 @@ def scope(runs: pd.DataFrame, keys, budget: str, speed: bool, mechanism: bool) -
     if len(plateau):
         what = "measured on a flat plateau" if mechanism else "about leaving the plateau"
         return Scope(
-            TRAINABILITY,
+            ON_PLATEAU if mechanism else TRAINABILITY,
             f"{_describe(plateau, keys)} stay on the constant predictor's plateau for all "
             f"its {budget}: the comparison is {what} within the budget, not about the "
             "error reached at convergence",

@@ -204,7 +204,9 @@ seeds, never by one run (SPEC, Precision). Conventions:
   Where some compared configurations stay on the plateau for the whole budget, the
   verdict stands but is *about leaving the plateau* within the budget, not about the
   error reached at convergence. Measures over the course of training (probes, gradient
-  spread) are only qualified by a plateau; epochs to a threshold are *about speed*.
+  spread) are only qualified by a plateau: *measured on the plateau* where some compared
+  configuration never left it (a plateau's landscape is flat, its gradients small);
+  epochs to a threshold are *about speed*.
 - **Convergence** (the sweep tables): epochs until the train MSE first falls to T,
   {THRESHOLD_FRACTION:g} x the constant predictor's train MSE (R² = {1 - THRESHOLD_FRACTION:g}
   on train, fixed per data set whatever the sweep holds); the median is shown, with how

@@ -96,6 +96,9 @@ def test_scope_rules():
     assert s.kind == convergence.DECIDED
     s = scope(_runs({"none": plat, "pre": conv}), ["bn"], 40, speed=False, mechanism=False)
     assert s.kind == convergence.TRAINABILITY and s.decides and "bn=none" in s.note
+    # a measure over training where one arm never trained was taken on a flat landscape
+    s = scope(_runs({"none": plat, "pre": conv}), ["bn"], 40, speed=False, mechanism=True)
+    assert s.kind == convergence.ON_PLATEAU and s.decides and "flat plateau" in s.note
     s = scope(_runs({"none": plat, "pre": plat}), ["bn"], 40, speed=False, mechanism=True)
     assert not s.decides
     s = scope(_runs({"none": fall, "pre": plat}), ["bn"], 40, speed=True, mechanism=False)
