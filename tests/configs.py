@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bnmodels.config import DatasetSpec
+from bnmodels.config import DatasetSpec, RunConfig
 
 RUN_DEFAULTS = {  # a run's configuration keys (SPEC 1), as params.yaml's defaults
     "dataset": "quad2",
@@ -35,3 +35,8 @@ def quad2_spec(**changes) -> DatasetSpec:
         "feature_shift": (0.0, 0.0),
     }
     return DatasetSpec(**{**base, **changes})
+
+
+def run_config(**changes) -> RunConfig:
+    """A run of the defaults, with `changes`."""
+    return RunConfig(**{**RUN_DEFAULTS, **changes})

@@ -5,6 +5,7 @@ from collections import Counter
 
 import pytest
 import torch
+from configs import run_config
 
 from bnmodels.config import ClusterSpec, DatasetSpec, RunConfig
 from bnmodels.data import generate, normalize
@@ -46,21 +47,18 @@ def cluster_spec() -> ClusterSpec:
 
 
 def config(dataset: str, **kw) -> RunConfig:
-    base = dict(
-        dataset=dataset,
-        normalization="zscore",
-        activation="tanh",
-        bn="pre",
-        depth=1,
-        width=3,
-        init="default",
-        momentum=0.1,
-        batch_size=8,
-        lr=0.01,
-        epochs=2,
-        seed=24,
+    return run_config(
+        **{
+            "dataset": dataset,
+            "normalization": "zscore",
+            "activation": "tanh",
+            "bn": "pre",
+            "width": 3,
+            "batch_size": 8,
+            "lr": 0.01,
+            **kw,
+        }
     )
-    return RunConfig(**{**base, **kw})
 
 
 def plain_regression(split):

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from configs import quad2_spec
+from configs import quad2_spec, run_config
 
 from bnmodels.config import RunConfig
 from bnmodels.data import generate
@@ -32,22 +32,18 @@ def split():
 
 def steps_config(steps: int, **kw) -> RunConfig:
     """A steps-budget run on `split`; its epochs counted here, independently of params.py."""
-    base = dict(
-        dataset="d",
-        normalization="none",
-        activation="tanh",
-        bn="pre",
-        depth=2,
-        width=4,
-        init="default",
-        momentum=0.1,
-        batch_size=10,
-        lr=0.01,
-        epochs=math.ceil(steps / STEPS_PER_EPOCH),
-        seed=24,
-        steps=steps,
+    return run_config(
+        **{
+            "dataset": "d",
+            "activation": "tanh",
+            "bn": "pre",
+            "depth": 2,
+            "lr": 0.01,
+            "epochs": math.ceil(steps / STEPS_PER_EPOCH),
+            "steps": steps,
+            **kw,
+        }
     )
-    return RunConfig(**{**base, **kw})
 
 
 def counted_steps(cfg, split) -> int:

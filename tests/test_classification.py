@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from configs import run_config
 from torch import nn
 
 from bnmodels.config import ClusterSpec, DatasetSpec, RunConfig
@@ -41,21 +42,7 @@ def blobs(**kw) -> ClusterSpec:
 
 
 def config(**kw) -> RunConfig:
-    base = dict(
-        dataset="b",
-        normalization="none",
-        activation="sigmoid",
-        bn="none",
-        depth=2,
-        width=4,
-        init="default",
-        momentum=0.1,
-        batch_size=10,
-        lr=0.01,
-        epochs=10,
-        seed=24,
-    )
-    return RunConfig(**{**base, **kw})
+    return run_config(**{"dataset": "b", "depth": 2, "lr": 0.01, "epochs": 10, **kw})
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from configs import run_config
 
 from bnmodels.config import DatasetSpec, RunConfig
 from bnmodels.data import Split, generate, normalize
@@ -43,21 +44,9 @@ def spec(n=200, w=(2.0, -1.0), seed=420, **kw) -> DatasetSpec:
 
 
 def cfg(**kw) -> RunConfig:
-    base = dict(
-        dataset="d",
-        normalization="none",
-        activation="sigmoid",
-        bn="none",
-        depth=2,
-        width=4,
-        init="default",
-        momentum=0.1,
-        batch_size=20,
-        lr=0.01,
-        epochs=40,
-        seed=24,
+    return run_config(
+        **{"dataset": "d", "depth": 2, "batch_size": 20, "lr": 0.01, "epochs": 40, **kw}
     )
-    return RunConfig(**{**base, **kw})
 
 
 @pytest.fixture(scope="module")

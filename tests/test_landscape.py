@@ -12,6 +12,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from configs import run_config
 from torch import nn
 from torch.func import functional_call, grad, replace_all_batch_norm_modules_
 
@@ -25,21 +26,18 @@ torch.set_num_threads(1)
 
 
 def config(**kw) -> RunConfig:
-    base = dict(
-        dataset="d",
-        normalization="none",
-        activation="tanh",
-        bn="pre",
-        depth=2,
-        width=4,
-        init="default",
-        momentum=0.1,
-        batch_size=20,
-        lr=0.05,
-        epochs=4,
-        seed=24,
+    return run_config(
+        **{
+            "dataset": "d",
+            "activation": "tanh",
+            "bn": "pre",
+            "depth": 2,
+            "batch_size": 20,
+            "lr": 0.05,
+            "epochs": 4,
+            **kw,
+        }
     )
-    return RunConfig(**{**base, **kw})
 
 
 @pytest.fixture(scope="module")

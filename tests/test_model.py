@@ -6,6 +6,7 @@ import itertools
 
 import pytest
 import torch
+from configs import run_config
 from torch import nn
 
 from bnmodels.config import RunConfig
@@ -13,21 +14,7 @@ from bnmodels.model import build_model
 
 
 def config(**kw) -> RunConfig:
-    base = dict(
-        dataset="d",
-        normalization="none",
-        activation="sigmoid",
-        bn="none",
-        depth=2,
-        width=5,
-        init="default",
-        momentum=0.1,
-        batch_size=10,
-        lr=0.01,
-        epochs=1,
-        seed=24,
-    )
-    return RunConfig(**{**base, **kw})
+    return run_config(**{"dataset": "d", "depth": 2, "width": 5, "lr": 0.01, "epochs": 1, **kw})
 
 
 def linears_and_norms(module: nn.Module):

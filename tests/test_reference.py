@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from configs import quad2_spec
+from configs import quad2_spec, run_config
 from torch import nn
 
 from bnmodels.config import RunConfig
@@ -18,21 +18,7 @@ from bnmodels.train import train_reference
 
 
 def config(**kw) -> RunConfig:
-    base = dict(
-        dataset="d",
-        normalization="none",
-        activation="sigmoid",
-        bn="none",
-        depth=2,
-        width=4,
-        init="default",
-        momentum=0.1,
-        batch_size=10,
-        lr=0.01,
-        epochs=10,
-        seed=24,
-    )
-    return RunConfig(**{**base, **kw})
+    return run_config(**{"dataset": "d", "depth": 2, "lr": 0.01, "epochs": 10, **kw})
 
 
 @pytest.fixture(scope="module")
