@@ -19,10 +19,10 @@ from pathlib import Path
 import click
 import numpy as np
 
-from bnmodels.config import Execution, used_pairs
-from bnmodels.data import generate, normalize
-from bnmodels.params import read_yaml, validate
-from bnmodels.sweep import train_sweep
+from bnmodels.experiment.config import Execution, used_pairs
+from bnmodels.experiment.data import generate, normalize
+from bnmodels.experiment.params import read_yaml, validate
+from bnmodels.training.sweep import train_sweep
 
 KEEP = (
     "train_mse",

@@ -11,9 +11,9 @@ import time
 import torch
 
 from benchmarks.engines import mixed_sweep
-from bnmodels.config import DatasetSpec
-from bnmodels.data import generate
-from bnmodels.group import Group, Init
+from bnmodels.experiment.config import DatasetSpec
+from bnmodels.experiment.data import generate
+from bnmodels.training.group import Group, Init
 
 torch.set_num_threads(1)
 spec = DatasetSpec("quad2", 1000, (2.0, -1.0), False, 0.01, 2, 420, 0.7, (1.0, 1.0), (0.0, 0.0))

@@ -17,9 +17,9 @@ import time
 import click
 import torch
 
-from bnmodels.data import generate, normalize
-from bnmodels.engine import group_key, train_runs
-from bnmodels.params import validate
+from bnmodels.experiment.data import generate, normalize
+from bnmodels.experiment.params import validate
+from bnmodels.training.batched import group_key, train_runs
 
 PARAMS = {
     "datasets": {

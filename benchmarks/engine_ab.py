@@ -1,6 +1,6 @@
 """The batched engine at a git revision against the working tree's: same bits? same speed?
 
-For refactors of `bnmodels/engine.py` that must change nothing: both versions train the
+For refactors of `bnmodels/training/batched.py` that must change nothing: both versions train the
 same mixed sweeps in this one process, histories and final weights are compared bit for
 bit, and the timings are interleaved (median of 5 each) so that the ratio is measured
 under the same conditions on a shared, noisy machine.
@@ -19,22 +19,22 @@ import click
 import numpy as np
 import torch
 
-from bnmodels import engine as new_engine
-from bnmodels.config import DatasetSpec
-from bnmodels.data import generate
+from bnmodels.experiment.config import DatasetSpec
+from bnmodels.experiment.data import generate
+from bnmodels.training import batched as new_engine
 
 sys.path.insert(0, str(Path(__file__).parent))
 from engines import mixed_sweep  # noqa: E402
 
 
 def engine_at(rev: str):
-    """The engine module as it was at `rev` (its old import of the run contract mapped)."""
+    """The engine module as it was at `rev` (a revision after the move to subpackages)."""
     text = subprocess.run(
-        ["git", "show", f"{rev}:bnmodels/engine.py"], capture_output=True, text=True, check=True
+        ["git", "show", f"{rev}:bnmodels/training/batched.py"],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
-    text = text.replace(
-        "from bnmodels.train import RunMetrics", "from bnmodels.run import RunMetrics"
-    )
     path = Path(tempfile.mkdtemp()) / "engine_at_rev.py"
     path.write_text(text)
     spec = importlib.util.spec_from_file_location("engine_at_rev", path)

@@ -20,11 +20,11 @@ import time
 import click
 import torch
 
-from bnmodels.config import DatasetSpec, RunConfig
-from bnmodels.data import generate
-from bnmodels.engine import train_runs
-from bnmodels.run import batch_slices
-from bnmodels.train import train_reference
+from bnmodels.experiment.config import DatasetSpec, RunConfig
+from bnmodels.experiment.data import generate
+from bnmodels.training.batched import train_runs
+from bnmodels.training.reference import train_reference
+from bnmodels.training.result import batch_slices
 
 
 def mixed_sweep(n_runs: int, epochs: int, depth: int, batch_size: int) -> list[RunConfig]:
@@ -101,17 +101,17 @@ def main(n_runs, epochs, depth, batch_size, device, threads, reference_runs, gra
         train_runs(runs[:64], [split] * 64, device=device)
         torch.cuda.synchronize()
     t = time.perf_counter()
-    from bnmodels import engine
-    from bnmodels.group import Init
+    from bnmodels.training import batched
+    from bnmodels.training.group import Init
 
     engine_kw = {} if device != "cuda" else {"cuda_graphs": graphs}
     groups: dict = {}
     for i, r in enumerate(runs):
-        groups.setdefault(engine.group_key(r, split), []).append(i)
+        groups.setdefault(batched.group_key(r, split), []).append(i)
     init = Init()
     timings: dict = {}
     for idx in groups.values():
-        engine.train_group(
+        batched.train_group(
             [runs[i] for i in idx],
             [split] * len(idx),
             device,

@@ -16,9 +16,9 @@ import click
 import numpy as np
 import torch
 
-from bnmodels.config import DatasetSpec
-from bnmodels.data import generate
-from bnmodels.engine import train_runs
+from bnmodels.experiment.config import DatasetSpec
+from bnmodels.experiment.data import generate
+from bnmodels.training.batched import train_runs
 
 sys.path.insert(0, str(Path(__file__).parent))
 from engines import mixed_sweep  # noqa: E402

@@ -24,8 +24,8 @@ from pathlib import Path
 import click
 import torch
 
-from bnmodels.plan import load_plan_data, plan_runs
-from bnmodels.train import train_reference
+from bnmodels.experiment.plan import load_plan_data, plan_runs
+from bnmodels.training.reference import train_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAD = """\

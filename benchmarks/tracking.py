@@ -34,9 +34,9 @@ EPOCHS, DEPTH = 40, 4
 def make_results(n: int):
     import torch
 
-    from bnmodels.config import RunConfig
-    from bnmodels.model import build_model
-    from bnmodels.run import RunResult, history_columns
+    from bnmodels.experiment.config import RunConfig
+    from bnmodels.training.model import build_model
+    from bnmodels.training.result import RunResult, history_columns
 
     base = RunConfig(
         "tiny", "none", "sigmoid", "pre", DEPTH, 4, "default", 0.1, 10, 0.03, EPOCHS, 0
@@ -90,7 +90,7 @@ def bare(uri: str, results, workers: int) -> float:
     """Runs/s of `workers` processes each logging its share with a bare client loop."""
     from mlflow import MlflowClient
 
-    from bnmodels import store
+    from bnmodels.tracking import store
 
     exp = store.experiment_id(MlflowClient(uri), uri, f"bench-bare-{workers}-{time.time_ns()}")
     ctx = multiprocessing.get_context("fork")
@@ -109,16 +109,16 @@ def bare(uri: str, results, workers: int) -> float:
 
 def project(uri: str, results, workers: int) -> float:
     """Runs/s of the stage's path: ForkedLogger with `workers` processes, chunks of 32."""
-    from bnmodels import tracking
-    from bnmodels.log_workers import ForkedLogger
+    from bnmodels.tracking import sweep_run
+    from bnmodels.tracking.workers import ForkedLogger
 
     sweep = f"bench-project-{workers}-{time.time_ns()}"
-    with tracking.open_sweep_run(sweep, uri=uri, tags={"bench": "1"}) as parent:
+    with sweep_run.open_sweep_run(sweep, uri=uri, tags={"bench": "1"}) as parent:
         with ForkedLogger(parent, {"tiny": 2}, workers) as logger:
             t = time.perf_counter()
             now = int(time.time() * 1000)
-            for i in range(0, len(results), tracking.CHUNK):
-                logger.submit(results[i : i + tracking.CHUNK], now, now)
+            for i in range(0, len(results), sweep_run.CHUNK):
+                logger.submit(results[i : i + sweep_run.CHUNK], now, now)
             ids = logger.close()
             dt = time.perf_counter() - t
     assert len(ids) == len(results)
@@ -136,7 +136,7 @@ def _free_port() -> int:
 @click.option("--workers", default="1,2,4", show_default=True)
 @click.option("--server/--no-server", default=True, help="also on `make server`")
 def main(runs: int, workers: str, server: bool):
-    from bnmodels import store
+    from bnmodels.tracking import store
 
     results = make_results(runs)
     counts = [int(w) for w in workers.split(",")]

@@ -18,7 +18,7 @@ def main():
 def links(ui: str):
     """Print the MLflow UI link of each sweep: its landing view (the configurations of
     its latest execution compared), or its runs table before the view exists."""
-    from bnmodels import store
+    from bnmodels.tracking import store
 
     uri = store.default_tracking_uri(Path.cwd())
     if (path := store.sqlite_path(uri)) is not None and not path.exists():
@@ -30,10 +30,10 @@ def links(ui: str):
 
 def sweep_links(uri: str, ui: str) -> dict[str, str]:
     """{experiment name: UI link} of each sweep in the store at `uri`, by name: its landing
-    view (`bnmodels.ui_view`), or its runs table before the view exists."""
+    view (`bnmodels.tracking.ui_view`), or its runs table before the view exists."""
     from mlflow import MlflowClient
 
-    from bnmodels import store, ui_view
+    from bnmodels.tracking import store, ui_view
 
     exps = MlflowClient(uri).search_experiments(
         filter_string=f"name LIKE '{store.EXPERIMENT_PREFIX}%'"

@@ -3,7 +3,7 @@
 1. Builds a tiny store with the product's own code: two data sets generated and saved
    as the normalize stage saves them, two tiny sweeps (regression: bn x depth x 2 seeds;
    classification: bn x 2 seeds, 4 epochs) trained by `train_reference` and logged by
-   `tracking.log_sweep` (child runs, data set inputs, the landing view).
+   `sweep_run.log_sweep` (child runs, data set inputs, the landing view).
 2. Starts `mlflow ui` on a free loopback port, on that store.
 3. Opens each link `bnmodels links` prints in headless Chromium (`--dump-dom`, with
    `--virtual-time-budget` so the page's requests finish) and checks the rendered page:
@@ -35,13 +35,13 @@ from pathlib import Path
 
 import click
 
-from bnmodels import store, tracking, ui_view
 from bnmodels.cli import sweep_links
-from bnmodels.config import ClusterSpec, DatasetSpec, RunConfig
-from bnmodels.data import generate, save_split
-from bnmodels.layout import data_file
-from bnmodels.run_writers import data_inputs
-from bnmodels.train import train_reference
+from bnmodels.experiment.config import ClusterSpec, DatasetSpec, RunConfig
+from bnmodels.experiment.data import generate, save_split
+from bnmodels.experiment.layout import data_file
+from bnmodels.tracking import store, sweep_run, ui_view
+from bnmodels.tracking.writers import data_inputs
+from bnmodels.training.reference import train_reference
 
 EPOCHS = 4
 REGRESSION = DatasetSpec(
@@ -83,7 +83,7 @@ def build_store(root: Path) -> str:
         save_split(split, path)
         md5 = {f"{spec.name}/none": hashlib.md5(path.read_bytes()).hexdigest()}
         results = [train_reference(c, split) for c in configs]
-        tracking.log_sweep(
+        sweep_run.log_sweep(
             sweep,
             results,
             uri=uri,
@@ -171,7 +171,7 @@ def expected(configs: list[RunConfig], metrics: list[str]) -> dict:
     """What the page must show: the curves the runs log, each configuration's label as
     MLflow names a group (`bn: pre, depth: 2`, or the value alone for one key), and the
     number of runs."""
-    varying = [k for k in tracking.varying_params(configs) if k not in ("varying", "seed")]
+    varying = [k for k in sweep_run.varying_params(configs) if k not in ("varying", "seed")]
     if len(varying) == 1:
         groups = {str(getattr(c, varying[0])) for c in configs}
     else:

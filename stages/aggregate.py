@@ -12,11 +12,11 @@ from pathlib import Path
 import click
 import pandas as pd
 
+from bnmodels.atomic import atomic_write_bytes
 from bnmodels.errors import StageError, clean_errors
-from bnmodels.io import atomic_write_bytes
-from bnmodels.plots import png_bytes
-from bnmodels.report import Report, SweepData, build_report
-from bnmodels.study import load_study
+from bnmodels.report.build import Report, SweepData, build_report
+from bnmodels.report.plots import png_bytes
+from bnmodels.study.load import load_study
 
 
 def _render_part(report: Report, names: list[str], conn) -> None:

@@ -2,9 +2,9 @@
 
 import click
 
-from bnmodels.data import generate, save_draws
 from bnmodels.errors import StageError, clean_errors
-from bnmodels.params import load_params
+from bnmodels.experiment.data import generate, save_draws
+from bnmodels.experiment.params import load_params
 
 
 @click.command()

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import click
 
-from bnmodels.config import NORMALIZATIONS
-from bnmodels.data import NormalizationError, load_draws, normalize, save_split
-from bnmodels.io import atomic_write_text
-from bnmodels.layout import data_file, error_file
+from bnmodels.atomic import atomic_write_text
+from bnmodels.experiment.config import NORMALIZATIONS
+from bnmodels.experiment.data import NormalizationError, load_draws, normalize, save_split
+from bnmodels.experiment.layout import data_file, error_file
 
 
 @click.command()

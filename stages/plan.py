@@ -9,10 +9,10 @@ from pathlib import Path
 
 import click
 
+from bnmodels.atomic import atomic_write_text
 from bnmodels.errors import clean_errors
-from bnmodels.io import atomic_write_text
-from bnmodels.plan import make_plans, plan_text
-from bnmodels.study import load_study
+from bnmodels.experiment.plan import make_plans, plan_text
+from bnmodels.study.load import load_study
 
 
 @click.command()

@@ -2,7 +2,7 @@
 
 The sweep's parent MLflow run is opened before training, so that an interruption
 (Ctrl-C, SIGTERM) or a failure anywhere marks it KILLED or FAILED; the next run of the
-stage resumes it (`bnmodels.tracking`). Each trained group is logged by forked processes
+stage resumes it (`bnmodels.tracking.sweep_run`). Each trained group is logged by forked processes
 (`execution.log_workers`) while the next group trains: MLflow's client is Python that
 would only take turns with the training for the GIL in a thread.
 Outputs are replaced all at once at the end: an interrupted or failed run leaves this
@@ -17,17 +17,17 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from bnmodels import store, tracking
+from bnmodels.atomic import replace_dir
 from bnmodels.errors import clean_errors
-from bnmodels.io import replace_dir
-from bnmodels.log_workers import ForkedLogger, log_workers
-from bnmodels.params import load_params
-from bnmodels.plan import load_plan_data, plan_hash, plan_runs
-from bnmodels.results import history_frame, runs_frame
-from bnmodels.run_writers import data_inputs
-from bnmodels.sweep import resolve_device, train_sweep
+from bnmodels.experiment.params import load_params
+from bnmodels.experiment.plan import load_plan_data, plan_hash, plan_runs
+from bnmodels.tracking import store, sweep_run
+from bnmodels.tracking.workers import ForkedLogger, log_workers
+from bnmodels.tracking.writers import data_inputs
+from bnmodels.training.sweep import resolve_device, train_sweep
+from bnmodels.training.tables import history_frame, runs_frame
 
-LOG_CHUNK = tracking.CHUNK  # runs per logging task
+LOG_CHUNK = sweep_run.CHUNK  # runs per logging task
 
 
 def now_ms() -> int:
@@ -68,7 +68,7 @@ def main(sweep: str, plan_file: str, processed: str, out: str, params_file: str)
         "dvc_stage": f"train@{sweep}",
         "mlflow.source.git.commit": git_commit(),
         "params_hash": plan_hash(plan),
-        **tracking.dvc_experiment_tags(),
+        **sweep_run.dvc_experiment_tags(),
     }
     workers = log_workers(execution.log_workers, uri, execution.threads)
 
@@ -77,12 +77,12 @@ def main(sweep: str, plan_file: str, processed: str, out: str, params_file: str)
         for i, k in enumerate(("train", "log"))
     }
     with (
-        tracking.sigterm_as_exit(),
-        tracking.open_sweep_run(
+        sweep_run.sigterm_as_exit(),
+        sweep_run.open_sweep_run(
             sweep,
             uri=uri,
             tags=tags,
-            params=tracking.varying_params(runs),
+            params=sweep_run.varying_params(runs),
             retry_s=execution.log_retry_s,
             inputs=data_inputs(plan["data_md5"], processed),
         ) as parent,
@@ -112,7 +112,7 @@ def main(sweep: str, plan_file: str, processed: str, out: str, params_file: str)
         )
         run_ids = logger.close()
         bars["log"].update(len(run_ids) - bars["log"].n)
-        parent.log_view(runs, tracking.metric_names(results))  # the UI's landing view
+        parent.log_view(runs, sweep_run.metric_names(results))  # the UI's landing view
     for bar in bars.values():
         bar.close()
     write(sweep, results, history, run_ids, out)

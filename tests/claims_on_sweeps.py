@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from bnmodels.claim_eval import evaluate
-from bnmodels.claim_spec import validate_claims
-from bnmodels.config import CONFIG_KEYS
-from bnmodels.prepared import SweepData, prepare
+from bnmodels.experiment.config import CONFIG_KEYS
+from bnmodels.study.claim import validate_claims
+from bnmodels.study.evaluate import evaluate
+from bnmodels.study.prepared import SweepData, prepare
 
 
 def parse(data: SweepData, **claims):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bnmodels.config import DatasetSpec, RunConfig
+from bnmodels.experiment.config import DatasetSpec, RunConfig
 
 RUN_DEFAULTS = {  # a run's configuration keys (SPEC 1), as params.yaml's defaults
     "dataset": "quad2",

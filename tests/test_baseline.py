@@ -7,11 +7,11 @@ import pytest
 import torch
 from configs import run_config
 
-from bnmodels.config import ClusterSpec, DatasetSpec, RunConfig
-from bnmodels.data import generate, normalize
-from bnmodels.engine import train_runs
-from bnmodels.results import runs_frame
-from bnmodels.train import train_reference
+from bnmodels.experiment.config import ClusterSpec, DatasetSpec, RunConfig
+from bnmodels.experiment.data import generate, normalize
+from bnmodels.training.batched import train_runs
+from bnmodels.training.reference import train_reference
+from bnmodels.training.tables import runs_frame
 
 torch.set_num_threads(1)
 
@@ -106,8 +106,8 @@ def test_summary_rows_carry_the_constant_predictor_of_the_runs_own_data(engine):
 
 
 def test_a_test_class_absent_from_the_train_rows_has_an_infinite_baseline_ce():
-    from bnmodels.baseline import baselines
-    from bnmodels.data import Split
+    from bnmodels.experiment.data import Split
+    from bnmodels.training.baseline import baselines
 
     x = torch.zeros(4, 1)
     split = Split(x, torch.tensor([0, 0, 1, 1]), x[:2], torch.tensor([2, 0]), num_class=3)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from test_claims import make_sweep
 
-from bnmodels import figures, plots
-from bnmodels.prepared import prepare
+from bnmodels.report import figures, plots
+from bnmodels.study.prepared import prepare
 
 
 def _sweep():

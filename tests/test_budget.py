@@ -10,13 +10,13 @@ import pytest
 import torch
 from configs import quad2_spec, run_config
 
-from bnmodels.config import RunConfig
-from bnmodels.data import generate
-from bnmodels.engine import train_runs
 from bnmodels.errors import ParamsError
-from bnmodels.params import validate
-from bnmodels.results import history_frame, runs_frame
-from bnmodels.train import train_reference
+from bnmodels.experiment.config import RunConfig
+from bnmodels.experiment.data import generate
+from bnmodels.experiment.params import validate
+from bnmodels.training.batched import train_runs
+from bnmodels.training.reference import train_reference
+from bnmodels.training.tables import history_frame, runs_frame
 
 torch.set_num_threads(1)
 STEPS_PER_EPOCH = 14  # 141 train rows in batches of 10: 14 of 10, a last row skipped

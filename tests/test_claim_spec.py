@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from bnmodels.claim_spec import INTERACTION, OPTIMUM, PAIR, TREND
 from bnmodels.errors import ParamsError
-from bnmodels.layout import data_file
-from bnmodels.plan import make_plans, plan_text
-from bnmodels.study import validate_study
+from bnmodels.experiment.layout import data_file
+from bnmodels.experiment.plan import make_plans, plan_text
+from bnmodels.study.claim import INTERACTION, OPTIMUM, PAIR, TREND
+from bnmodels.study.load import validate_study
 
 GOOD = {
     "bn_helps": {

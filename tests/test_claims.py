@@ -13,10 +13,10 @@ import pytest
 from claims_on_sweeps import judge
 from configs import RUN_DEFAULTS
 
-from bnmodels import stats
-from bnmodels.claim_metrics import epochs_to
-from bnmodels.config import CONFIG_KEYS
-from bnmodels.prepared import SweepData, prepare
+from bnmodels.experiment.config import CONFIG_KEYS
+from bnmodels.study import stats
+from bnmodels.study.metrics import epochs_to
+from bnmodels.study.prepared import SweepData, prepare
 
 SEEDS = tuple(range(24, 34))
 DEFAULTS = {**RUN_DEFAULTS, "epochs": 5}
@@ -233,7 +233,7 @@ def test_epochs_to_is_the_first_hit_and_inf_when_never():
 
 
 def test_probe_and_precise_bn_claims_are_judged_and_summarised_as_mechanisms():
-    from bnmodels.mechanisms import mechanisms_markdown
+    from bnmodels.report.mechanisms import mechanisms_markdown
 
     data = make_sweep({"bn": ["none", "pre"]}, lambda c: 2.0)
     # a planted landscape effect: BN halves probe_beta at every epoch; precise BN statistics

@@ -15,14 +15,14 @@ import torch
 from configs import run_config
 from torch import nn
 
-from bnmodels.config import ClusterSpec, DatasetSpec, RunConfig
-from bnmodels.data import Split, generate, load_split, normalize, save_split
-from bnmodels.engine import train_group, train_runs
 from bnmodels.errors import ParamsError
-from bnmodels.model import build_model
-from bnmodels.params import validate
-from bnmodels.results import history_frame, runs_frame
-from bnmodels.train import train_reference
+from bnmodels.experiment.config import ClusterSpec, DatasetSpec, RunConfig
+from bnmodels.experiment.data import Split, generate, load_split, normalize, save_split
+from bnmodels.experiment.params import validate
+from bnmodels.training.batched import train_group, train_runs
+from bnmodels.training.model import build_model
+from bnmodels.training.reference import train_reference
+from bnmodels.training.tables import history_frame, runs_frame
 
 BLOBS = {
     "num_class": 3,

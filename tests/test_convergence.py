@@ -11,10 +11,8 @@ import pytest
 from claims_on_sweeps import judge, parse
 from test_claims import BN, SEEDS, make_sweep
 
-from bnmodels import convergence, stats
-from bnmodels.claim_eval import run_values
-from bnmodels.claim_metrics import epochs_to
-from bnmodels.convergence import (
+from bnmodels.study import convergence, stats
+from bnmodels.study.convergence import (
     CONVERGED,
     DIVERGED,
     FALLING,
@@ -23,7 +21,9 @@ from bnmodels.convergence import (
     run_states,
     scope,
 )
-from bnmodels.prepared import SweepData, prepare
+from bnmodels.study.evaluate import run_values
+from bnmodels.study.metrics import epochs_to
+from bnmodels.study.prepared import SweepData, prepare
 
 
 def test_last_fifth_change_is_the_log_ratio_of_two_windows():

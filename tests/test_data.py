@@ -7,8 +7,8 @@ import re
 import pytest
 import torch
 
-from bnmodels.data import Split, generate, load_split, normalize, save_split
-from bnmodels.params import validate
+from bnmodels.experiment.data import Split, generate, load_split, normalize, save_split
+from bnmodels.experiment.params import validate
 
 DATASET = {
     "num_examples": 200,

@@ -11,16 +11,16 @@ import torch
 from configs import quad2_spec
 from test_stage_cli import invoke
 
-from bnmodels.baseline import baselines
-from bnmodels.config import DatasetSpec, run_draw
-from bnmodels.data import generate, load_draws, save_draws, save_split
-from bnmodels.engine import train_runs
 from bnmodels.errors import ParamsError
-from bnmodels.layout import data_file
-from bnmodels.params import validate
-from bnmodels.plan import load_plan_data, plan_runs
-from bnmodels.results import runs_frame
-from bnmodels.sweep import train_sweep
+from bnmodels.experiment.config import DatasetSpec, run_draw
+from bnmodels.experiment.data import generate, load_draws, save_draws, save_split
+from bnmodels.experiment.layout import data_file
+from bnmodels.experiment.params import validate
+from bnmodels.experiment.plan import load_plan_data, plan_runs
+from bnmodels.training.baseline import baselines
+from bnmodels.training.batched import train_runs
+from bnmodels.training.sweep import train_sweep
+from bnmodels.training.tables import runs_frame
 
 torch.set_num_threads(1)
 
@@ -142,7 +142,7 @@ def test_runs_on_different_draws_share_a_group_and_keep_their_bits(raw_params):
 
 
 def test_each_draw_is_its_own_mlflow_input_with_its_own_file():
-    from bnmodels.run_writers import data_inputs
+    from bnmodels.tracking.writers import data_inputs
 
     got = data_inputs({"quad2/none": "a" * 32, "quad2/none/draw3": "b" * 32}, "proc")
     assert [i.name for i in got["quad2/none/draw3"]] == [

@@ -35,7 +35,7 @@ def imported_modules(path: Path) -> set[str]:
             names.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
-            # `from bnmodels import tracking` imports the module bnmodels.tracking
+            # `from bnmodels import tracking` imports the module bnmodels.tracking.sweep_run
             names.update(f"{node.module}.{a.name}" for a in node.names)
     return {n for n in names if module_file(n) is not None and module_file(n).exists()}
 
@@ -50,12 +50,35 @@ def transitive_files(script: Path) -> set[str]:
             continue
         seen.add(path)
         todo.extend(module_file(m) for m in imported_modules(path))
-    # An empty package __init__ holds no code: a change to it cannot change a result.
+    # A package __init__ holding at most a docstring has no code: a change to it cannot
+    # change a result.
     return {
         p.relative_to(ROOT).as_posix() if p.is_relative_to(ROOT) else str(p)
         for p in seen
-        if not (p.name == "__init__.py" and not p.read_text().strip())
+        if not (p.name == "__init__.py" and docstring_only(p))
     }
+
+
+def docstring_only(path: Path) -> bool:
+    body = ast.parse(path.read_text()).body
+    return all(isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant) for n in body)
+
+
+def code_files(dep: str) -> set[str]:
+    """The project modules a code dependency stands for: a file, or every module of a part
+    (a folder of the package), docstring-only __init__ files aside."""
+    path = ROOT / dep
+    if path.is_dir():
+        return {
+            p.relative_to(ROOT).as_posix()
+            for p in path.rglob("*.py")
+            if not (p.name == "__init__.py" and docstring_only(p))
+        }
+    return {dep}
+
+
+def is_code(dep: str) -> bool:
+    return dep.endswith(".py") or dep.startswith(PACKAGE + "/")
 
 
 def stages() -> dict[str, dict]:
@@ -78,17 +101,20 @@ def stage_script(stage: dict) -> Path:
 def test_every_module_a_stage_imports_is_a_declared_dependency(name):
     stage = stages()[name]
     needed = transitive_files(stage_script(stage))
-    missing = sorted(needed - set(dep_paths(stage)))
+    declared = set().union(*(code_files(d) for d in dep_paths(stage) if is_code(d)))
+    missing = sorted(needed - declared)
     assert not missing, f"stage {name} imports {missing} but does not depend on them"
 
 
 @pytest.mark.parametrize("name", sorted(stages()))
 def test_every_declared_code_dependency_exists_and_is_used(name):
     stage = stages()[name]
-    code = [d for d in dep_paths(stage) if d.endswith(".py")]
+    code = [d for d in dep_paths(stage) if is_code(d)]
     absent = [d for d in code if not (ROOT / d).exists()]
     assert not absent, f"stage {name} depends on files that do not exist: {absent}"
-    unused = sorted(set(code) - transitive_files(stage_script(stage)))
+    # a part (folder) is declared only where the stage needs every module of it
+    used = transitive_files(stage_script(stage))
+    unused = sorted(set().union(*(code_files(d) for d in code)) - used)
     assert not unused, f"stage {name} depends on modules it never imports: {unused}"
 
 
@@ -101,7 +127,7 @@ def test_every_data_dependency_is_another_stages_output_or_params():
     }
     for name, stage in spec.items():
         for dep in dep_paths(stage):
-            if dep.endswith(".py") or dep == "params.yaml":
+            if is_code(dep) or dep == "params.yaml":
                 continue
             # the output itself, a file inside an output folder, or a folder of outputs
             produced = any(
@@ -112,12 +138,16 @@ def test_every_data_dependency_is_another_stages_output_or_params():
 
 def test_the_import_reader_follows_function_level_and_package_imports(tmp_path):
     # A stage may import inside a function, or in the package form
-    # `from bnmodels import io`: both must be seen, or the checks above are blind.
+    # `from bnmodels import atomic`: both must be seen, or the checks above are blind.
     script = tmp_path / "stage.py"
     script.write_text(
-        "import click\nfrom bnmodels import io\n\ndef main():\n"
-        "    from bnmodels.data import load_split\n"
+        "import click\nfrom bnmodels import atomic\n\ndef main():\n"
+        "    from bnmodels.experiment.data import load_split\n"
     )
     files = transitive_files(script)
-    assert {"bnmodels/io.py", "bnmodels/data.py", "bnmodels/config.py"} <= files
+    assert {
+        "bnmodels/atomic.py",
+        "bnmodels/experiment/data.py",
+        "bnmodels/experiment/config.py",
+    } <= files
     assert not any(f.startswith("click") for f in files)

@@ -9,10 +9,10 @@ import pytest
 import torch
 from configs import run_config
 
-from bnmodels.config import DatasetSpec, RunConfig
-from bnmodels.data import Split, generate, normalize
-from bnmodels.engine import train_group, train_runs
-from bnmodels.train import train_reference
+from bnmodels.experiment.config import DatasetSpec, RunConfig
+from bnmodels.experiment.data import Split, generate, normalize
+from bnmodels.training.batched import train_group, train_runs
+from bnmodels.training.reference import train_reference
 
 torch.set_num_threads(1)
 
@@ -271,7 +271,7 @@ def test_width_one_and_a_full_batch_match_the_reference_including_spreads(split)
 def test_cuda_classification_probes_and_precise_bn_match_the_cpu_reference(split):
     """The new columns on the GPU path (broadcast products, CUDA graphs): classification
     runs, landscape probes and precise BN, against the reference engine in float64."""
-    from bnmodels.config import ClusterSpec
+    from bnmodels.experiment.config import ClusterSpec
 
     blobs = generate(ClusterSpec("b", 3, 60, 2, 2.0, 1.5, 420, 0.7, (1.0,) * 2, (0.0,) * 2))
     cfgs = [

@@ -14,10 +14,16 @@ import pytest
 import yaml
 from configs import RUN_DEFAULTS
 
-from bnmodels.config import CONFIG_KEYS
-from bnmodels.exp_outputs import CURVE_LABEL, CURVE_X, CURVE_Y, curve_tables, headline_metrics
-from bnmodels.prepared import SweepData, prepare, summary
-from bnmodels.report import build_report
+from bnmodels.experiment.config import CONFIG_KEYS
+from bnmodels.report.build import build_report
+from bnmodels.report.dvc_outputs import (
+    CURVE_LABEL,
+    CURVE_X,
+    CURVE_Y,
+    curve_tables,
+    headline_metrics,
+)
+from bnmodels.study.prepared import SweepData, prepare, summary
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC_YAML = yaml.safe_load((ROOT / "dvc.yaml").read_text())

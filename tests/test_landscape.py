@@ -16,11 +16,11 @@ from configs import run_config
 from torch import nn
 from torch.func import functional_call, grad, replace_all_batch_norm_modules_
 
-from bnmodels.config import DatasetSpec, RunConfig
-from bnmodels.data import generate
-from bnmodels.engine import train_group, train_runs
-from bnmodels.landscape import ETAS
-from bnmodels.train import train_reference
+from bnmodels.experiment.config import DatasetSpec, RunConfig
+from bnmodels.experiment.data import generate
+from bnmodels.training.batched import train_group, train_runs
+from bnmodels.training.landscape import ETAS
+from bnmodels.training.reference import train_reference
 
 torch.set_num_threads(1)
 

@@ -9,8 +9,8 @@ import torch
 from configs import run_config
 from torch import nn
 
-from bnmodels.config import RunConfig
-from bnmodels.model import build_model
+from bnmodels.experiment.config import RunConfig
+from bnmodels.training.model import build_model
 
 
 def config(**kw) -> RunConfig:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from bnmodels.config import CONFIG_KEYS, RunConfig
 from bnmodels.errors import ParamsError
-from bnmodels.params import load_params, validate
+from bnmodels.experiment.config import CONFIG_KEYS, RunConfig
+from bnmodels.experiment.params import load_params, validate
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS_NAME = "tiny-params.yaml"  # not the default name, so messages must name the real file
@@ -472,7 +472,7 @@ def test_run_key_changes_when_any_one_configuration_key_changes(raw_params, key,
 def test_run_key_is_readable_and_the_same_in_another_process(raw_params):
     cfg = validate(raw_params).sweeps["placement"].runs[0]
     assert cfg.dataset in cfg.run_key and cfg.activation in cfg.run_key
-    code = f"from bnmodels.config import RunConfig\nprint(RunConfig(**{cfg.as_dict()!r}).run_key)\n"
+    code = f"from bnmodels.experiment.config import RunConfig\nprint(RunConfig(**{cfg.as_dict()!r}).run_key)\n"
     out = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
@@ -554,7 +554,7 @@ sweeps:
 
 
 def test_a_sweep_may_ask_for_probes_and_only_its_plan_says_so(raw_params, tmp_path):
-    from bnmodels.plan import make_plans
+    from bnmodels.experiment.plan import make_plans
 
     raw_params["sweeps"]["depth"]["probes"] = True
     params = validate(raw_params)

@@ -107,8 +107,8 @@ def test_every_configuration_has_its_rows_and_its_mlflow_run(repo):
 def test_a_logged_model_loads_and_reproduces_its_final_test_mse(repo):
     import torch
 
-    from bnmodels.data import load_split
-    from bnmodels.tracking import load_run_model
+    from bnmodels.experiment.data import load_split
+    from bnmodels.tracking.sweep_run import load_run_model
 
     runs = pd.read_csv(repo / "runs" / "beta" / "runs.csv")
     row = runs.iloc[0]
@@ -136,7 +136,7 @@ def test_each_sweep_links_to_its_landing_view_and_runs_log_their_plans_data(repo
 
     import mlflow
 
-    from bnmodels.ui_view import read_view_tag
+    from bnmodels.tracking.ui_view import read_view_tag
 
     client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
     md5 = json.loads((repo / "data" / "plans" / "beta.json").read_text())["data_md5"]
@@ -319,13 +319,13 @@ def test_a_tracking_server_that_is_down_fails_fast_naming_it_and_changes_nothing
 PAUSE_IN_TRAINING = """\
 import os, sys, time
 if sys.argv and sys.argv[0].endswith("train.py") and os.environ.get("PAUSE_MARKER"):
-    import bnmodels.sweep
+    import bnmodels.training.sweep
 
     def paused(*args, **kwargs):
         open(os.environ["PAUSE_MARKER"], "w").close()
         time.sleep(600)  # the test's Ctrl-C interrupts this
 
-    bnmodels.sweep.train_sweep = paused
+    bnmodels.training.sweep.train_sweep = paused
 """
 
 

@@ -11,10 +11,10 @@ import torch
 from configs import quad2_spec, run_config
 from torch import nn
 
-from bnmodels.config import RunConfig
-from bnmodels.data import Split, generate
-from bnmodels.model import build_model
-from bnmodels.train import train_reference
+from bnmodels.experiment.config import RunConfig
+from bnmodels.experiment.data import Split, generate
+from bnmodels.training.model import build_model
+from bnmodels.training.reference import train_reference
 
 
 def config(**kw) -> RunConfig:

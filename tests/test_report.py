@@ -13,12 +13,12 @@ import pandas as pd
 import pytest
 from configs import RUN_DEFAULTS
 
-from bnmodels import markdown, plots, report
-from bnmodels.claim_spec import validate_claims
-from bnmodels.config import CONFIG_KEYS
 from bnmodels.errors import ParamsError
-from bnmodels.report import SweepData, build_report
-from bnmodels.study import load_study
+from bnmodels.experiment.config import CONFIG_KEYS
+from bnmodels.report import build, markdown, plots
+from bnmodels.report.build import SweepData, build_report
+from bnmodels.study.claim import validate_claims
+from bnmodels.study.load import load_study
 
 SEEDS = (24, 25, 26, 27, 28, 29)
 EPOCHS = 6
@@ -247,7 +247,7 @@ def test_diverged_runs_are_counted_and_break_nothing(synthetic):
     assert f"| xavier | 0.3 | {len(SEEDS)} | **{len(SEEDS)}** |" in rep.markdown
     assert rep.metrics["sweeps"]["my_sweep"]["diverged"] == len(SEEDS) + 1
     json.dumps(rep.metrics, allow_nan=False)  # JSON-able: no NaN anywhere
-    assert "nan" not in report.csv_bytes(rep.summary).decode().lower()
+    assert "nan" not in build.csv_bytes(rep.summary).decode().lower()
 
 
 def test_planted_effects_give_the_expected_verdicts(synthetic):
@@ -377,7 +377,7 @@ def test_sample_sweep_regenerates_byte_identically(sample):
 
     assert section(again.markdown) == section(rep.markdown)
     mine = rep.summary[rep.summary["sweep"] == name].reset_index(drop=True)
-    assert report.csv_bytes(again.summary) == report.csv_bytes(mine)
+    assert build.csv_bytes(again.summary) == build.csv_bytes(mine)
     assert set(again.figures) <= set(rep.figures)
     small = [f for f in sorted(again.figures) if f.endswith(("_violins.png", "_curve.png"))]
     for fig in small[:2]:  # rendering every figure twice would be slow

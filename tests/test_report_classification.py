@@ -13,10 +13,10 @@ import pytest
 from claims_on_sweeps import judge, parse
 from configs import RUN_DEFAULTS
 
-from bnmodels import stats
-from bnmodels.config import CONFIG_KEYS
-from bnmodels.prepared import prepare, summary
-from bnmodels.report import SweepData, build_report
+from bnmodels.experiment.config import CONFIG_KEYS
+from bnmodels.report.build import SweepData, build_report
+from bnmodels.study import stats
+from bnmodels.study.prepared import prepare, summary
 
 SEEDS = tuple(range(24, 32))
 EPOCHS = 6

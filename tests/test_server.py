@@ -147,8 +147,8 @@ def test_a_tiny_pipeline_logs_through_the_server_into_postgresql(server, repo):
     import torch
     from mlflow import MlflowClient
 
-    from bnmodels.data import load_split
-    from bnmodels.tracking import load_run_model
+    from bnmodels.experiment.data import load_split
+    from bnmodels.tracking.sweep_run import load_run_model
 
     sh(["dvc", "repro", "train@small"], repo, MLFLOW_TRACKING_URI=server.uri)
     runs = pd.read_csv(repo / "runs" / "small" / "runs.csv")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from bnmodels import stats
+from bnmodels.study import stats
 
 N_SEEDS = 10
 

@@ -26,13 +26,13 @@ from configs import quad2_spec
 from matplotlib.figure import Figure
 from mlflow import MlflowClient
 
-from bnmodels import store, tracking
-from bnmodels.config import CONFIG_KEYS, RunConfig
-from bnmodels.data import generate
-from bnmodels.log_workers import ForkedLogger, log_workers
-from bnmodels.run_writers import data_inputs
-from bnmodels.store import TrackingError
-from bnmodels.train import train_reference
+from bnmodels.experiment.config import CONFIG_KEYS, RunConfig
+from bnmodels.experiment.data import generate
+from bnmodels.tracking import store, sweep_run
+from bnmodels.tracking.store import TrackingError
+from bnmodels.tracking.workers import ForkedLogger, log_workers
+from bnmodels.tracking.writers import data_inputs
+from bnmodels.training.reference import train_reference
 
 EPOCHS = 3
 SPEC = quad2_spec(name="tiny", num_examples=100, seed=7)
@@ -74,7 +74,7 @@ def uri(tmp_path_factory):
 def logged(uri, results):
     fig = Figure()
     fig.subplots().plot([1, 2, 3])
-    parent, run_ids = tracking.log_sweep(
+    parent, run_ids = sweep_run.log_sweep(
         "tiny",
         results,
         uri=uri,
@@ -118,7 +118,7 @@ def test_every_run_is_logged_with_its_configuration_and_one_metric_per_epoch(uri
 
 def test_child_runs_carry_the_training_times_given_and_their_final_status(uri, results):
     parent, run_ids = None, None
-    with tracking.open_sweep_run("times", uri=uri, tags=TAGS) as run:
+    with sweep_run.open_sweep_run("times", uri=uri, tags=TAGS) as run:
         run_ids = run.log_results(results, IN_FEATURES, start_ms=1_000_000, end_ms=1_005_000)
         parent = run.run_id
     client = MlflowClient(uri)
@@ -147,7 +147,7 @@ def _comparable(run):
 
 def test_the_bulk_sql_writer_stores_what_mlflows_own_client_stores(tmp_path, results):
     """The hand-written SQL path against MLflow's client, read back by MLflow's client."""
-    from bnmodels.run_writers import ClientWriter, SqlBulkWriter
+    from bnmodels.tracking.writers import ClientWriter, SqlBulkWriter
 
     got = {}
     for name, make in (
@@ -155,7 +155,7 @@ def test_the_bulk_sql_writer_stores_what_mlflows_own_client_stores(tmp_path, res
         ("bulk", lambda r: SqlBulkWriter(r.client, r.uri, r.experiment_id, 5)),
     ):
         uri = f"sqlite:///{tmp_path}/{name}.db"
-        with tracking.open_sweep_run("same", uri=uri, tags=TAGS, inputs=INPUTS) as run:
+        with sweep_run.open_sweep_run("same", uri=uri, tags=TAGS, inputs=INPUTS) as run:
             children = run.child_runs(results, IN_FEATURES, 1_000, 2_000)
             run_ids = make(run).write(children[:2])
             run.inputs = data_inputs({"tiny/none": "f" * 32}, "elsewhere")  # new data sets
@@ -193,7 +193,7 @@ def test_each_run_logs_its_train_and_test_data_with_the_plans_digest(uri, logged
 
 
 def test_the_sweep_logs_a_landing_view_of_its_latest_execution(uri, results, logged):
-    from bnmodels import ui_view
+    from bnmodels.tracking import ui_view
 
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("bnmodels/tiny")
@@ -235,7 +235,7 @@ def test_experiment_opens_in_the_ml_view_and_keeps_artifacts_next_to_the_store(u
 def test_logged_model_loads_weights_only_and_reproduces_the_final_test_mse(
     uri, split, results, logged, monkeypatch
 ):
-    from bnmodels.model import MLP
+    from bnmodels.training.model import MLP
 
     monkeypatch.delenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", raising=False)
     client = MlflowClient(uri)
@@ -243,7 +243,7 @@ def test_logged_model_loads_weights_only_and_reproduces_the_final_test_mse(
         run_id = logged[1][r.config.run_key]
         assert client.get_run(run_id).data.tags["model_uri"] == f"runs:/{run_id}/model.pt"
         assert [a.path for a in client.list_artifacts(run_id)] == ["model.pt"]
-        model = tracking.load_run_model(run_id, uri)
+        model = sweep_run.load_run_model(run_id, uri)
         assert isinstance(model, MLP) and not model.training
         with torch.no_grad():
             mse = torch.nn.functional.mse_loss(model(split.x_test), split.y_test).item()
@@ -263,7 +263,7 @@ def test_a_model_file_that_would_run_code_is_refused(uri, results, logged):
     torch.save({"format": "bnmodels-weights/1", "payload": _Planted()}, artifacts / "model.pt")
     try:
         with pytest.raises(TrackingError, match="cannot be loaded.*Weights only load failed"):
-            tracking.load_run_model(run_id, uri)
+            sweep_run.load_run_model(run_id, uri)
     finally:
         (artifacts / "model.pt").write_bytes(good)
 
@@ -282,7 +282,7 @@ def test_nan_epochs_are_absent_and_a_diverged_run_is_tagged_and_failed(uri, resu
 
 def _log_in_process(uri, sweep, results, barrier):
     barrier.wait()  # all three create the fresh store at the same moment
-    tracking.log_sweep(sweep, results, uri=uri, in_features=IN_FEATURES, tags=TAGS)
+    sweep_run.log_sweep(sweep, results, uri=uri, in_features=IN_FEATURES, tags=TAGS)
 
 
 def test_three_processes_creating_a_fresh_store_at_once_lose_no_runs(tmp_path, results):
@@ -318,20 +318,20 @@ def test_a_server_that_is_down_gives_a_tracking_error_naming_it_within_seconds(r
         store.check_reachable(uri)
     assert time.monotonic() - start < 10
     with pytest.raises(TrackingError, match=uri):
-        tracking.log_sweep("down", results, uri=uri, in_features=IN_FEATURES, tags=TAGS)
+        sweep_run.log_sweep("down", results, uri=uri, in_features=IN_FEATURES, tags=TAGS)
 
 
 def test_deleted_model_artifacts_give_a_tracking_error(uri, results):
-    _, run_ids = tracking.log_sweep(
+    _, run_ids = sweep_run.log_sweep(
         "deleted", results[:1], uri=uri, in_features=IN_FEATURES, tags=TAGS
     )
     run_id = run_ids[results[0].config.run_key]
     artifacts = urlparse(MlflowClient(uri).get_run(run_id).info.artifact_uri).path
     (Path(artifacts) / "model.pt").unlink()
     with pytest.raises(TrackingError, match=f"run {run_id} is missing"):
-        tracking.load_run_model(run_id, uri)
+        sweep_run.load_run_model(run_id, uri)
     with pytest.raises(TrackingError, match="not found"):
-        tracking.load_run_model("0" * 32, uri)
+        sweep_run.load_run_model("0" * 32, uri)
 
 
 def _interrupt_after(n, exc):
@@ -346,9 +346,9 @@ def _interrupt_after(n, exc):
 
 
 def test_ctrl_c_marks_the_parent_killed_and_keeps_finished_children(uri, results, monkeypatch):
-    monkeypatch.setattr(tracking, "CHUNK", 1)
+    monkeypatch.setattr(sweep_run, "CHUNK", 1)
     with pytest.raises(KeyboardInterrupt):
-        tracking.log_sweep(
+        sweep_run.log_sweep(
             "ctrlc",
             results[:3],
             uri=uri,
@@ -363,14 +363,14 @@ def test_ctrl_c_marks_the_parent_killed_and_keeps_finished_children(uri, results
 
 
 def test_a_child_interrupted_while_a_server_logs_it_is_marked_killed(uri, results, monkeypatch):
-    from bnmodels.run_writers import ClientWriter
+    from bnmodels.tracking.writers import ClientWriter
 
     def interrupted(self, run_id, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(MlflowClient, "log_batch", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        with tracking.open_sweep_run("child", uri=uri, tags=TAGS) as run:
+        with sweep_run.open_sweep_run("child", uri=uri, tags=TAGS) as run:
             writer = ClientWriter(run.client, uri, run.experiment_id, retry_s=5)
             writer.write(run.child_runs(results[:2], IN_FEATURES, 0, 0))
     runs = _runs(uri, "child")
@@ -383,8 +383,8 @@ def test_sigterm_marks_runs_killed(uri, results):
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(1)  # the handler runs here
 
-    with pytest.raises(SystemExit) as exit_info, tracking.sigterm_as_exit():
-        tracking.log_sweep(
+    with pytest.raises(SystemExit) as exit_info, sweep_run.sigterm_as_exit():
+        sweep_run.log_sweep(
             "sigterm", results[:2], uri=uri, in_features=IN_FEATURES, tags=TAGS, progress=sigterm
         )
     assert exit_info.value.code == 128 + signal.SIGTERM
@@ -394,7 +394,7 @@ def test_sigterm_marks_runs_killed(uri, results):
 
 def test_an_error_marks_the_parent_failed(uri, results):
     with pytest.raises(RuntimeError, match="boom"):
-        tracking.log_sweep(
+        sweep_run.log_sweep(
             "error",
             results[:2],
             uri=uri,
@@ -407,7 +407,7 @@ def test_an_error_marks_the_parent_failed(uri, results):
 
 def test_a_parent_opened_before_training_records_an_interrupted_training(uri, results):
     with pytest.raises(KeyboardInterrupt):
-        with tracking.open_sweep_run("training", uri=uri, tags=TAGS) as run:
+        with sweep_run.open_sweep_run("training", uri=uri, tags=TAGS) as run:
             run.log_results(results[:1], IN_FEATURES)
             raise KeyboardInterrupt  # while training the next group
     runs = _runs(uri, "training")
@@ -436,14 +436,14 @@ def test_experiment_url_opens_the_runs_table_of_the_ml_view():
 
 
 def test_varying_params_name_the_keys_that_vary(results):
-    params = tracking.varying_params([r.config for r in results])
+    params = sweep_run.varying_params([r.config for r in results])
     assert params["varying"] == "activation,bn,depth,lr,seed"
     assert params["activation"] == "sigmoid,relu,tanh" and "dataset" not in params
-    assert tracking.varying_params([results[0].config])["varying"] == "-"
+    assert sweep_run.varying_params([results[0].config])["varying"] == "-"
 
 
 def test_importing_tracking_does_not_import_mlflow_or_torch():
-    code = "import sys, bnmodels.tracking; print('mlflow' in sys.modules, 'torch' in sys.modules)"
+    code = "import sys, bnmodels.tracking.sweep_run; print('mlflow' in sys.modules, 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
 
@@ -451,7 +451,7 @@ def test_importing_tracking_does_not_import_mlflow_or_torch():
 def test_a_forked_logger_logs_the_same_runs_as_logging_in_process(tmp_path, results):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     store.ensure_store(uri)
-    with tracking.open_sweep_run("forked", uri=uri, tags=TAGS) as parent:
+    with sweep_run.open_sweep_run("forked", uri=uri, tags=TAGS) as parent:
         with ForkedLogger(parent, IN_FEATURES) as logger:
             logger.submit(results[:2], 1_000, 2_000)
             logger.submit(results[2:], 2_000, 3_000)
@@ -468,21 +468,22 @@ def test_a_forked_logger_logs_the_same_runs_as_logging_in_process(tmp_path, resu
         assert run.data.metrics["train_mse"] == pytest.approx(
             float(r.history["train_mse"][~np.isnan(r.history["train_mse"])][-1]), rel=1e-12
         )
-    model = tracking.load_run_model(run_ids[results[0].config.run_key], uri)
+    model = sweep_run.load_run_model(run_ids[results[0].config.run_key], uri)
     for k, v in results[0].state_dict.items():
         assert torch.equal(model.state_dict()[k], v)
 
 
 HANG_SCRIPT = """
 import sys
-from bnmodels import store, tracking
-from bnmodels.log_workers import ForkedLogger
+from bnmodels.tracking import store
+from bnmodels.tracking import sweep_run
+from bnmodels.tracking.workers import ForkedLogger
 from mlflow import MlflowClient
 import test_tracking as T
 uri = sys.argv[1]
 store.ensure_store(uri)
 results = T.results.__wrapped__(T.split.__wrapped__()) * 40  # ~1 MB of queued chunks
-bogus = tracking.SweepRun(MlflowClient(uri), uri, "s", "999999", "0" * 32, {})
+bogus = sweep_run.SweepRun(MlflowClient(uri), uri, "s", "999999", "0" * 32, {})
 with ForkedLogger(bogus, T.IN_FEATURES) as logger:
     for i in range(0, len(results), 32):
         logger.submit(results[i : i + 32], 0, 0)
@@ -510,7 +511,7 @@ def test_a_rerun_resumes_an_unfinished_parent_without_duplicates_or_running_runs
     client = MlflowClient(uri)
     exp = store.experiment_id(client, uri, "resume")
     dead = client.create_run(exp, run_name="resume", tags={**TAGS, "sweep": "resume"})
-    run = tracking.SweepRun(client, uri, "resume", exp, dead.info.run_id, dict(TAGS))
+    run = sweep_run.SweepRun(client, uri, "resume", exp, dead.info.run_id, dict(TAGS))
     kept = run.log_results(results[:2], IN_FEATURES)
     stuck = client.create_run(
         exp,
@@ -518,9 +519,9 @@ def test_a_rerun_resumes_an_unfinished_parent_without_duplicates_or_running_runs
         tags={"mlflow.parentRunId": dead.info.run_id, "run_key": results[2].config.run_key},
     )
     other = dict(TAGS, params_hash="another plan")  # not resumed: a different sweep plan
-    with tracking.open_sweep_run("resume", uri=uri, tags=other):
+    with sweep_run.open_sweep_run("resume", uri=uri, tags=other):
         pass
-    parent_id, run_ids = tracking.log_sweep(
+    parent_id, run_ids = sweep_run.log_sweep(
         "resume", results, uri=uri, in_features=IN_FEATURES, tags=TAGS
     )
     assert parent_id == dead.info.run_id
@@ -535,9 +536,9 @@ def test_a_rerun_resumes_an_unfinished_parent_without_duplicates_or_running_runs
 
 def test_a_dvc_experiment_names_and_tags_its_parent_run(uri, results):
     env = {"DVC_EXP_NAME": "lucky-lr", "DVC_EXP_BASELINE_REV": "abc123", "OTHER": "x"}
-    tags = {**TAGS, **tracking.dvc_experiment_tags(env)}
-    assert tracking.dvc_experiment_tags({}) == {}
-    parent_id, run_ids = tracking.log_sweep(
+    tags = {**TAGS, **sweep_run.dvc_experiment_tags(env)}
+    assert sweep_run.dvc_experiment_tags({}) == {}
+    parent_id, run_ids = sweep_run.log_sweep(
         "dvcexp", results[:1], uri=uri, in_features=IN_FEATURES, tags=tags
     )
     client = MlflowClient(uri)
@@ -561,20 +562,20 @@ def test_log_workers_follow_the_store_and_the_cores_left_after_training(monkeypa
 def test_a_logged_classifier_loads_back_with_its_classes_and_final_test_accuracy(tmp_path):
     """A classification run (SPEC 2b): its curves are step metrics, its precise-BN metrics
     are logged, and its weights-only model gives back the final test accuracy."""
-    from bnmodels.config import ClusterSpec
+    from bnmodels.experiment.config import ClusterSpec
 
     blobs = generate(ClusterSpec("blobs", 3, 40, 2, 3.0, 1.5, 420, 0.7, (1.0,) * 2, (0.0,) * 2))
     cfg = RunConfig("blobs", "none", "relu", "pre", 1, 4, "default", 0.1, 10, 0.1, EPOCHS, 0)
     result = train_reference(cfg, blobs)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    _, run_ids = tracking.log_sweep("cla", [result], uri=uri, in_features={"blobs": 2}, tags=TAGS)
+    _, run_ids = sweep_run.log_sweep("cla", [result], uri=uri, in_features={"blobs": 2}, tags=TAGS)
     run_id = run_ids[cfg.run_key]
     client = MlflowClient(uri)
     steps = client.get_metric_history(run_id, "test_accuracy")
     assert [m.step for m in steps] == list(range(1, EPOCHS + 1))
     precise = client.get_run(run_id).data.metrics["final_test_accuracy_precise_bn"]
     assert precise == pytest.approx(result.precise_bn["accuracy"])
-    model = tracking.load_run_model(run_id, uri)
+    model = sweep_run.load_run_model(run_id, uri)
     assert model.out.out_features == 3
     with torch.no_grad():
         accuracy = (model(blobs.x_test).argmax(1) == blobs.y_test).double().mean().item()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import mlflow
 
-from bnmodels import ui_view
+from bnmodels.tracking import ui_view
 
 VARYING = ["activation", "bn", "depth", "seed"]
 REGRESSION = ["dead_fraction", "grad_std_l1", "test_mse", "train_mse", "weight_std_l1"]

@@ -1,7 +1,7 @@
 """MLflow tracking of sweeps (SPEC 5): one experiment per sweep, one parent run per sweep
 execution, one child run per training run.
 
-Layout in the store (`bnmodels.store` finds and checks it):
+Layout in the store (`bnmodels.tracking.store` finds and checks it):
 
 - experiment `bnmodels/<sweep>`, tagged as a machine-learning experiment so the UI opens
   its runs table (not the GenAI traces view);
@@ -10,9 +10,9 @@ Layout in the store (`bnmodels.store` finds and checks it):
   each configuration key that varies across the sweep as params, the figures, and the
   sweep's tables `history.csv` (every metric of every run at every epoch) and
   `diagnostics.json`, and the sweep's data sets as run inputs;
-- the experiment's landing view `compare` (`bnmodels.ui_view`): the latest execution's
+- the experiment's landing view `compare` (`bnmodels.tracking.ui_view`): the latest execution's
   configurations compared, mean curves over seeds, written when its parent finishes;
-- child run `<run_key>` per result (`bnmodels.run_writers`): params, train/test curves,
+- child run `<run_key>` per result (`bnmodels.tracking.writers`): params, train/test curves,
   final per-layer diagnostics, its data sets (train and test inputs with the plan's md5),
   its real training start and end, and `model.pt`, weights
   that load without running code (`load_run_model`). A diverged run is tagged
@@ -36,10 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bnmodels.config import CONFIG_KEYS, RunConfig
-from bnmodels.layout import data_name
-from bnmodels.run_writers import MODEL_FILE, PARENT_TAG, ChildRun, DataInput, child_run
-from bnmodels.store import (
+from bnmodels.experiment.config import CONFIG_KEYS, RunConfig
+from bnmodels.experiment.layout import data_name
+from bnmodels.tracking.store import (
     TrackingError,
     check_reachable,
     env,
@@ -47,12 +46,13 @@ from bnmodels.store import (
     redact,
     retrying,
 )
+from bnmodels.tracking.writers import MODEL_FILE, PARENT_TAG, ChildRun, DataInput, child_run
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from mlflow import MlflowClient
 
-    from bnmodels.run import RunResult
+    from bnmodels.training.result import RunResult
 
 RETRY_S = 60.0  # how long a store that fails mid-sweep is retried before the stage fails
 CHUNK = 32  # runs per write: an interruption waits for at most one chunk
@@ -151,7 +151,7 @@ class SweepRun:
 
     def write(self, runs: Sequence[ChildRun]) -> dict[str, str]:
         """Write child runs (see `run_writers.writer_for`); returns {run_key: run id}."""
-        from bnmodels.run_writers import writer_for
+        from bnmodels.tracking.writers import writer_for
 
         ids = writer_for(self.client, self.uri, self.experiment_id, self.retry_s).write(runs)
         self.run_ids.update(ids)
@@ -203,7 +203,7 @@ class SweepRun:
         rows, once, before any writer of its children runs. Two executions adding the
         same ones at once (queued DVC experiments) can collide on the table's key
         (MLflow reads, then inserts); the second try finds them and links them."""
-        from bnmodels.run_writers import dataset_inputs
+        from bnmodels.tracking.writers import dataset_inputs
 
         every = dataset_inputs([i for pair in self.inputs.values() for i in pair])
         try:
@@ -214,11 +214,11 @@ class SweepRun:
             self._try(lambda: self.client.log_inputs(self.run_id, every), "logging the data sets")
 
     def log_view(self, configs: Sequence[RunConfig], metric_names: Sequence[str]) -> str:
-        """Write the experiment's landing view of this execution (`bnmodels.ui_view`);
+        """Write the experiment's landing view of this execution (`bnmodels.tracking.ui_view`);
         returns its key. `metric_names`: the metrics the runs log."""
         import time
 
-        from bnmodels import ui_view
+        from bnmodels.tracking import ui_view
 
         varying = [k for k in varying_params(configs) if k != "varying"]
         state = ui_view.view_state(
@@ -374,7 +374,7 @@ def load_run_model(run_id: str, uri: str):
     """
     from mlflow import MlflowClient
 
-    from bnmodels.weights import load_weights
+    from bnmodels.tracking.weights import load_weights
 
     client = MlflowClient(uri)
     try:

@@ -7,9 +7,14 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from bnmodels.baseline import CLASSIFICATION_BASELINES, REGRESSION_BASELINES
-from bnmodels.config import CONFIG_KEYS
-from bnmodels.run import CLASSIFICATION_METRICS, PROBE_COLUMNS, REGRESSION_METRICS, RunResult
+from bnmodels.experiment.config import CONFIG_KEYS
+from bnmodels.training.baseline import CLASSIFICATION_BASELINES, REGRESSION_BASELINES
+from bnmodels.training.result import (
+    CLASSIFICATION_METRICS,
+    PROBE_COLUMNS,
+    REGRESSION_METRICS,
+    RunResult,
+)
 
 REGRESSION_SUMMARY = (
     "final_train_mse",

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bnmodels import stats
-from bnmodels.prepared import CLASSIFICATION, REGRESSION, PreparedSweep, label
+from bnmodels.study import stats
+from bnmodels.study.prepared import CLASSIFICATION, REGRESSION, PreparedSweep, label
 
 CURVE_X, CURVE_Y, CURVE_LABEL = "epoch", "median", "config"
 # curve -> (folder under reports/plots/, the task whose runs have it); dvc.yaml gives each

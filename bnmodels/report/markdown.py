@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bnmodels import convergence, stats
-from bnmodels.claim_eval import ClaimResult
-from bnmodels.figures import CAP_TIMES, MAX_PANELS
-from bnmodels.prepared import (
+from bnmodels.report.figures import CAP_TIMES, MAX_PANELS
+from bnmodels.study import convergence, stats
+from bnmodels.study.evaluate import ClaimResult
+from bnmodels.study.prepared import (
     CLASSIFICATION,
     REGRESSION,
     THRESHOLD_FRACTION,

@@ -16,7 +16,8 @@ from typing import Any
 
 import yaml
 
-from bnmodels.config import (
+from bnmodels.errors import ParamsError
+from bnmodels.experiment.config import (
     ACTIVATIONS,
     BN_MODES,
     BUDGET_KEYS,
@@ -37,9 +38,8 @@ from bnmodels.config import (
     epochs_for_steps,
     run_draw,
 )
-from bnmodels.errors import ParamsError
 
-# `claims` is read by bnmodels.study (the plan and aggregate stages), not here: a stage
+# `claims` is read by bnmodels.study.load (the plan and aggregate stages), not here: a stage
 # that trains never depends on how claims are judged.
 TOP_KEYS = ("datasets", "defaults", "sweeps", "execution", "claims")
 # Keys of a sweep that say what it records rather than which runs it holds.
@@ -162,7 +162,7 @@ RUN_KEYS = (*CONFIG_KEYS, "steps")  # every key a run's configuration may give
 
 
 class ErrorList:
-    """Problems of a params file, one readable line each (`bnmodels.claim_spec` adds the
+    """Problems of a params file, one readable line each (`bnmodels.study.claim` adds the
     claims section's to the same list)."""
 
     def __init__(self, file: str):
@@ -564,7 +564,7 @@ def check(raw: Any, file: str = "params.yaml") -> tuple[Params, list[str]]:
 
 
 def validate(raw: Any, file: str = "params.yaml") -> Params:
-    """Validate a parsed params file completely (its claims aside: bnmodels.study); raise
+    """Validate a parsed params file completely (its claims aside: bnmodels.study.load); raise
     ParamsError listing every problem."""
     params, errors = check(raw, file)
     if errors:

@@ -6,11 +6,11 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from bnmodels.config import Execution, RunConfig
-from bnmodels.data import Split
 from bnmodels.errors import StageError
-from bnmodels.run import RunResult
-from bnmodels.train import train_reference
+from bnmodels.experiment.config import Execution, RunConfig
+from bnmodels.experiment.data import Split
+from bnmodels.training.reference import train_reference
+from bnmodels.training.result import RunResult
 
 
 def resolve_device(device: str) -> str:
@@ -48,7 +48,7 @@ def train_sweep(
             if on_results:
                 on_results(out[-1:])
         return out
-    from bnmodels.engine import train_runs
+    from bnmodels.training.batched import train_runs
 
     device = resolve_device(execution.device)
     return train_runs(runs, datas, device, dtype, on_results, probes=probes)

@@ -1,6 +1,6 @@
 """What one run is to everything downstream: its batches, its history columns, its result.
 
-Both engines (`train.py`, `engine.py`) produce results with these attributes, and the
+Both engines (`reference`, `batched`) produce results with these attributes, and the
 tables, the tracker and the report read them; so the contract lives apart from all of
 them (SPEC 4 and 5).
 """
@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from bnmodels.baseline import CLASSIFICATION_BASELINES, REGRESSION_BASELINES
-from bnmodels.config import RunConfig
+from bnmodels.experiment.config import RunConfig
+from bnmodels.training.baseline import CLASSIFICATION_BASELINES, REGRESSION_BASELINES
 
 REGRESSION_METRICS = ("train_mse", "test_mse")
 CLASSIFICATION_METRICS = ("train_ce", "test_ce", "train_accuracy", "test_accuracy")

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from bnmodels.data import Split
+from bnmodels.experiment.data import Split
 
 REGRESSION_BASELINES = ("baseline_train_mse", "baseline_test_mse")
 CLASSIFICATION_BASELINES = ("baseline_test_accuracy", "baseline_test_ce")

@@ -12,13 +12,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from bnmodels.baseline import baselines
-from bnmodels.config import RunConfig
-from bnmodels.data import Split
-from bnmodels.landscape import probe_model
-from bnmodels.model import MLP, build_model
-from bnmodels.precise_bn import precise_model
-from bnmodels.run import PROBE_COLUMNS, RunResult, batch_slices, history_columns
+from bnmodels.experiment.config import RunConfig
+from bnmodels.experiment.data import Split
+from bnmodels.training.baseline import baselines
+from bnmodels.training.landscape import probe_model
+from bnmodels.training.model import MLP, build_model
+from bnmodels.training.precise_bn import precise_model
+from bnmodels.training.result import PROBE_COLUMNS, RunResult, batch_slices, history_columns
 
 
 def _std(t: torch.Tensor) -> float:

@@ -20,9 +20,9 @@ from collections.abc import Sequence
 
 import torch
 
-from bnmodels.config import RunConfig
-from bnmodels.data import Split
-from bnmodels.model import build_model
+from bnmodels.experiment.config import RunConfig
+from bnmodels.experiment.data import Split
+from bnmodels.training.model import build_model
 
 BN_EPS = 1e-5
 BN_KEYS = ("weight", "bias", "running_mean", "running_var")  # per-run BN state

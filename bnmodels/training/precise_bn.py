@@ -30,7 +30,7 @@ def _set_stats(norm: nn.BatchNorm1d, x: torch.Tensor) -> None:
 
 @torch.no_grad()
 def precise_model(model: nn.Module, x_train: torch.Tensor) -> nn.Module:
-    """A copy of a trained `bnmodels.model.MLP` with precise BN statistics."""
+    """A copy of a trained `bnmodels.training.model.MLP` with precise BN statistics."""
     m = copy.deepcopy(model).eval()
     h = x_train
     for block in m.blocks:

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from bnmodels.config import RunConfig
-from bnmodels.model import MLP, build_model
+from bnmodels.experiment.config import RunConfig
+from bnmodels.training.model import MLP, build_model
 
 FORMAT = "bnmodels-weights/1"
 

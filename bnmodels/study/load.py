@@ -2,7 +2,7 @@
 
 The plan stage validates it all at once, before anything trains (every problem of every
 section in one message); the aggregate stage reads the claims. The train and generate
-stages read params.yaml through `bnmodels.params` alone, so that the claims code is
+stages read params.yaml through `bnmodels.experiment.params` alone, so that the claims code is
 none of their dependencies: editing how claims are judged retrains nothing.
 """
 
@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bnmodels.claim_spec import Claim, validate_claims
-from bnmodels.config import Params
 from bnmodels.errors import ParamsError
-from bnmodels.params import ErrorList, check, read_yaml
+from bnmodels.experiment.config import Params
+from bnmodels.experiment.params import ErrorList, check, read_yaml
+from bnmodels.study.claim import Claim, validate_claims
 
 
 @dataclass(frozen=True)

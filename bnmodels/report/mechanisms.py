@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from bnmodels.claim_eval import ClaimResult
+from bnmodels.study.evaluate import ClaimResult
 
 SUPPORTED = "supported"
 

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from bnmodels.claim_metrics import GRAMMAR, Metric, parse_metric
+from bnmodels.study.metrics import GRAMMAR, Metric, parse_metric
 
 PAIR, TREND, INTERACTION, OPTIMUM = "pair", "trend", "interaction", "optimum"
 KINDS = (PAIR, TREND, INTERACTION, OPTIMUM)

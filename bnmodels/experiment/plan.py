@@ -10,10 +10,10 @@ import hashlib
 import json
 from pathlib import Path
 
-from bnmodels.config import Params, RunConfig, used_data
-from bnmodels.data import Split, load_split
 from bnmodels.errors import ParamsError, StageError
-from bnmodels.layout import data_file, data_name, error_file
+from bnmodels.experiment.config import Params, RunConfig, used_data
+from bnmodels.experiment.data import Split, load_split
+from bnmodels.experiment.layout import data_file, data_name, error_file
 
 PLAN_VERSION = 1
 

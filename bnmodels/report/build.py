@@ -20,13 +20,13 @@ from dataclasses import dataclass
 import pandas as pd
 from matplotlib.figure import Figure
 
-from bnmodels import markdown, plots
-from bnmodels.claim_eval import ClaimResult, evaluate
-from bnmodels.claim_spec import Claim
-from bnmodels.exp_outputs import curve_tables, headline_metrics
-from bnmodels.figures import figures as sweep_figures
-from bnmodels.mechanisms import mechanisms_markdown
-from bnmodels.prepared import SweepData, prepare, summary
+from bnmodels.report import markdown, plots
+from bnmodels.report.dvc_outputs import curve_tables, headline_metrics
+from bnmodels.report.figures import figures as sweep_figures
+from bnmodels.report.mechanisms import mechanisms_markdown
+from bnmodels.study.claim import Claim
+from bnmodels.study.evaluate import ClaimResult, evaluate
+from bnmodels.study.prepared import SweepData, prepare, summary
 
 __all__ = ["Report", "SweepData", "build_report", "claims_frame", "csv_bytes"]
 CLAIM_COLUMNS = [

@@ -15,11 +15,11 @@ import signal
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from bnmodels.store import TrackingError, accepts_concurrent_writers
+from bnmodels.tracking.store import TrackingError, accepts_concurrent_writers
 
 if TYPE_CHECKING:
-    from bnmodels.run import RunResult
-    from bnmodels.tracking import SweepRun
+    from bnmodels.tracking.sweep_run import SweepRun
+    from bnmodels.training.result import RunResult
 
 MAX_AUTO_WORKERS = 8
 
@@ -40,7 +40,7 @@ def _transportable(result: RunResult):
     """A small picklable copy of a result: its own arrays, not its group's tensors."""
     import numpy as np
 
-    from bnmodels.run import RunResult
+    from bnmodels.training.result import RunResult
 
     history = {k: np.asarray(v).copy() for k, v in result.history.items()}
     return RunResult(

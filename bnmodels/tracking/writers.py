@@ -6,8 +6,8 @@ diagnostic (`weight_std_l<i>`, `grad_std_l<i>`, `dead_fraction`) once, its final
 its epoch (sortable and comparable in the runs table; every epoch of them is in the
 parent's `history.csv`); tags; the real start and end of its training; its data sets as
 run inputs (`DataInput`: the processed file's md5 from the plan, train and test); its
-weights as `model.pt` (`bnmodels.weights`). About 90 values a run, where logging every column at
-every epoch cost 280-600.
+weights as `model.pt` (`bnmodels.tracking.weights`). About 90 values a run, where logging
+every column at every epoch cost 280-600.
 
 Writers, measured on the 2-core machine (SQLite, 480 values a run): MLflow's client
 costs ~45 ms a run, three transactions (create_run, log_batch, set_terminated) each
@@ -30,14 +30,14 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bnmodels.config import RunConfig
-from bnmodels.layout import data_file
-from bnmodels.store import env, retrying
+from bnmodels.experiment.config import RunConfig
+from bnmodels.experiment.layout import data_file
+from bnmodels.tracking.store import env, retrying
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-    from bnmodels.run import RunResult
+    from bnmodels.training.result import RunResult
 
 MODEL_FILE = "model.pt"  # run-relative artifact path of the weights
 # Every epoch: the curves users compare (SPEC 4's metrics of either kind of run, and the
@@ -161,7 +161,7 @@ def dataset_inputs(inputs: Sequence[DataInput]) -> list:
 
 
 def _write_weights(run: ChildRun, folder: Path) -> Path:
-    from bnmodels.weights import save_weights
+    from bnmodels.tracking.weights import save_weights
 
     path = folder / MODEL_FILE
     save_weights(path, run.config, run.in_features, run.state_dict)

@@ -2,7 +2,7 @@
 
 These networks hold a few dozen weights, so one run is pure per-op overhead. Here a
 *group* of runs that share the shape of the computation (depth, width, batch size,
-epochs, features, rows, classes) trains as one (`bnmodels.group.Group`): a step is a
+epochs, features, rows, classes) trains as one (`bnmodels.training.group.Group`): a step is a
 handful of batched ops, and each run still follows SPEC 4 exactly: its own initial
 weights (those of the reference model of its seed), its own batches (from its own
 generator), its own BatchNorm statistics, learning rate, momentum and divergence. A
@@ -19,13 +19,13 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from bnmodels.baseline import baselines
-from bnmodels.config import RunConfig
-from bnmodels.data import Split
-from bnmodels.group import BN_KEYS, Group, Init
-from bnmodels.landscape import probe_group
-from bnmodels.precise_bn import precise_group_metrics
-from bnmodels.run import RunMetrics, RunResult, batch_slices, history_columns
+from bnmodels.experiment.config import RunConfig
+from bnmodels.experiment.data import Split
+from bnmodels.training.baseline import baselines
+from bnmodels.training.group import BN_KEYS, Group, Init
+from bnmodels.training.landscape import probe_group
+from bnmodels.training.precise_bn import precise_group_metrics
+from bnmodels.training.result import RunMetrics, RunResult, batch_slices, history_columns
 
 RUN_PAD = 32  # CPU groups are padded to a multiple of this many runs (see train_group)
 

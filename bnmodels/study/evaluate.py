@@ -28,10 +28,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from bnmodels import convergence, stats
-from bnmodels.claim_metrics import LOG, ORDER, Metric, on_scale, reduce_curves
-from bnmodels.claim_spec import BEST, INTERACTION, MAXIMUM, OPTIMUM, PAIR, SAME, TREND, Claim
-from bnmodels.prepared import PreparedSweep, label, nanmean, show
+from bnmodels.study import convergence, stats
+from bnmodels.study.claim import BEST, INTERACTION, MAXIMUM, OPTIMUM, PAIR, SAME, TREND, Claim
+from bnmodels.study.metrics import LOG, ORDER, Metric, on_scale, reduce_curves
+from bnmodels.study.prepared import PreparedSweep, label, nanmean, show
 
 
 @dataclass(frozen=True)

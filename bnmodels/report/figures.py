@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from bnmodels import plots, stats
-from bnmodels.prepared import (
+from bnmodels.report import plots
+from bnmodels.study import stats
+from bnmodels.study.prepared import (
     CLASSIFICATION,
     REGRESSION,
     PreparedSweep,

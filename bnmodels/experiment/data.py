@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from bnmodels.config import ClusterSpec, DatasetSpec
-from bnmodels.io import atomic_write_bytes
+from bnmodels.atomic import atomic_write_bytes
+from bnmodels.experiment.config import ClusterSpec, DatasetSpec
 
 
 @dataclass(frozen=True)

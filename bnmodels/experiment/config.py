@@ -1,6 +1,6 @@
 """The typed, frozen records of an experiment: data sets, runs, sweeps, execution (SPEC 1).
 
-Built once, by `bnmodels.params` from params.yaml; everything downstream trusts them.
+Built once, by `bnmodels.experiment.params` from params.yaml; everything downstream trusts them.
 """
 
 from __future__ import annotations

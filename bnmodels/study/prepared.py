@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bnmodels import stats
-from bnmodels.claim_metrics import epochs_to
-from bnmodels.config import CONFIG_KEYS
-from bnmodels.convergence import run_states
+from bnmodels.experiment.config import CONFIG_KEYS
+from bnmodels.study import stats
+from bnmodels.study.convergence import run_states
+from bnmodels.study.metrics import epochs_to
 
 GROUP_KEYS = tuple(k for k in CONFIG_KEYS if k != "seed")  # a configuration without seed
 THRESHOLD_FRACTION = (

@@ -1,0 +1,4 @@
+"""Training a plan's runs: the model (`model`), the reference engine (`reference`, one
+`torch.nn` model a run) and the batched one (`batched`, `group`: many runs as one
+computation), the probes and precise BN, each run's `result`, and a sweep's `tables`.
+Imports `experiment` only."""
