@@ -194,19 +194,30 @@ seeds, never by one run (SPEC, Precision). Conventions:
   classification, the train class frequencies; accuracy: the majority class), scored on
   the run's own test set. It is in every table and is the dotted line of every error
   figure; R² = 1 - test MSE / the constant predictor's test MSE.
-- **What a claim can decide** (the verdict's qualifier): a run's loss is *still falling*
-  when it fell by more than 10% over the last fifth of training (mean of the last
-  {pct(convergence.WINDOW)} of epochs against the same window at 80%), *on the plateau*
-  when its final loss is within {pct(convergence.PLATEAU_WITHIN)} of the constant
-  predictor's. A configuration is in a state when more than half of its runs are. A claim
-  on a final error (or accuracy) whose compared configurations are still falling is *not
-  converged* and its verdict is inconclusive whatever its p: more epochs would move it.
-  Where some compared configurations stay on the plateau for the whole budget, the
-  verdict stands but is *about leaving the plateau* within the budget, not about the
-  error reached at convergence. Measures over the course of training (probes, gradient
-  spread) are only qualified by a plateau: *measured on the plateau* where some compared
-  configuration never left it (a plateau's landscape is flat, its gradients small);
-  epochs to a threshold are *about speed*.
+- **Run states** (SPEC 5), each read against the run's own noise: over the last fifth of
+  its epochs the log loss is fitted by a line, whose standard error comes from the
+  residuals with the number of points shrunk for their lag-1 autocorrelation. A run is
+  *still falling* when the slope is negative at one-sided p < {convergence.TREND_ALPHA:g}
+  and the fitted fall over the fifth exceeds {pct(convergence.RELEVANT_CHANGE)}; *rising*
+  likewise upwards; *unstable* when the residual sd of the log loss exceeds
+  {convergence.UNSTABLE_NOISE:g} (the noise swamps the level); *on the plateau* when its
+  final loss is within {pct(convergence.PLATEAU_WITHIN)} of the constant predictor's;
+  *converged* otherwise. A configuration is in a state when more than half of its runs
+  are, else *mixed* (the counts are shown), which is never read as converged.
+- **What a claim can decide** (the verdict's qualifier), from the configurations its test
+  contrasts (the two arms; an interaction's four cells; a trend's levels; an optimum's
+  edges and chosen best levels), never others. A verdict on a final error is void (*not
+  converged*, inconclusive whatever its p) only when more training could undo it: the
+  claim's own estimate, followed at 80, 85, 90, 95 and 100% of every run's budget and
+  carried on at its least-squares rate for another budget, would lose its sign (or leave
+  or enter a same-claim's margin), and a contrasted configuration still moves (at least
+  {pct(convergence.MOVING_SHARE)} of its runs still falling or rising). An effect that is
+  stable or growing while both arms still fall is decided; identical arms are never
+  void. Where some contrasted configurations stay on the plateau for the whole budget,
+  the verdict stands but is *about leaving the plateau* within the budget. Measures over
+  the course of training (probes, gradient spread) and of one network evaluated two ways
+  (precise BN's gap) are only qualified by a plateau (*measured on the plateau*); epochs
+  to a threshold are *about speed*.
 - **Convergence** (the sweep tables): epochs until the train MSE first falls to T,
   {THRESHOLD_FRACTION:g} x the constant predictor's train MSE (R² = {1 - THRESHOLD_FRACTION:g}
   on train, fixed per data set whatever the sweep holds); the median is shown, with how

@@ -1,20 +1,29 @@
-"""Where a run stands at the end of its budget: converged, still falling, on the plateau of
-the constant predictor, or diverged; and what that lets a claim on the sweep decide.
+"""Where a run stands at the end of its budget, read against its own noise, and what that
+lets a claim on the sweep decide.
 
-A final error compares methods only where both arms have finished learning. A run that
-still falls steeply over the last fifth of its training would end lower with more epochs;
-a run on the initial plateau (no better than predicting the train labels' mean, SPEC 5's
-`baseline_*` columns) has not started. A claim on such runs measures how soon the arms
-get going, not how low they get, and the report must say so (issue 11):
+A final error compares methods only where both arms have finished learning; a run on the
+initial plateau (no better than predicting the train labels' mean, SPEC 5's `baseline_*`
+columns) has not started. Each run's state is a test on the run itself (SPEC 5):
 
-- *change over the last fifth*: the log of the loss averaged over the last 5% of epochs
-  (at least one) over the same window ending at 80% of training. Below -0.1 (the loss
-  fell by more than ~10% in the last fifth) the run is *still falling*.
-- *plateau*: the final loss is within 5% of the constant predictor's, either side (|R^2|
-  <= 0.05 on the test set; for classification, test cross-entropy within 5% of that of
-  the train class frequencies). A run far worse than the constant predictor has learnt
-  something wrong, not nothing: it is not on the plateau.
-- A configuration is in a state when more than half of its runs are.
+- *trend over the last fifth*: the least-squares line of the log loss against the epoch
+  over the last fifth of the run's own epochs (at least 4 points). Its change over that
+  fifth is the fitted slope times the span; its standard error comes from the residuals,
+  with the effective number of points shrunk for their lag-1 autocorrelation
+  (n (1 - r) / (1 + r), r corrected for its small-sample bias), since an SGD curve's epoch-to-epoch noise is not independent.
+- *still falling*: the slope is negative at one-sided p < 0.05 against that noise AND the
+  fitted fall over the fifth exceeds 5% (smaller falls are converged for any purpose here).
+- *rising*: the same test, positive: the loss is getting worse at the end of the budget.
+- *unstable*: the residual standard deviation of the log loss exceeds 0.5 (epoch-to-epoch
+  swings of more than about +-65%): the noise swamps the level, no trend can be read.
+- *plateau*: the final loss within 5% of the constant predictor's, either side (|R^2| <=
+  0.05 on test; for classification, test cross-entropy within 5% of that of the train
+  class frequencies). A run far worse than the constant predictor is not on the plateau.
+- *diverged*: a non-finite loss.
+
+A configuration's state comes from the shares of its runs in each state: the state of
+more than half of them, else *mixed* (with the shares), and mixed is never read as
+converged. What voids a claim is decided by the claim's own effect (study/guard.py), not
+by these labels alone.
 """
 
 from __future__ import annotations
@@ -25,12 +34,17 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import stats as sps
 
 CONVERGED, FALLING, PLATEAU, DIVERGED = "converged", "still falling", "on the plateau", "diverged"
-FALLING_BELOW = -0.1  # log change over the last fifth below which a run is still falling
+RISING, UNSTABLE, MIXED = "rising", "unstable", "mixed"
+STATES = (CONVERGED, FALLING, RISING, UNSTABLE, PLATEAU, DIVERGED)
+TREND_ALPHA = 0.025  # one-sided level of each of a run's two slope tests (falling, rising)
+RELEVANT_CHANGE = 0.05  # fitted change over the last fifth (as a fraction) that matters
+UNSTABLE_NOISE = 0.5  # residual sd of the log loss above which the noise swamps the level
 PLATEAU_WITHIN = 0.05  # final loss within this fraction of the constant predictor's
 LAST_FIFTH = 0.2
-WINDOW = 0.05  # fraction of the epochs averaged at each end of the last fifth
+MIN_POINTS = 4
 # The loss a run's state is read from, and its constant-predictor column (runs.csv).
 LOSS = {
     "regression": ("test_mse", "baseline_test_mse"),
@@ -47,24 +61,72 @@ DECIDED, SPEED, TRAINABILITY, UNDECIDED = (
 ON_PLATEAU = "measured on the plateau"  # a measure over training; some arm never trained
 
 
-def last_fifth_change(curves: np.ndarray, lengths=None) -> np.ndarray:
-    """Per row of (runs, epochs) positive values: log(mean of the last window) - log(mean
-    of the window ending at 80% of the epochs); NaN where either is missing. `lengths`:
-    each run's own number of epochs where runs differ (a steps budget)."""
+@dataclass(frozen=True)
+class Trend:
+    """Per run: the fitted log change over the last fifth, its one-sided p values, and the
+    residual noise (sd of the log loss about the line)."""
+
+    change: np.ndarray
+    p_falling: np.ndarray
+    p_rising: np.ndarray
+    noise: np.ndarray
+
+
+def _fit(y: np.ndarray) -> tuple[float, float, float, float]:
+    """(change over the span, p of a fall, p of a rise, residual sd) of one log curve."""
+    y = y[np.isfinite(y)]
+    n = len(y)
+    if n < MIN_POINTS:
+        return math.nan, math.nan, math.nan, math.nan
+    x = np.arange(n, dtype=float)
+    x -= x.mean()
+    sxx = float(x @ x)
+    slope = float(x @ (y - y.mean())) / sxx
+    resid = y - y.mean() - slope * x
+    sd = float(np.sqrt(resid @ resid / (n - 2)))
+    change = slope * (n - 1)
+    if sd == 0:
+        p = 0.0 if slope != 0 else 1.0
+        return change, p if slope < 0 else 1.0, p if slope > 0 else 1.0, 0.0
+    r = float(resid[1:] @ resid[:-1] / (resid @ resid)) if n > 2 else 0.0
+    r = min(0.95, r + (1 + 3 * r) / n)  # the estimate's small-sample bias (Marriott-Pope)
+    n_eff = min(n, max(3.0, n * (1 - r) / (1 + r)))
+    se = sd / math.sqrt(sxx) * math.sqrt(n / n_eff)
+    tstat = slope / se
+    df = max(1.0, n_eff - 2)
+    return change, float(sps.t.cdf(tstat, df)), float(sps.t.sf(tstat, df)), sd
+
+
+def last_fifth_trend(curves: np.ndarray, lengths=None) -> Trend:
+    """The trend over the last fifth of each row of (runs, epochs) positive losses, each
+    run read up to its own number of epochs (`lengths`, a steps budget) where given."""
     c = np.atleast_2d(np.asarray(curves, dtype=float))
     own = np.full(c.shape[0], c.shape[1]) if lengths is None else np.asarray(lengths, int)
-    out = np.full(c.shape[0], np.nan)
-    for epochs in np.unique(own):
-        if epochs < 2:
-            continue
-        rows = own == epochs
-        k = max(1, round(WINDOW * epochs))
-        cut = max(k, round((1 - LAST_FIFTH) * epochs))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            end = np.log(c[rows, epochs - k : epochs].mean(axis=1))
-            mid = np.log(c[rows, cut - k : cut].mean(axis=1))
-        out[rows] = end - mid
-    return out
+    out = np.full((4, c.shape[0]), np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        logs = np.log(c)
+    for i, epochs in enumerate(own):
+        cut = min(int(round((1 - LAST_FIFTH) * epochs)), epochs - MIN_POINTS)
+        if cut >= 0:
+            out[:, i] = _fit(logs[i, cut:epochs])
+    return Trend(*out)
+
+
+def last_fifth_change(curves: np.ndarray, lengths=None) -> np.ndarray:
+    """The fitted log change of each run over the last fifth of its epochs."""
+    return last_fifth_trend(curves, lengths).change
+
+
+def states_of(trend: Trend, ratio: np.ndarray) -> np.ndarray:
+    """Each run's state from its trend and its final loss over the constant predictor's."""
+    with np.errstate(invalid="ignore"):
+        plateau = np.abs(ratio - 1) <= PLATEAU_WITHIN  # False where the baseline is unknown
+        unstable = trend.noise > UNSTABLE_NOISE
+        falling = (trend.p_falling < TREND_ALPHA) & (trend.change < math.log1p(-RELEVANT_CHANGE))
+        rising = (trend.p_rising < TREND_ALPHA) & (trend.change > math.log1p(RELEVANT_CHANGE))
+    return np.select(
+        [plateau, unstable, falling, rising], [PLATEAU, UNSTABLE, FALLING, RISING], CONVERGED
+    )
 
 
 def run_states(runs: pd.DataFrame, curves: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
@@ -80,34 +142,18 @@ def run_states(runs: pd.DataFrame, curves: Mapping[str, pd.DataFrame]) -> pd.Dat
         c = curves[loss].to_numpy(float)[mine]
         own = runs.loc[mine, "epochs"].to_numpy(int) if "epochs" in runs else None
         own = np.full(len(c), c.shape[1]) if own is None else np.minimum(own, c.shape[1])
-        change = last_fifth_change(c, own)
+        trend = last_fifth_trend(c, own)
         final = c[np.arange(len(c)), own - 1] if c.shape[1] else np.full(len(c), np.nan)
         base = runs.loc[mine, base_col].to_numpy(float) if base_col in runs else np.nan
         with np.errstate(invalid="ignore", divide="ignore"):
             ratio = final / base
-            plateau = np.abs(ratio - 1) <= PLATEAU_WITHIN  # False where base is unknown
-        state = np.where(plateau, PLATEAU, np.where(change < FALLING_BELOW, FALLING, CONVERGED))
-        out.loc[mine, "last_fifth_change"] = change
+        state = states_of(trend, ratio)
+        out.loc[mine, "last_fifth_change"] = trend.change
         if task == "regression":
             out.loc[mine, "r2"] = 1 - ratio
         out.loc[mine, "state"] = state
     out.loc[runs["diverged"].to_numpy(bool), "state"] = DIVERGED
     return out
-
-
-def config_states(runs: pd.DataFrame, keys) -> pd.DataFrame:
-    """Per configuration (the `keys` columns): the share of runs in each state, and the
-    state most of them are in ('mixed' when none has a majority)."""
-    g = runs.groupby(list(keys), sort=False)["state"]
-    shares = g.value_counts(normalize=True).unstack(fill_value=0.0)
-    for s in (CONVERGED, FALLING, PLATEAU, DIVERGED):
-        if s not in shares:
-            shares[s] = 0.0
-    shares = shares[[CONVERGED, FALLING, PLATEAU, DIVERGED]]
-    shares["majority"] = [
-        next((s for s, v in row.items() if v > 0.5), "mixed") for _, row in shares.iterrows()
-    ]
-    return shares
 
 
 @dataclass(frozen=True)
@@ -136,31 +182,119 @@ def _show(v) -> str:
     return f"{float(v):g}" if isinstance(v, float | np.floating) else str(v)
 
 
-def scope(runs: pd.DataFrame, keys, budget: str, speed: bool, mechanism: bool) -> Scope:
-    """The scope of a claim over the runs it compares (`runs` with a `state` column),
-    configurations told apart by `keys`.
+def config_states(runs: pd.DataFrame, keys) -> pd.DataFrame:
+    """Per configuration (the `keys` columns): the share of runs in each state, and its
+    state: that of more than half of its runs, else 'mixed'."""
+    g = runs.groupby(list(keys), sort=False)["state"]
+    shares = g.value_counts(normalize=True).unstack(fill_value=0.0)
+    for s in STATES:
+        if s not in shares:
+            shares[s] = 0.0
+    shares = shares[list(STATES)]
+    shares["majority"] = [
+        next((s for s, v in row.items() if v > 0.5), MIXED) for _, row in shares.iterrows()
+    ]
+    return shares
+
+
+def state_words(states: pd.Series) -> str:
+    """A configuration's state in words: the majority state, or 'mixed (5 still falling,
+    3 on the plateau, 2 converged)'."""
+    counts = states.value_counts()
+    if not len(counts):
+        return ""
+    if counts.iloc[0] > len(states) / 2:
+        return str(counts.index[0])
+    return MIXED + " (" + ", ".join(f"{n} {s}" for s, n in counts.items()) + ")"
+
+
+# The claim's effect is followed over the last fifth of the budget at these fractions of
+# each run's own epochs, and carried on at its rate for HORIZON more budgets.
+PATH = (0.8, 0.85, 0.9, 0.95, 1.0)
+HORIZON = 1.0
+MOVING_SHARE = 0.3  # a configuration still moves when this share of its runs falls or rises
+
+
+@dataclass(frozen=True)
+class Movement:
+    """What the guard needs of a claim: its verdict, direction, margin (on its scale; 0
+    when it has none) and its estimate at each point of PATH (empty: no path)."""
+
+    verdict: str
+    expect: str
+    margin: float
+    path: np.ndarray
+
+
+def projected(path: np.ndarray) -> float:
+    """The estimate carried on for HORIZON budgets at its least-squares rate over PATH."""
+    x, y = np.asarray(PATH), np.asarray(path, dtype=float)
+    ok = np.isfinite(y)
+    if ok.sum() < 3:
+        return math.nan
+    slope = np.polyfit(x[ok], y[ok], 1)[0]
+    return float(y[-1] + slope * HORIZON) if math.isfinite(y[-1]) else math.nan
+
+
+def could_change(m: Movement) -> bool:
+    """Whether more training at the effect's present rate would undo the verdict: lose a
+    supported effect's sign (or leave a same-claim's margin), or bring a refuted one back
+    (to the expected sign, or inside the margin). Inconclusive verdicts have nothing to
+    undo."""
+    if len(m.path) == 0 or m.verdict not in ("supported", "not supported"):
+        return False
+    end, ahead = float(m.path[-1]), projected(m.path)
+    if not (math.isfinite(end) and math.isfinite(ahead)):
+        return False
+    if m.expect == "same":
+        if m.verdict == "supported":
+            return abs(ahead) >= m.margin
+        # refuted: back inside the margin anywhere on the way (it may pass through 0)
+        nearest = 0.0 if end * ahead <= 0 else min(abs(end), abs(ahead))
+        return nearest < m.margin
+    want = -1.0 if m.expect == "lower" else 1.0  # optimum: "higher" (edges worse)
+    if m.verdict == "supported":
+        return ahead * want <= 0
+    return ahead * want > 0
+
+
+def scope(
+    runs: pd.DataFrame,
+    keys,
+    budget: str,
+    speed: bool,
+    mechanism: bool,
+    movement: Movement | None = None,
+) -> Scope:
+    """The scope of a claim over the runs its test contrasts (`runs` with a `state`
+    column), configurations told apart by `keys`.
 
     `speed`: the claim's metric is a time (epochs to a threshold), which runs still
     learning do not invalidate. `mechanism`: a measure over the course of training (a
-    probe, a gradient spread), where only a plateau changes what it means.
+    probe, a gradient spread) or of one network evaluated two ways (precise BN's gap),
+    where only a plateau changes what it means. `movement`: the claim's effect over the
+    last fifth; the verdict is void only where it `could_change` and some contrasted
+    configuration still moves (MOVING_SHARE of its runs still falling or rising).
     """
     if speed:
         return Scope(SPEED, "a claim about speed (epochs to a threshold)")
     keys = [k for k in keys if runs[k].nunique() > 1] or [keys[0]]
     states = config_states(runs, keys)
-    plateau = states[states["majority"] == PLATEAU]
-    falling = states[states["majority"] == FALLING]
+    plateau = states[states[PLATEAU] > 0.5]
+    moving = states[(states[FALLING] >= MOVING_SHARE) | (states[RISING] >= MOVING_SHARE)]
     if len(plateau) == len(states):
         return Scope(
             UNDECIDED,
             f"every compared configuration stays on the constant predictor's plateau for "
             f"all its {budget}: nothing trained, nothing compared",
         )
-    if not mechanism and len(falling):
+    if not mechanism and movement is not None and len(moving) and could_change(movement):
+        path = ", ".join(f"{v:+.2f}" for v in movement.path)
         return Scope(
             UNDECIDED,
-            f"not decided: the loss of {_describe(falling, keys)} still falls by more than "
-            f"10% over the last fifth of its {budget}; a longer budget decides it",
+            f"not decided: the effect moved ({path} on its scale at 80% to 100% of the "
+            f"{budget}) while {_describe(moving, keys)} still move; at that rate another "
+            f"{budget} would undo the verdict",
         )
     if len(plateau):
         what = "measured on a flat plateau" if mechanism else "about leaving the plateau"
@@ -169,5 +303,11 @@ def scope(runs: pd.DataFrame, keys, budget: str, speed: bool, mechanism: bool) -
             f"{_describe(plateau, keys)} stay on the constant predictor's plateau for all "
             f"its {budget}: the comparison is {what} within the budget, not about the "
             "error reached at convergence",
+        )
+    if not mechanism and len(moving):
+        return Scope(
+            DECIDED,
+            f"{_describe(moving, keys)} still move at the end of the {budget}, but the "
+            "effect would keep its verdict at its present rate for another budget",
         )
     return Scope(DECIDED, "")

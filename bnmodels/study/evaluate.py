@@ -77,8 +77,14 @@ FAILURE_COLUMNS = (
 )
 
 
-def run_values(claim: Claim, sw: PreparedSweep) -> pd.Series:
-    """The claim's metric for every run of the sweep, on its comparison scale.
+def has_path(m: Metric) -> bool:
+    """Whether the metric can be read at any epoch (a final or last-k value of a curve)."""
+    return m.reducer in ("final", "last")
+
+
+def run_values(claim: Claim, sw: PreparedSweep, fraction: float = 1.0) -> pd.Series:
+    """The claim's metric for every run of the sweep, on its comparison scale; with
+    `fraction` < 1, as it stood at that fraction of each run's own epochs (`has_path`).
 
     A diverged run of a loss or accuracy metric is a failure, not a missing value
     (dropping it would compare the lucky survivors): it gets the worst value of the sweep,
@@ -87,11 +93,12 @@ def run_values(claim: Claim, sw: PreparedSweep) -> pd.Series:
     m = claim.metric
     if m.reducer == "derived":
         v = on_scale(m, sw.runs[m.name])
-    elif m.name in sw.runs.columns:  # runs.csv has it (final_test_mse, best_test_mse, ...)
+    elif m.name in sw.runs.columns and fraction == 1.0:  # runs.csv has it (final_test_mse)
         v = on_scale(m, sw.runs[m.name])
     else:
         curves = sw.curve(m.column)
         lengths = np.minimum(sw.runs["epochs"].to_numpy(int), curves.shape[1])
+        lengths = np.maximum(1, np.round(lengths * fraction).astype(int))
         v = reduce_curves(m, curves, _threshold(claim, sw, curves), lengths)
     v = np.array(v, dtype=float)
     failed = sw.runs["diverged"].to_numpy(bool) & ~np.isfinite(v)
@@ -394,15 +401,33 @@ def short_words(c: Claim) -> str:
     return f"{arms}: {c.metric.name}"
 
 
+def _contrasted_levels(claim: Claim, sw: PreparedSweep, values: pd.Series) -> tuple:
+    """An optimum's levels that its test contrasts: the two edges and every interior level
+    some seed chose as the best."""
+    key = claim.along
+    r = sw.runs.loc[sw.select(**dict(claim.where)), ["seed", key, "diverged", "run_key"]].copy()
+    r["value"] = values.reindex(r["run_key"]).to_numpy()
+    levels = _eligible(r, key)
+    if len(levels) < 3:
+        return tuple(levels)
+    best = _cv_best(_level_table(r, key), levels[1:-1], 1.0)
+    return (levels[0], *dict.fromkeys(best.tolist()), levels[-1])
+
+
 def compared_runs(claim: Claim, sw: PreparedSweep) -> pd.DataFrame:
-    """The runs a claim compares: those its arms (or an optimum's axis) select within
-    `where` (and an interaction's two groups); a `best` arm at its level best over all
-    seeds."""
+    """The runs a claim's test contrasts: those its arms select within `where` (and an
+    interaction's two groups), a `best` arm at its level best over all seeds; for an
+    optimum, the edges and the levels chosen as the best."""
     contexts = [dict(claim.where)]
     if claim.kind == INTERACTION:
         contexts = [{**contexts[0], **dict(f)} for f in (claim.group, claim.than)]
-    arms = [{}] if claim.kind == OPTIMUM else [dict(claim.compare), dict(claim.against)]
     values = run_values(claim, sw) * _better_sign(claim.metric, claim)  # lower is better
+    if claim.kind == OPTIMUM:
+        return sw.runs[
+            sw.select(**contexts[0])
+            & sw.select(**{claim.along: _contrasted_levels(claim, sw, values)})
+        ]
+    arms = [dict(claim.compare), dict(claim.against)]
     mask = pd.Series(False, index=sw.runs.index)
     for where in contexts:
         for arm in arms:
@@ -418,12 +443,34 @@ def compared_runs(claim: Claim, sw: PreparedSweep) -> pd.DataFrame:
     return sw.runs[mask]
 
 
-def claim_scope(claim: Claim, sw: PreparedSweep, runs: pd.DataFrame) -> convergence.Scope:
+def effect_path(claim: Claim, sw: PreparedSweep) -> np.ndarray:
+    """The claim's estimate as it stood at each of `convergence.PATH` (fractions of every
+    run's own budget, the last fifth); empty for a metric without a path."""
+    if not has_path(claim.metric):
+        return np.array([])
+    kind = KINDS[claim.kind]
+    return np.array(
+        [kind(claim, sw, run_values(claim, sw, f)).test.estimate for f in convergence.PATH]
+    )
+
+
+def claim_scope(
+    claim: Claim, sw: PreparedSweep, runs: pd.DataFrame, verdict: str, path: np.ndarray
+) -> convergence.Scope:
     """What the compared `runs` let the claim decide (convergence.scope)."""
     m = claim.metric
-    mechanism = m.reducer in ("mean", "derived") and m.name != "precise_bn_gap"
+    # a measure over training, or one network evaluated two ways (precise BN's gap):
+    # neither is a final error that more epochs would move
+    mechanism = m.reducer in ("mean", "derived")
     keys = [k for k in sw.axes] or ["dataset"]
-    return convergence.scope(runs, keys, sw.budget, m.censored, mechanism)
+    return convergence.scope(
+        runs,
+        keys,
+        sw.budget,
+        m.censored,
+        mechanism,
+        convergence.Movement(verdict, claim.expect, _margin(claim) or 0.0, path),
+    )
 
 
 def _counts_failures(m: Metric) -> bool:
@@ -444,8 +491,9 @@ def evaluate(claims: Sequence[Claim], sweeps: Mapping[str, PreparedSweep]) -> li
         expect = "higher" if c.kind == OPTIMUM else c.expect  # optimum: edges worse
         margin = _margin(c) or 0.0
         runs = compared_runs(c, sweeps[c.sweep])
-        scope = claim_scope(c, sweeps[c.sweep], runs)
         verdict = stats.verdict(expect, t, float(ph), margin)
+        path = effect_path(c, sweeps[c.sweep])
+        scope = claim_scope(c, sweeps[c.sweep], runs, verdict, path)
         out.append(
             ClaimResult(
                 claim=c,

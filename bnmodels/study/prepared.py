@@ -19,7 +19,7 @@ import pandas as pd
 
 from bnmodels.experiment.config import CONFIG_KEYS
 from bnmodels.study import stats
-from bnmodels.study.convergence import run_states
+from bnmodels.study.convergence import run_states, state_words
 from bnmodels.study.metrics import epochs_to
 
 GROUP_KEYS = tuple(k for k in CONFIG_KEYS if k != "seed")  # a configuration without seed
@@ -389,10 +389,6 @@ def _classification_columns(ok: pd.DataFrame) -> dict[str, Any]:
 BASELINE_COLUMNS = ("baseline_test_mse", "baseline_test_accuracy")  # runs.csv, per data set
 
 
-def _majority(states: pd.Series) -> str:
-    """The state of more than half of the runs, else 'mixed' (convergence.py)."""
-    share = states.value_counts(normalize=True)
-    return str(share.index[0]) if len(share) and share.iloc[0] > 0.5 else "mixed"
 
 
 def summary(sw: PreparedSweep) -> pd.DataFrame:
@@ -421,7 +417,7 @@ def summary(sw: PreparedSweep) -> pd.DataFrame:
                 "dead_fraction_final_mean": nanmean(ok["dead_final"]),
                 "grad_spread_decades_mean": nanmean(ok["grad_spread"]),
                 "last_fifth_change_median": stats.quantile(ok["last_fifth_change"], 0.5),
-                "state": _majority(r["state"]),
+                "state": state_words(r["state"]),
             }
         )
         for col in BASELINE_COLUMNS:
