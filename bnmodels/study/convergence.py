@@ -9,8 +9,9 @@ columns) has not started. Each run's state is a test on the run itself (SPEC 5):
   over the last fifth of the run's own epochs (at least 4 points). Its change over that
   fifth is the fitted slope times the span; its standard error comes from the residuals,
   with the effective number of points shrunk for their lag-1 autocorrelation
-  (n (1 - r) / (1 + r), r corrected for its small-sample bias), since an SGD curve's epoch-to-epoch noise is not independent.
-- *still falling*: the slope is negative at one-sided p < 0.05 against that noise AND the
+  (n (1 - r) / (1 + r), r corrected for its small-sample bias), since an SGD curve's
+  epoch-to-epoch noise is not independent.
+- *still falling*: the slope is negative at one-sided p < 0.025 against that noise AND the
   fitted fall over the fifth exceeds 5% (smaller falls are converged for any purpose here).
 - *rising*: the same test, positive: the loss is getting worse at the end of the budget.
 - *unstable*: the residual standard deviation of the log loss exceeds 0.5 (epoch-to-epoch

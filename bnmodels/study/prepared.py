@@ -389,8 +389,6 @@ def _classification_columns(ok: pd.DataFrame) -> dict[str, Any]:
 BASELINE_COLUMNS = ("baseline_test_mse", "baseline_test_accuracy")  # runs.csv, per data set
 
 
-
-
 def summary(sw: PreparedSweep) -> pd.DataFrame:
     """One row per configuration: counts, final and best test MSE and convergence (for
     classification: test accuracy and cross-entropy), dead units, gradient spread.
