@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from bnmodels.experiment.config import CONFIG_KEYS
 from bnmodels.study.claim import validate_claims
-from bnmodels.study.evaluate import evaluate
 from bnmodels.study.prepared import SweepData, prepare
+from bnmodels.study.verdicts import evaluate
 
 
 def parse(data: SweepData, **claims):

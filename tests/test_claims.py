@@ -171,7 +171,8 @@ def test_censored_epochs_count_by_order_never_as_a_number(epochs):
         "expect": "lower",
     }
     r = judge(data, sooner=claim)["sooner"]
-    assert (r.estimate, r.p, r.verdict) == (-1.0, 0.0, stats.SUPPORTED)
+    # every seed sooner: the exact test's floor, 2 / 2^n (never 0 from a t-test on constants)
+    assert (r.estimate, r.p, r.verdict) == (-1.0, 2 / 2 ** len(SEEDS), stats.SUPPORTED)
 
 
 def test_both_never_reaching_is_a_tie():

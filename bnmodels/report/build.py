@@ -21,12 +21,14 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from bnmodels.report import markdown, plots
+from bnmodels.report.claims_section import claims_markdown
 from bnmodels.report.dvc_outputs import curve_tables, headline_metrics
 from bnmodels.report.figures import figures as sweep_figures
 from bnmodels.report.mechanisms import mechanisms_markdown
+from bnmodels.study.cells import cells_frame
 from bnmodels.study.claim import Claim
-from bnmodels.study.evaluate import ClaimResult, evaluate
 from bnmodels.study.prepared import SweepData, prepare, summary
+from bnmodels.study.verdicts import ClaimResult, evaluate
 
 __all__ = ["Report", "SweepData", "build_report", "claims_frame", "csv_bytes"]
 CLAIM_COLUMNS = [
@@ -40,9 +42,12 @@ CLAIM_COLUMNS = [
     "estimate",
     "ci_low",
     "ci_high",
-    "p",
+    "p_exact",
     "p_holm",
     "n",
+    "k_agree",
+    "mde",
+    "primary",
     "n_dropped",
     "n_failed",
     "verdict",
@@ -83,6 +88,7 @@ class Report:
     figures: Figures  # file name under figures/ -> figure
     summary: pd.DataFrame  # one row per sweep x configuration (seed excluded)
     claims: pd.DataFrame  # one row per judged claim
+    cells: pd.DataFrame  # one row per claim and cell it averages over
     metrics: dict  # JSON-able headline numbers (DVC metrics)
     plots: dict[str, pd.DataFrame]  # path under plots/, no .csv -> table (DVC plots)
 
@@ -94,6 +100,7 @@ class Report:
             "report.md": self.markdown.encode(),
             "summary.csv": csv_bytes(self.summary),
             "claims.csv": csv_bytes(self.claims),
+            "claim_cells.csv": csv_bytes(self.cells),
             "metrics.json": (json.dumps(self.metrics, indent=2, sort_keys=True) + "\n").encode(),
         }
         out.update(
@@ -125,9 +132,12 @@ def claims_frame(results: Sequence[ClaimResult]) -> pd.DataFrame:
             "estimate": r.estimate,
             "ci_low": r.ci_low,
             "ci_high": r.ci_high,
-            "p": r.p,
+            "p_exact": r.p,
             "p_holm": r.p_holm,
             "n": r.n,
+            "k_agree": r.k_agree,
+            "mde": r.mde,
+            "primary": r.claim.primary,
             "n_dropped": r.n_dropped,
             "n_failed": r.n_failed,
             "verdict": r.verdict,
@@ -173,7 +183,7 @@ def build_report(sweeps: Mapping[str, SweepData], claims: Sequence[Claim] = ()) 
                 "",
                 "## Claims",
                 "",
-                markdown.claims_markdown(results, not_judged),
+                claims_markdown(results, not_judged),
                 "",
                 "## Method",
                 "",
@@ -191,6 +201,7 @@ def build_report(sweeps: Mapping[str, SweepData], claims: Sequence[Claim] = ()) 
         figures=Figures(figures),
         summary=summary_df,
         claims=claims_table,
+        cells=cells_frame([(r.claim.id, list(r.cells)) for r in results]),
         metrics=headline_metrics(claims_table, summary_df),
         plots={k: t for sw in prepared.values() for k, t in curve_tables(sw).items()},
     )

@@ -12,7 +12,6 @@ import pandas as pd
 
 from bnmodels.report.figures import CAP_TIMES, MAX_PANELS
 from bnmodels.study import convergence, stats
-from bnmodels.study.evaluate import ClaimResult
 from bnmodels.study.prepared import (
     CLASSIFICATION,
     REGRESSION,
@@ -67,95 +66,6 @@ def md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
     return "\n".join(lines)
-
-
-def _p(p: float) -> str:
-    return "—" if not math.isfinite(p) else ("< 0.001" if p < 0.001 else f"{p:.3f}")
-
-
-def _p_is(p: float) -> str:
-    shown = _p(p)
-    return shown if shown.startswith("<") else f"= {shown}"
-
-
-def _linear_margin(metric, margin: float) -> str:
-    """A linear metric's margin in the units its effects are shown in (accuracy: pp)."""
-    unit = f" {metric.unit}" if metric.unit else ""
-    return f"{margin * metric.shown_scale:g}{unit}"
-
-
-def _expect_words(r: ClaimResult) -> str:
-    c = r.claim
-    if c.kind == "optimum":
-        return f"an interior {c.expect}"
-    if c.expect == "same":
-        m = (
-            f"{100 * c.margin:g}%"
-            if c.metric.scale == "log"
-            else _linear_margin(c.metric, c.margin)
-        )
-        return f"same, within ±{m}"
-    return f"{c.expect} (effect {'< 0' if c.expect == 'lower' else '> 0'})"
-
-
-def _sentence(text: str) -> str:
-    """`text` as a sentence: capitalised, unless it opens with a key=value (lr=0.1)."""
-    first = text.split(" ", 1)[0]
-    return text if "=" in first else text[:1].upper() + text[1:]
-
-
-def _scope_mark(r: ClaimResult) -> str:
-    """The verdict's qualifier: what the runs let it decide, when not a converged error."""
-    return "" if r.scope.kind == convergence.DECIDED else f" ({r.scope.kind})"
-
-
-def claims_markdown(results: Sequence[ClaimResult], not_judged: Sequence[str] = ()) -> str:
-    """The claims table (from params.yaml), then how each was tested and what it shows."""
-    header = [
-        "Claim",
-        "Source",
-        "Says",
-        "Comparison (paired by seed), sweep",
-        "Expected",
-        "Effect [95% CI]",
-        "p (Holm)",
-        "Verdict",
-    ]
-    body = [
-        [
-            f"`{r.claim.id}`",
-            r.claim.source or "—",
-            r.claim.says,
-            f"{r.short}; `{r.claim.sweep}`",
-            _expect_words(r),
-            r.effect,
-            _p(r.p_holm),
-            VERDICT_MARK[r.verdict] + _scope_mark(r),
-        ]
-        for r in results
-    ]
-    out = [md_table(header, body), "", "How each claim is tested, and what the numbers say:", ""]
-    for r in results:
-        text = (
-            f"- **`{r.claim.id}`**: {r.comparison}. n = {r.n} seeds"
-            + (f" ({r.n_dropped} values of diverged runs left out)" if r.n_dropped else "")
-            + (
-                f" ({r.n_failed} diverged runs counted as failures, at the worst value)"
-                if r.n_failed
-                else ""
-            )
-            + f"; p {_p_is(r.p)}, Holm-corrected p {_p_is(r.p_holm)}. {r.detail}"
-        )
-        if r.scope.note:
-            text += f" **Scope: {r.scope.kind}.** {_sentence(r.scope.note)}."
-        if r.verdict in VERDICT_HINT and r.claim.hint:
-            text += f" {VERDICT_HINT[r.verdict]} {r.claim.hint}"
-        out.append(text)
-    if not_judged:
-        out += ["", "Not judged (their sweeps were not run): " + ", ".join(not_judged) + "."]
-    if not results and not not_judged:
-        out = ["No claims in params.yaml (see README: Writing a claim)."]
-    return "\n".join(out)
 
 
 METHODS = f"""\

@@ -35,6 +35,7 @@ COMMON_KEYS = (
     "says",
     "source",
     "hint",
+    "primary",
     "sweep",
     "where",
     "metric",
@@ -83,6 +84,9 @@ class Claim:
     expect: str
     source: str = ""
     hint: str = ""  # shown when the claim is not supported: a variant worth trying
+    # a claim of the notes, fixed before the data: the primary family of Holm's correction;
+    # the others are exploratory, corrected as their own family and shown apart
+    primary: bool = False
     where: Filter = ()
     compare: Filter = ()
     against: Filter = ()
@@ -325,6 +329,9 @@ def _claim(cid: str, d: Any, sweeps: SweepValues, known: set[str], err: _Counted
         if k not in d and k != "along":
             err.raw(f"{p}.{k}", "missing key")
     says, source, hint = (_text(d, k, p, err, k == "says") for k in ("says", "source", "hint"))
+    primary = d.get("primary", False)
+    if not isinstance(primary, bool):
+        err.add(f"{p}.primary", primary, "true or false")
     sweep = d.get("sweep")
     values = sweeps.get(sweep) if isinstance(sweep, str) else None
     if sweep is None:
@@ -370,6 +377,7 @@ def _claim(cid: str, d: Any, sweeps: SweepValues, known: set[str], err: _Counted
         says=says,
         source=source,
         hint=hint,
+        primary=primary is True,
         sweep=sweep,
         metric=metric,
         expect=expect,

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from bnmodels.study import convergence, stats
+from bnmodels.study import convergence, exact, stats
 from bnmodels.study.claim import BEST, INTERACTION, MAXIMUM, OPTIMUM, PAIR, SAME, TREND, Claim
 from bnmodels.study.metrics import LOG, ORDER, Metric, on_scale, reduce_curves
 from bnmodels.study.prepared import PreparedSweep, label, nanmean, show
@@ -42,6 +42,9 @@ class Evidence:
     n_dropped: int  # cell pairs (or seeds) without a finite value: diverged runs
     comparison: str  # in words
     detail: str  # the numbers behind it: per-arm or per-edge summaries
+    # the per-seed numbers the test is on: one row, or an optimum's two edges (each edge
+    # minus the best level; the claim needs both worse)
+    per_seed: tuple[np.ndarray, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -50,9 +53,11 @@ class ClaimResult:
     estimate: float  # on the claim's scale (log ratio, slope, net share, units)
     ci_low: float
     ci_high: float
-    p: float
-    p_holm: float
+    p: float  # the exact sign-flip test's (study/exact.py)
+    p_holm: float  # Holm's correction of p within its family (primary, or exploratory)
     n: int  # seeds behind the estimate
+    k_agree: int  # seeds whose own effect has the expected sign (or lies in the margin)
+    mde: float  # the smallest effect (its scale) 80% power would detect at 5%, these seeds
     n_dropped: int
     n_failed: int  # diverged runs counted as failures (the worst value)
     verdict: str
@@ -61,6 +66,9 @@ class ClaimResult:
     short: str  # the comparison in a few words, for the table
     effect: str  # the estimate and interval, formatted for reading
     detail: str
+    budget: str = ""  # the sweep's training budget in words ("150 epochs")
+    cells: tuple = ()  # study.cells.Cell per cell the claim averages over
+    where: str = ""  # where the effect lives, in words
 
 
 # ---------------------------------------------------------------------------
@@ -199,6 +207,16 @@ def _pair(claim: Claim, sw: PreparedSweep, values: pd.Series, extra: Mapping):
 # The four kinds
 
 
+def _test(x, claim: Claim) -> stats.Test:
+    """The t-based estimate and interval of per-seed values; censored times' ternary
+    scores get the exact interval of their net share instead (study/exact.py)."""
+    t = stats.one_sample(x, _margin(claim))
+    if claim.metric.scale == ORDER:
+        est, lo, hi = exact.order_interval(x)
+        return stats.Test(est, lo, hi, t.p, t.n)
+    return t
+
+
 def _margin(claim: Claim) -> float | None:
     if claim.expect != SAME:
         return None
@@ -244,7 +262,7 @@ def _pair_evidence(claim: Claim, sw: PreparedSweep, values: pd.Series) -> Eviden
         f"{_scale_words(claim.metric)}, paired by seed"
     )
     return Evidence(
-        stats.one_sample(s, _margin(claim)), dropped, words, _arm_detail(claim, sw, values)
+        _test(s, claim), dropped, words, _arm_detail(claim, sw, values), (s.to_numpy(float),)
     )
 
 
@@ -273,7 +291,7 @@ def _trend_evidence(claim: Claim, sw: PreparedSweep, values: pd.Series) -> Evide
         f"{claim.along} {show(lv)}: {_fmt(claim.metric, nanmean(table[lv]))}" for lv in levels
     )
     return Evidence(
-        stats.one_sample(slope, _margin(claim)), dropped, words, f"Effect per level: {means}."
+        _test(slope, claim), dropped, words, f"Effect per level: {means}.", (np.asarray(slope),)
     )
 
 
@@ -291,8 +309,8 @@ def _interaction_evidence(claim: Claim, sw: PreparedSweep, values: pd.Series) ->
         f"Effect in {g}: {_fmt(claim.metric, nanmean(sg))}; in {t}: "
         f"{_fmt(claim.metric, nanmean(st))}."
     )
-    test = stats.one_sample(both["g"] - both["t"], _margin(claim))
-    return Evidence(test, dg + dt, words, detail)
+    diff = (both["g"] - both["t"]).to_numpy(float)
+    return Evidence(_test(diff, claim), dg + dt, words, detail, (diff,))
 
 
 def _optimum_evidence(claim: Claim, sw: PreparedSweep, values: pd.Series) -> Evidence:
@@ -334,7 +352,8 @@ def _optimum_evidence(claim: Claim, sw: PreparedSweep, values: pd.Series) -> Evi
     )
     detail = f"Interior {shape} at {key} {picked}. Each edge vs it (worse > 0): {per_edge}."
     dropped = int(r.loc[r[key].isin(levels), "value"].isna().sum())
-    return Evidence(test, dropped, words, detail)
+    per_edge = tuple(table[lv].to_numpy() - at_best for lv in edges)
+    return Evidence(test, dropped, words, detail, per_edge)
 
 
 KINDS = {
@@ -443,74 +462,9 @@ def compared_runs(claim: Claim, sw: PreparedSweep) -> pd.DataFrame:
     return sw.runs[mask]
 
 
-def effect_path(claim: Claim, sw: PreparedSweep) -> np.ndarray:
-    """The claim's estimate as it stood at each of `convergence.PATH` (fractions of every
-    run's own budget, the last fifth); empty for a metric without a path."""
-    if not has_path(claim.metric):
-        return np.array([])
-    kind = KINDS[claim.kind]
-    return np.array(
-        [kind(claim, sw, run_values(claim, sw, f)).test.estimate for f in convergence.PATH]
-    )
-
-
-def claim_scope(
-    claim: Claim, sw: PreparedSweep, runs: pd.DataFrame, verdict: str, path: np.ndarray
-) -> convergence.Scope:
-    """What the compared `runs` let the claim decide (convergence.scope)."""
-    m = claim.metric
-    # a measure over training, or one network evaluated two ways (precise BN's gap):
-    # neither is a final error that more epochs would move
-    mechanism = m.reducer in ("mean", "derived")
-    keys = [k for k in sw.axes] or ["dataset"]
-    return convergence.scope(
-        runs,
-        keys,
-        sw.budget,
-        m.censored,
-        mechanism,
-        convergence.Movement(verdict, claim.expect, _margin(claim) or 0.0, path),
-    )
-
-
 def _counts_failures(m: Metric) -> bool:
     return m.reducer in ("final", "last", "best") and m.column in FAILURE_COLUMNS
 
 
 def evidence(claim: Claim, sw: PreparedSweep) -> Evidence:
     return KINDS[claim.kind](claim, sw, run_values(claim, sw))
-
-
-def evaluate(claims: Sequence[Claim], sweeps: Mapping[str, PreparedSweep]) -> list[ClaimResult]:
-    """Every claim whose sweep is present, judged, with Holm's correction over all of them."""
-    judged = [(c, evidence(c, sweeps[c.sweep])) for c in claims if c.sweep in sweeps]
-    p_holm = stats.holm([e.test.p for _, e in judged])
-    out = []
-    for (c, e), ph in zip(judged, p_holm, strict=True):
-        t = e.test
-        expect = "higher" if c.kind == OPTIMUM else c.expect  # optimum: edges worse
-        margin = _margin(c) or 0.0
-        runs = compared_runs(c, sweeps[c.sweep])
-        verdict = stats.verdict(expect, t, float(ph), margin)
-        path = effect_path(c, sweeps[c.sweep])
-        scope = claim_scope(c, sweeps[c.sweep], runs, verdict, path)
-        out.append(
-            ClaimResult(
-                claim=c,
-                estimate=t.estimate,
-                ci_low=t.ci_low,
-                ci_high=t.ci_high,
-                p=t.p,
-                p_holm=float(ph),
-                n=t.n,
-                n_dropped=e.n_dropped,
-                n_failed=int(runs["diverged"].sum()) if _counts_failures(c.metric) else 0,
-                verdict=verdict if scope.decides else stats.INCONCLUSIVE,
-                scope=scope,
-                comparison=e.comparison,
-                short=short_words(c),
-                effect=_fmt(c.metric, t.estimate, t.ci_low, t.ci_high),
-                detail=e.detail,
-            )
-        )
-    return out
