@@ -21,10 +21,11 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from bnmodels.report import markdown, plots
-from bnmodels.report.claims_section import claims_markdown
+from bnmodels.report.claims_section import calibration_markdown, claims_markdown
 from bnmodels.report.dvc_outputs import curve_tables, headline_metrics
 from bnmodels.report.figures import figures as sweep_figures
 from bnmodels.report.mechanisms import mechanisms_markdown
+from bnmodels.study.calibration import CALIBRATION_COLUMNS, calibrate
 from bnmodels.study.cells import cells_frame
 from bnmodels.study.claim import Claim
 from bnmodels.study.prepared import SweepData, prepare, summary
@@ -89,6 +90,7 @@ class Report:
     summary: pd.DataFrame  # one row per sweep x configuration (seed excluded)
     claims: pd.DataFrame  # one row per judged claim
     cells: pd.DataFrame  # one row per claim and cell it averages over
+    calibration: pd.DataFrame  # the A/A control's false-supported rates
     metrics: dict  # JSON-able headline numbers (DVC metrics)
     plots: dict[str, pd.DataFrame]  # path under plots/, no .csv -> table (DVC plots)
 
@@ -101,6 +103,7 @@ class Report:
             "summary.csv": csv_bytes(self.summary),
             "claims.csv": csv_bytes(self.claims),
             "claim_cells.csv": csv_bytes(self.cells),
+            "calibration.csv": csv_bytes(self.calibration),
             "metrics.json": (json.dumps(self.metrics, indent=2, sort_keys=True) + "\n").encode(),
         }
         out.update(
@@ -111,6 +114,10 @@ class Report:
         )
         out.update({f"plots/{k}.csv": csv_bytes(t) for k, t in self.plots.items()})
         return dict(sorted(out.items()))
+
+
+def calibrate_empty() -> pd.DataFrame:
+    return pd.DataFrame(columns=CALIBRATION_COLUMNS)
 
 
 def csv_bytes(df: pd.DataFrame) -> bytes:
@@ -162,6 +169,9 @@ def build_report(sweeps: Mapping[str, SweepData], claims: Sequence[Claim] = ()) 
     summaries = {name: summary(sw) for name, sw in prepared.items()}
     summary_df = pd.concat(summaries.values(), ignore_index=True) if summaries else pd.DataFrame()
     results = evaluate(claims, prepared)
+    aa = [calibrate(sw, claims) for sw in prepared.values()]
+    aa = [a for a in aa if len(a)]
+    calibration_df = pd.concat(aa, ignore_index=True) if aa else calibrate_empty()
     not_judged = [c.id for c in claims if c.sweep not in prepared]
     figures: dict[str, Callable[[], Figure]] = {}
     sections = []
@@ -189,6 +199,8 @@ def build_report(sweeps: Mapping[str, SweepData], claims: Sequence[Claim] = ()) 
                 "",
                 markdown.METHODS,
                 "",
+                calibration_markdown(calibration_df),
+                "",
                 mechanisms_markdown(results),
                 *sections,
             ]
@@ -202,6 +214,7 @@ def build_report(sweeps: Mapping[str, SweepData], claims: Sequence[Claim] = ()) 
         summary=summary_df,
         claims=claims_table,
         cells=cells_frame([(r.claim.id, list(r.cells)) for r in results]),
+        calibration=calibration_df,
         metrics=headline_metrics(claims_table, summary_df),
         plots={k: t for sw in prepared.values() for k, t in curve_tables(sw).items()},
     )

@@ -65,13 +65,16 @@ def _plain(r: ClaimResult) -> str:
     if r.verdict == stats.INCONCLUSIVE and r.scope.kind == convergence.UNDECIDED:
         found = "not decided: more training could change it"
     where = f"; {r.where}" if r.where else ""
+    if r.claim.kind == "interaction":  # the two groups' own effects, not only the difference
+        where += "; " + r.detail.rstrip(".")
+    effect = r.effect + (" (net share of seeds)" if r.claim.metric.scale == "order" else "")
     scope = {
         convergence.TRAINABILITY: " (about leaving the plateau, not the error reached)",
         convergence.ON_PLATEAU: " (measured where one arm never left the plateau)",
         convergence.SPEED: " (about speed)",
     }.get(r.scope.kind, "")
     return (
-        f"- **{_sentence(r.claim.says)}** — {found}{scope}: {r.effect}, "
+        f"- **{_sentence(r.claim.says)}** — {found}{scope}: {effect}, "
         f"{r.k_agree} of {r.n} seeds agree{where}. `{r.claim.sweep}`, "
         f"{r.budget}."
     )
@@ -151,4 +154,41 @@ def claims_markdown(results: Sequence[ClaimResult], not_judged: Sequence[str] = 
         out.append(text)
     if not_judged:
         out += ["", "Not judged (their sweeps were not run): " + ", ".join(not_judged) + "."]
+    return "\n".join(out)
+
+
+def calibration_markdown(cal) -> str:
+    """The A/A control's section: false 'supported' rates per metric (study/calibration.py)."""
+    out = ["### Calibration: comparisons with no true effect (A/A)", ""]
+    if not len(cal):
+        return "\n".join(
+            out
+            + [
+                "No configuration has the 20 seeds an A/A split into two arms of 10 needs "
+                "(params.yaml: the `aa_control` sweep), so the verdicts are not calibrated."
+            ]
+        )
+    out += [
+        "Each trial splits one configuration's 20 seeds at random into two arms of 10, "
+        "pairs them at random and runs the whole verdict pipeline on them (the metric, "
+        "failures, the exact test, the verdict, the guard), as a family of one, the worst "
+        "case. A claim's direction is fixed beforehand: its false 'supported' rate is one "
+        f"direction's (nominal {stats.ALPHA / 2:g}, at most {stats.ALPHA:g}); either way "
+        f"(nominal {stats.ALPHA:g}) is what a claim written after seeing the sign would get.",
+        "",
+        md_table(
+            ["Metric", "Kind", "Configurations", "Trials", "False 'supported'", "Either way"],
+            [
+                [
+                    f"`{r.metric}`",
+                    r.kind,
+                    r.configurations,
+                    r.trials,
+                    f"{100 * r.false_supported:.1f}%",
+                    f"{100 * r.false_either_way:.1f}%",
+                ]
+                for r in cal.itertuples()
+            ],
+        ),
+    ]
     return "\n".join(out)

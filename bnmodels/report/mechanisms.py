@@ -68,10 +68,17 @@ def _landscape(probes: Sequence[ClaimResult]) -> list[str]:
 def _precise(results: Sequence[ClaimResult]) -> list[str]:
     lines = ["**Running statistics (Wu and Johnson 2021; the notes' batch-size argument).**"]
     for r in results:
-        verdict = {
-            SUPPORTED: "the running averages cost accuracy at small batches, as argued",
-            "not supported": "the opposite of the argument holds",
-        }.get(r.verdict, "the numbers cannot tell")
+        if r.claim.expect == "same":  # an equivalence: the small-batch gap within a margin
+            verdict = {
+                SUPPORTED: f"the running averages cost no more at small batches than at large "
+                f"ones (within {100 * r.claim.margin:g}%): the argument does not hold here",
+                "not supported": "the running averages cost more at small batches, as argued",
+            }.get(r.verdict, "the numbers cannot tell")
+        else:
+            verdict = {
+                SUPPORTED: "the running averages cost accuracy at small batches, as argued",
+                "not supported": "the opposite of the argument holds",
+            }.get(r.verdict, "the numbers cannot tell")
         lines.append(f"`{r.claim.id}`: {r.effect}, {_qualified(r)}: {verdict}.")
     return lines
 

@@ -108,6 +108,16 @@ def _tuples(cell: dict) -> dict:
     return {k: (v,) for k, v in cell.items()}
 
 
+def _group_words(f, claim: Claim, sw: PreparedSweep) -> str:
+    """An interaction group's name, unless its cells already name its keys."""
+    inner = set(_cells(claim, sw, {**dict(claim.where), **dict(f)}))
+    return ", ".join(
+        f"{k}={show(v[0])}" if len(v) == 1 else f"{k} in {', '.join(map(show, v))}"
+        for k, v in f
+        if k not in inner
+    )
+
+
 def _optimum_cells(claim: Claim, sw: PreparedSweep, values) -> list[Cell]:
     key, sign = claim.along, _better_sign(claim.metric, claim)
     r = sw.runs.loc[sw.select(**dict(claim.where)), ["seed", key, "diverged", "run_key"]].copy()
@@ -148,7 +158,7 @@ def claim_cells(claim: Claim, sw: PreparedSweep) -> list[Cell]:
         return [
             c
             for f in (claim.group, claim.than)
-            for c in _pair_cells(claim, sw, values, dict(f), label({k: v[0] for k, v in f}))
+            for c in _pair_cells(claim, sw, values, dict(f), _group_words(f, claim, sw))
         ]
     return _pair_cells(claim, sw, values, {}, "")
 
@@ -161,16 +171,26 @@ def where_words(claim: Claim, cells: list[Cell]) -> str:
     clear = [c for c in cells if c.clear(claim.expect, margin)]
     if not clear:
         return "no single cell's 95% interval excludes no effect"
-    words = "clear in " + "; ".join(
-        f"{c.name} ({_fmt(claim.metric, c.estimate)})" for c in clear[:4]
-    )
-    if len(clear) > 4:
-        words += f" and {len(clear) - 4} more"
-    rest = [c for c in cells if c not in clear]
+    overall = np.nanmean([c.estimate for c in cells])
+    against = [c for c in clear if claim.expect != "same" and c.estimate * overall < 0]
+    clear = [c for c in clear if c not in against]
+    words = ""
+    if clear:
+        words = "clear in " + "; ".join(
+            f"{c.name} ({_fmt(claim.metric, c.estimate)})" for c in clear[:4]
+        )
+        words += f" and {len(clear) - 4} more" if len(clear) > 4 else ""
+    if against:
+        words += (
+            ("; " if words else "")
+            + "the other way in "
+            + "; ".join(f"{c.name} ({_fmt(claim.metric, c.estimate)})" for c in against)
+        )
+    rest = [c for c in cells if c not in clear and c not in against]
     if rest:
         words += "; not in " + "; ".join(c.name for c in rest[:4])
         words += f" and {len(rest) - 4} more" if len(rest) > 4 else ""
-    if all(c.plateau for c in clear):
+    if clear and all(c.plateau for c in clear):
         words += " — all of it where one arm stays on the constant predictor's plateau"
     return words
 

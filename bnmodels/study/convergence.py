@@ -179,6 +179,10 @@ def _describe(cfgs: pd.DataFrame, keys) -> str:
     return "; ".join(shown) + (f" and {more} more" if more > 0 else "")
 
 
+def _plateau_shares(cfgs: pd.DataFrame) -> str:
+    return ", ".join(f"{100 * s:.0f}%" for s in cfgs[PLATEAU].iloc[:4])
+
+
 def _show(v) -> str:
     return f"{float(v):g}" if isinstance(v, float | np.floating) else str(v)
 
@@ -281,9 +285,9 @@ def scope(
         return Scope(SPEED, "a claim about speed (epochs to a threshold)")
     keys = [k for k in keys if runs[k].nunique() > 1] or [keys[0]]
     states = config_states(runs, keys)
-    plateau = states[states[PLATEAU] > 0.5]
+    plateau = states[states[PLATEAU] >= MOVING_SHARE]  # a mixed one too: 5 of 10 on it
     moving = states[(states[FALLING] >= MOVING_SHARE) | (states[RISING] >= MOVING_SHARE)]
-    if len(plateau) == len(states):
+    if (states[PLATEAU] > 0.5).all():
         return Scope(
             UNDECIDED,
             f"every compared configuration stays on the constant predictor's plateau for "
@@ -302,8 +306,8 @@ def scope(
         return Scope(
             ON_PLATEAU if mechanism else TRAINABILITY,
             f"{_describe(plateau, keys)} stay on the constant predictor's plateau for all "
-            f"its {budget}: the comparison is {what} within the budget, not about the "
-            "error reached at convergence",
+            f"its {budget} ({_plateau_shares(plateau)} of their runs): the comparison is "
+            f"{what} within the budget, not about the error reached at convergence",
         )
     if not mechanism and len(moving):
         return Scope(
