@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from bnmodels.tracking.store import TrackingError, accepts_concurrent_writers
+from bnmodels.training.parallel import portable
 
 if TYPE_CHECKING:
     from bnmodels.tracking.sweep_run import SweepRun
@@ -34,23 +35,6 @@ def log_workers(setting: str | int, uri: str, training_threads: int = 1) -> int:
         return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, min(MAX_AUTO_WORKERS, (cores or 1) - training_threads))
-
-
-def _transportable(result: RunResult):
-    """A small picklable copy of a result: its own arrays, not its group's tensors."""
-    import numpy as np
-
-    from bnmodels.training.result import RunResult
-
-    history = {k: np.asarray(v).copy() for k, v in result.history.items()}
-    return RunResult(
-        result.config,
-        history,
-        bool(result.diverged),
-        {k: v.detach().cpu().numpy().copy() for k, v in result.state_dict.items()},
-        result.final,
-        dict(result.precise_bn),
-    )
 
 
 def _worker(parent: SweepRun, in_features: dict, tasks, done) -> None:
@@ -101,7 +85,7 @@ class ForkedLogger:
         self.pending, self.run_ids, self.abandoned = 0, dict(parent.run_ids), False
 
     def submit(self, results: Sequence[RunResult], start_ms: int, end_ms: int) -> None:
-        self.tasks.put(([_transportable(r) for r in results], start_ms, end_ms))
+        self.tasks.put(([portable(r) for r in results], start_ms, end_ms))
         self.pending += 1
 
     def _collect(self, block: bool) -> int:
