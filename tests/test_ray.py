@@ -32,12 +32,13 @@ from bnmodels.experiment.config import Execution
 from bnmodels.experiment.data import generate
 from bnmodels.tracking.train_and_log import train_and_log
 
-cluster, address, uri, out = sys.argv[1:5]
-runs = [run_config(lr=lr, seed=s, bn=bn, epochs=int(sys.argv[5]))
-        for bn in ("none", "pre") for lr in (0.01, 0.1, 1.0, 100.0) for s in range(40)]
-split = generate(quad2_spec(name="quad2", num_examples=60))
-train_and_log("onray", runs, {runs[0].data_key: split}, uri=uri, out=out,
-              execution=Execution(cluster=cluster, address=address, workers=2))
+if __name__ == "__main__":  # worker processes import this module too
+    cluster, address, uri, out = sys.argv[1:5]
+    runs = [run_config(lr=lr, seed=s, bn=bn, epochs=int(sys.argv[5]))
+            for bn in ("none", "pre") for lr in (0.01, 0.1, 1.0, 100.0) for s in range(40)]
+    split = generate(quad2_spec(name="quad2", num_examples=60))
+    train_and_log("onray", runs, {runs[0].data_key: split}, uri=uri, out=out,
+                  execution=Execution(cluster=cluster, address=address, workers=2))
 """
 
 
@@ -117,6 +118,13 @@ def children(db: Path) -> list[tuple[str, str]]:
         ).fetchall()
 
 
+def logged(db: Path) -> int:
+    try:
+        return len(children(db))
+    except sqlite3.Error:  # not created yet, or being written
+        return 0
+
+
 def computed(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     from bnmodels.training.tables import read_tables
 
@@ -148,8 +156,12 @@ def test_a_sweep_on_the_cluster_gives_the_local_tables_and_survives_a_lost_node(
     local = drive(tmp, "local", "local", "", 30)
     assert local.wait(timeout=600) == 0, local.stdout.read().decode()
     onray = drive(tmp, "onray", "ray", address, 30)
-    time.sleep(8)  # some shards done, others running on both nodes
+    deadline = time.monotonic() + 300
+    while not logged(tmp / "onray.db"):  # a shard is back: the others train on both nodes
+        assert onray.poll() is None and time.monotonic() < deadline, onray.stdout.read()
+        time.sleep(0.2)
     os.killpg(nodes["worker"].pid, signal.SIGKILL)  # the worker node is lost
+    assert onray.poll() is None  # mid-sweep
     out = onray.communicate(timeout=600)[0].decode()
     if onray.returncode != 0:  # a shard out of retries: the rerun completes it
         rerun = drive(tmp, "onray", "ray", address, 30)
