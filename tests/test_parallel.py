@@ -62,6 +62,7 @@ def test_auto_workers_leave_a_quarter_of_the_cores_to_logging():
     assert parallel.auto_workers(16, threads=4) == 3
     assert workers_for(Execution(workers=5), cores=2) == 5
     assert workers_for(Execution(), cores=8) == 6
+    assert workers_for(Execution(), cores=8, device="cuda") == 1
 
 
 def test_tables_are_identical_in_every_computed_column_across_1_2_and_3_workers(sweep, split):

@@ -61,10 +61,13 @@ def git_commit() -> str:
         return "unknown"
 
 
-def workers_for(execution: Execution, cores: int | None = None) -> int:
-    """Local training processes: `execution.workers`, or (auto) `auto_workers`."""
+def workers_for(execution: Execution, cores: int | None = None, device: str = "cpu") -> int:
+    """Local training processes: `execution.workers`, or (auto) `auto_workers` on a CPU
+    and one on a GPU (a whole group fills it: shards are groups there)."""
     if execution.workers != "auto":
         return int(execution.workers)
+    if device != "cpu" and execution.engine == "batched":
+        return 1
     return auto_workers(cores or available_cores(), execution.threads)
 
 
@@ -100,12 +103,12 @@ def train_and_log(
         from bnmodels.training.ray_cluster import RayCluster
 
         cluster = RayCluster.connect(execution.address)  # before any run opens
-    training.resolve_device(execution.device)
+    device = training.resolve_device(execution.device)
     uri = uri or store.default_tracking_uri(Path.cwd())
     store.check_reachable(uri)  # a dead server fails fast; creates SQLite's schema
     tags = {"dvc_stage": f"train@{sweep}", "mlflow.source.git.commit": git_commit(), **(tags or {})}
     in_features = {ds: s.x_train.shape[1] for (ds, *_), s in splits.items()}
-    workers = cluster.workers() if cluster else workers_for(execution)
+    workers = cluster.workers() if cluster else workers_for(execution, device=device)
     loggers = log_workers(execution.log_workers, uri, workers * execution.threads)
     train = trainer or (cluster.train_sweep if cluster else training.train_sweep)
     bars = _bars(sweep, len(runs), progress)
