@@ -96,7 +96,10 @@ def portable(result) -> RunResult:
         result.config,
         {k: np.asarray(v).copy() for k, v in result.history.items()},
         bool(result.diverged),
-        {k: np.array(v.detach().cpu() if hasattr(v, "detach") else v) for k, v in state.items()},
+        {
+            k: v.detach().cpu().numpy().copy() if hasattr(v, "detach") else np.array(v)
+            for k, v in state.items()
+        },
         result.final,
         dict(result.precise_bn),
         dict(result.baseline),
