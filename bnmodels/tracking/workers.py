@@ -12,6 +12,7 @@ import contextlib
 import os
 import queue
 import signal
+import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from bnmodels.training.result import RunResult
 
 MAX_AUTO_WORKERS = 8
+STOP_GRACE_S = 5.0  # on an interruption: time for a worker to mark its child run KILLED
 
 
 def log_workers(setting: str | int, uri: str, training_threads: int = 1) -> int:
@@ -126,9 +128,25 @@ class ForkedLogger:
         self._collect(block=True)
         for _ in self.procs:
             self.tasks.put(None)
-        for p in self.procs:
-            p.join(timeout=60)
+        self._stop(grace_s=60)
         return self.run_ids
+
+    def _stop(self, grace_s: float, terminate: bool = False) -> None:
+        """Join the workers within `grace_s` (SIGTERM first if `terminate`), then kill
+        what is left. Never an unbounded wait: a worker blocked on exit (its result
+        queue's feeder thread flushing into a pipe nobody reads any more) would otherwise
+        hold this process at exit, where multiprocessing joins its children untimed."""
+        alive = [p for p in self.procs if p.is_alive()]
+        if terminate:
+            for p in alive:
+                p.terminate()
+        deadline = time.monotonic() + grace_s
+        for p in alive:
+            p.join(timeout=max(0.0, deadline - time.monotonic()))
+        for p in alive:
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=5)
 
     def __enter__(self):
         return self
@@ -139,7 +157,4 @@ class ForkedLogger:
             self.close()
         elif exc_type is not None:
             self._abandon()
-            for p in alive:
-                p.terminate()
-            for p in alive:
-                p.join(timeout=30)
+            self._stop(grace_s=STOP_GRACE_S, terminate=True)
