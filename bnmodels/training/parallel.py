@@ -11,11 +11,13 @@ and past ~64 runs the group's tensors outgrow the caches (a 160-run group of the
 learning-rate sweep trained in 20 s, its 32- and 64-run parts at 0.09 and 0.07 s a run);
 so 64-run shards are the fastest even on one core, and give every core its own work.
 
-The pool is `concurrent.futures.ProcessPoolExecutor` with the forkserver start method:
-workers start from a clean server process that imported the engine once, so a worker
-inherits no MLflow threads, database connections or OpenMP pool of the caller (which a
-fork would copy mid-use) yet starts in milliseconds. Its initializer sets torch's
-threads and makes the worker ignore SIGINT: Ctrl-C in a terminal reaches the whole
+The pool is `concurrent.futures.ProcessPoolExecutor`. On a CPU its workers are forked:
+they start in milliseconds with the engine imported (the forkserver start method cost
+~4 s of a 12 s sweep on 2 cores: 1.52x instead of 1.88x, benchmarks/parallel.py); the
+caller has trained nothing yet (no OpenMP pool to copy) and its MLflow objects are never
+used by a worker. CUDA cannot be forked once initialized, so on a GPU the workers start
+from a clean forkserver process. The initializer sets torch's threads and makes the
+worker ignore SIGINT: Ctrl-C in a terminal reaches the whole
 process group, and only the caller decides; on any exception there (Ctrl-C, SIGTERM as
 SystemExit, a failed shard) the caller kills its workers before it unwinds, so none is
 left training and a killed worker has written nothing (results only travel back whole,
@@ -170,8 +172,9 @@ def train_parallel(
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["bnmodels.training.parallel", "bnmodels.training.batched"])
+    ctx = multiprocessing.get_context("forkserver" if device.startswith("cuda") else "fork")
+    if device.startswith("cuda"):
+        ctx.set_forkserver_preload(["bnmodels.training.parallel", "bnmodels.training.batched"])
     used = {runs[i].data_key for shard in cut for i in shard}
     data = pickle.dumps({k: splits[k] for k in used})
     out: list[RunResult | None] = [None] * len(runs)
