@@ -113,7 +113,7 @@ def test_ctrl_c_at_six_moments_exits_within_seconds_leaves_nothing_and_reruns_on
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     env.pop("MLFLOW_TRACKING_URI", None)
     # from DVC's start-up, through the stage's imports, training, logging, to the end
-    for delay in (0.5, 2.0, 3.5, 5.0, 6.5, 8.0):
+    for delay in (0.5, 1.5, 2.5, 3.5, 4.5, 6.0):
         proc = subprocess.Popen(
             ["dvc", "repro", "-f", "-s", "train@many"],
             cwd=repo,

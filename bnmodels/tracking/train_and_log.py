@@ -88,6 +88,7 @@ def train_and_log(
     out: str | Path | None = None,
     progress: bool = False,
     trainer: Callable | None = None,
+    in_features: Mapping[str, int] | None = None,
 ) -> Logged:
     """Train `runs` on `splits` as `execution` says, log them as one execution of `sweep`
     into `uri` (default: the project's store), and write the tables into `out` if given.
@@ -95,7 +96,8 @@ def train_and_log(
     `tags` go on the parent and every child (git commit, DVC stage, params hash, ...;
     `dvc_stage` and the git commit are added when missing); `inputs` are the data sets
     (`writers.data_inputs`). `trainer` replaces `training.sweep.train_sweep` (same
-    signature), e.g. to log results computed elsewhere. The module doc gives the order.
+    signature), e.g. to log results computed elsewhere, with `in_features` (each data
+    set's feature count) where `splits` is empty. The module doc gives the order.
     """
     execution = execution or Execution()
     cluster = None
@@ -107,7 +109,7 @@ def train_and_log(
     uri = uri or store.default_tracking_uri(Path.cwd())
     store.check_reachable(uri)  # a dead server fails fast; creates SQLite's schema
     tags = {"dvc_stage": f"train@{sweep}", "mlflow.source.git.commit": git_commit(), **(tags or {})}
-    in_features = {ds: s.x_train.shape[1] for (ds, *_), s in splits.items()}
+    in_features = in_features or {ds: s.x_train.shape[1] for (ds, *_), s in splits.items()}
     workers = cluster.workers() if cluster else workers_for(execution, device=device)
     loggers = log_workers(execution.log_workers, uri, workers * execution.threads)
     train = trainer or (cluster.train_sweep if cluster else training.train_sweep)
