@@ -148,54 +148,75 @@ def _work(runs: list[RunConfig], engine: str, device: str, dtype_name: str, prob
     return [portable(r) for r in results]
 
 
-def _kill(pool) -> None:
-    for p in list((getattr(pool, "_processes", None) or {}).values()):
-        if p.is_alive():
-            p.kill()
+class ShardPool:
+    """Shards training in local worker processes: started (forked, all shards submitted)
+    on construction, so that the caller can prepare logging meanwhile; `results` collects
+    them, `stop` kills the workers (also on any exception inside `results`)."""
 
+    def __init__(
+        self,
+        runs: Sequence[RunConfig],
+        splits: dict[tuple[str, str, int], Split],
+        cut: Iterable[list[int]],
+        workers: int,
+        *,
+        engine: str = "batched",
+        device: str = "cpu",
+        dtype_name: str = "float32",
+        threads: int = 1,
+        probes: bool = False,
+    ):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
 
-def train_parallel(
-    runs: Sequence[RunConfig],
-    splits: dict[tuple[str, str, int], Split],
-    cut: Iterable[list[int]],
-    workers: int,
-    *,
-    engine: str = "batched",
-    device: str = "cpu",
-    dtype_name: str = "float32",
-    threads: int = 1,
-    probes: bool = False,
-    on_results: Callable[[list[RunResult]], None] | None = None,
-) -> list[RunResult]:
-    """Train the shards `cut` (lists of indices into `runs`) in `workers` local processes;
-    `on_results` receives each shard's results as it completes; results in run order."""
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+        cuda = device.startswith("cuda")
+        ctx = multiprocessing.get_context("forkserver" if cuda else "fork")
+        if cuda:
+            ctx.set_forkserver_preload(["bnmodels.training.parallel", "bnmodels.training.batched"])
+        cut = list(cut)
+        used = {runs[i].data_key for shard in cut for i in shard}
+        data = pickle.dumps({k: splits[k] for k in used})
+        self.n = len(runs)
+        self.pool = ProcessPoolExecutor(workers, ctx, initializer=_init, initargs=(data, threads))
+        try:
+            self.pending = {
+                self.pool.submit(
+                    _work, [runs[i] for i in shard], engine, device, dtype_name, probes
+                ): shard
+                for shard in cut
+            }
+        except BaseException:
+            self.stop()
+            raise
 
-    ctx = multiprocessing.get_context("forkserver" if device.startswith("cuda") else "fork")
-    if device.startswith("cuda"):
-        ctx.set_forkserver_preload(["bnmodels.training.parallel", "bnmodels.training.batched"])
-    used = {runs[i].data_key for shard in cut for i in shard}
-    data = pickle.dumps({k: splits[k] for k in used})
-    out: list[RunResult | None] = [None] * len(runs)
-    pool = ProcessPoolExecutor(workers, ctx, initializer=_init, initargs=(data, threads))
-    try:
-        pending = {
-            pool.submit(_work, [runs[i] for i in shard], engine, device, dtype_name, probes): shard
-            for shard in cut
-        }
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                shard = pending.pop(future)
-                results = future.result()
-                for i, r in zip(shard, results, strict=True):
-                    out[i] = r
-                if on_results:
-                    on_results(results)
-    except BaseException:
-        _kill(pool)
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
-    return out
+    def results(
+        self, on_results: Callable[[list[RunResult]], None] | None = None
+    ) -> list[RunResult]:
+        """Every shard's results, in run order; `on_results` gets each shard's as it
+        completes."""
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        out: list[RunResult | None] = [None] * self.n
+        try:
+            while self.pending:
+                done, _ = wait(self.pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    shard = self.pending.pop(future)
+                    results = future.result()
+                    for i, r in zip(shard, results, strict=True):
+                        out[i] = r
+                    if on_results:
+                        on_results(results)
+        except BaseException:
+            self.stop()
+            raise
+        self.pool.shutdown(wait=True)
+        return out
+
+    def stop(self) -> None:
+        """Kill the workers now (what they were training is lost, nothing half-written:
+        results only travel back whole)."""
+        for p in list((getattr(self.pool, "_processes", None) or {}).values()):
+            if p.is_alive():
+                p.kill()
+        self.pool.shutdown(wait=True, cancel_futures=True)
