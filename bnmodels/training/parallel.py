@@ -6,23 +6,23 @@ wants the widest computation it can get). A run's numbers do not depend on its c
 bit for bit (`batched.RUN_PAD`), so neither the cut nor the number of workers changes any
 number; the cut depends on the runs and the device only, never on the workers.
 
-Why shards of 64 runs on a CPU: a batched step costs a fixed overhead plus work per run,
-and past ~64 runs the group's tensors outgrow the caches (a 160-run group of the
-learning-rate sweep trained in 20 s, its 32- and 64-run parts at 0.09 and 0.07 s a run);
-so 64-run shards are the fastest even on one core, and give every core its own work.
+Why at most 64 runs on a CPU: a batched step costs a fixed overhead plus work per run,
+and past a few dozen runs the work per run grows again (the group's tensors outgrow
+the caches), so 64-run shards cost about what a whole group costs on one core while
+giving every core its own work (measurements: benchmarks/results/parallel.txt).
 
-The pool is `concurrent.futures.ProcessPoolExecutor`. On a CPU its workers are forked:
-they start in milliseconds with the engine imported (the forkserver start method cost
-~4 s of a 12 s sweep on 2 cores: 1.52x instead of 1.88x, benchmarks/parallel.py); the
-caller has trained nothing yet (no OpenMP pool to copy) and its MLflow objects are never
-used by a worker. CUDA cannot be forked once initialized, so on a GPU the workers start
-from a clean forkserver process. The initializer sets torch's threads and makes the
-worker ignore SIGINT: Ctrl-C in a terminal reaches the whole
-process group, and only the caller decides; on any exception there (Ctrl-C, SIGTERM as
-SystemExit, a failed shard) the caller kills its workers before it unwinds, so none is
-left training and a killed worker has written nothing (results only travel back whole,
-through the pool's pipe). The one hand-written part is that kill: Python 3.11's executor
-offers no public way to stop a worker mid-task (3.14 adds `terminate_workers`).
+The pool is `concurrent.futures.ProcessPoolExecutor`. On a CPU its workers are forked,
+so they start in milliseconds with the engine imported (a forkserver start costs seconds
+a stage); `tracking.train_and_log` starts them before it imports MLflow, so they
+inherit no store connection or logging thread, and nothing has trained in the caller (no
+OpenMP pool to copy). CUDA cannot be forked once initialized, so on a GPU the workers
+start from a clean forkserver process. The initializer sets torch's threads and makes
+the worker ignore SIGINT: Ctrl-C in a terminal reaches the whole process group, and
+only the caller decides; on any exception there (Ctrl-C, SIGTERM as SystemExit, a
+failed shard) the caller kills its workers before it unwinds, so none is left training
+and a killed worker has written nothing (results only travel back whole, through the
+pool's pipe). The one hand-written part is that kill (`ShardPool.stop`): Python 3.11's
+executor offers no public way to stop a worker mid-task (3.14 adds `terminate_workers`).
 """
 
 from __future__ import annotations
