@@ -122,3 +122,19 @@ def test_train_and_log_with_2_workers_logs_each_run_exactly_once(tmp_path, sweep
     assert sorted(k for k, _ in rows) == sorted(r.run_key for r in runs)
     diverged = dict(zip(got["run_key"], got["diverged"], strict=True))
     assert {k: s == "FAILED" for k, s in rows} == diverged
+
+
+def test_a_dead_store_stops_the_workers_already_training_and_opens_no_run(sweep):
+    import multiprocessing
+    import socket
+
+    from bnmodels.tracking.store import TrackingError
+
+    with socket.socket() as s:  # a free port: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        uri = f"http://127.0.0.1:{s.getsockname()[1]}"
+    runs, splits = sweep
+    before = set(multiprocessing.active_children())
+    with pytest.raises(TrackingError, match=uri):
+        train_and_log("dead", runs, splits, execution=Execution(workers=2), uri=uri)
+    assert set(multiprocessing.active_children()) == before  # no worker left training
