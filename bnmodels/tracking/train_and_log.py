@@ -110,60 +110,64 @@ def train_and_log(
     workers = cluster.workers() if cluster else workers_for(execution, device=device)
     # Local workers start training now, forked before MLflow is even imported here; the
     # store check and the parent run are prepared meanwhile.
-    started = None
-    if trainer is None and cluster is None:
-        started = training.start_sweep(runs, splits, execution, probes, workers)
     train = trainer or (cluster.train_sweep if cluster else training.train_sweep)
-    if started is not None:
-        train = functools.partial(train, started=started)
-    try:
-        uri = uri or store.default_tracking_uri(Path.cwd())
-        store.check_reachable(uri)  # a dead server fails fast; creates SQLite's schema
-        tags = {
-            "dvc_stage": f"train@{sweep}",
-            "mlflow.source.git.commit": git_commit(),
-            **(tags or {}),
-        }
-        in_features = in_features or {ds: s.x_train.shape[1] for (ds, *_), s in splits.items()}
-        loggers = log_workers(execution.log_workers, uri, workers * execution.threads)
-        bars = _bars(sweep, len(runs), progress)
-        with (
-            sweep_run.sigterm_as_exit(),
-            sweep_run.open_sweep_run(
-                sweep,
-                uri=uri,
-                tags=tags,
-                params=sweep_run.varying_params(runs),
-                retry_s=execution.log_retry_s,
-                inputs=inputs,
-            ) as parent,
-            ForkedLogger(parent, in_features, loggers) as logger,
-        ):
-            start = _now_ms()  # the runs' start: training shards run side by side
+    started = None
+    # SIGTERM from here on unwinds (SystemExit), so the workers are stopped and the runs
+    # marked KILLED; Python's default would end this process and orphan the workers.
+    with sweep_run.sigterm_as_exit():
+        try:
+            if trainer is None and cluster is None:
+                started = training.start_sweep(runs, splits, execution, probes, workers)
+                if started is not None:
+                    train = functools.partial(train, started=started)
+            uri = uri or store.default_tracking_uri(Path.cwd())
+            store.check_reachable(uri)  # a dead server fails fast; creates SQLite's schema
+            tags = {
+                "dvc_stage": f"train@{sweep}",
+                "mlflow.source.git.commit": git_commit(),
+                **(tags or {}),
+            }
+            in_features = in_features or {ds: s.x_train.shape[1] for (ds, *_), s in splits.items()}
+            loggers = log_workers(execution.log_workers, uri, workers * execution.threads)
+            bars = _bars(sweep, len(runs), progress)
+            with (
+                sweep_run.open_sweep_run(
+                    sweep,
+                    uri=uri,
+                    tags=tags,
+                    params=sweep_run.varying_params(runs),
+                    retry_s=execution.log_retry_s,
+                    inputs=inputs,
+                ) as parent,
+                ForkedLogger(parent, in_features, loggers) as logger,
+            ):
+                start = _now_ms()  # the runs' start: training shards run side by side
 
-            def log(results):  # each shard as soon as it is trained, in chunks
-                bars["train"].update(len(results))
-                for i in range(0, len(results), LOG_CHUNK):
-                    logger.submit(results[i : i + LOG_CHUNK], start, _now_ms())
-                bars["log"].update(logger.poll())
+                def log(results):  # each shard as soon as it is trained, in chunks
+                    bars["train"].update(len(results))
+                    for i in range(0, len(results), LOG_CHUNK):
+                        logger.submit(results[i : i + LOG_CHUNK], start, _now_ms())
+                    bars["log"].update(logger.poll())
 
-            results = train(runs, splits, execution, on_results=log, probes=probes, workers=workers)
-            history = history_frame(results)
-            # While the loggers finish: the sweep's tables on the parent run (the report's
-            # figures are drawn by the aggregate stage; MLflow charts the children's curves).
-            parent.log_texts(
-                {
-                    "history.csv": history.to_csv(index=False),
-                    "diagnostics.json": diagnostics_json(results),
-                }
-            )
-            run_ids = logger.close()
-            bars["log"].update(len(run_ids) - bars["log"].n)
-            parent.log_view(runs, sweep_run.metric_names(results))  # the UI's landing view
-    except BaseException:
-        if started is not None:
-            started.stop()  # training may have started before the failure: stop it
-        raise
+                results = train(
+                    runs, splits, execution, on_results=log, probes=probes, workers=workers
+                )
+                history = history_frame(results)
+                # While the loggers finish: the sweep's tables on the parent run (the report's
+                # figures are drawn by the aggregate stage; MLflow charts the children's curves).
+                parent.log_texts(
+                    {
+                        "history.csv": history.to_csv(index=False),
+                        "diagnostics.json": diagnostics_json(results),
+                    }
+                )
+                run_ids = logger.close()
+                bars["log"].update(len(run_ids) - bars["log"].n)
+                parent.log_view(runs, sweep_run.metric_names(results))  # the UI's landing view
+        except BaseException:
+            if started is not None:
+                started.stop()  # training may have started before the failure: stop it
+            raise
     for bar in bars.values():
         bar.close()
     if out is not None:
