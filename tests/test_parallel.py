@@ -138,3 +138,23 @@ def test_a_dead_store_stops_the_workers_already_training_and_opens_no_run(sweep)
     with pytest.raises(TrackingError, match=uri):
         train_and_log("dead", runs, splits, execution=Execution(workers=2), uri=uri)
     assert set(multiprocessing.active_children()) == before  # no worker left training
+
+
+def test_a_worker_killed_mid_sweep_fails_the_sweep_and_stops_the_others(sweep):
+    import multiprocessing
+    import os
+    import signal
+    from concurrent.futures.process import BrokenProcessPool
+
+    from bnmodels.training.sweep import start_sweep
+
+    runs, splits = sweep
+    before = set(multiprocessing.active_children())
+    started = start_sweep(runs, splits, Execution(), workers=2)
+    victim = next(iter(started.pool._processes.values()))
+    os.kill(victim.pid, signal.SIGKILL)  # e.g. the kernel's OOM killer
+    got = []
+    with pytest.raises(BrokenProcessPool):
+        train_sweep(runs, splits, Execution(), on_results=got.append, workers=2, started=started)
+    assert sum(map(len, got)) < len(runs)  # nothing claims the sweep finished
+    assert set(multiprocessing.active_children()) == before
