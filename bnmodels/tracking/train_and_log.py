@@ -108,15 +108,14 @@ def train_and_log(
         cluster = RayCluster.connect(execution.address)  # before any run opens
     device = training.resolve_device(execution.device)
     workers = cluster.workers() if cluster else workers_for(execution, device=device)
-    # Local workers start training now, forked before MLflow is even imported here; the
-    # store check and the parent run are prepared meanwhile.
     train = trainer or (cluster.train_sweep if cluster else training.train_sweep)
     started = None
     # SIGTERM from here on unwinds (SystemExit), so the workers are stopped and the runs
     # marked KILLED; Python's default would end this process and orphan the workers.
     with sweep_run.sigterm_as_exit():
         try:
-            if trainer is None and cluster is None:
+            if trainer is None and cluster is None:  # local workers start training now,
+                # forked before MLflow is imported; the store and parent run meanwhile
                 started = training.start_sweep(runs, splits, execution, probes, workers)
                 if started is not None:
                     train = functools.partial(train, started=started)
@@ -141,29 +140,9 @@ def train_and_log(
                 ) as parent,
                 ForkedLogger(parent, in_features, loggers) as logger,
             ):
-                start = _now_ms()  # the runs' start: training shards run side by side
-
-                def log(results):  # each shard as soon as it is trained, in chunks
-                    bars["train"].update(len(results))
-                    for i in range(0, len(results), LOG_CHUNK):
-                        logger.submit(results[i : i + LOG_CHUNK], start, _now_ms())
-                    bars["log"].update(logger.poll())
-
-                results = train(
-                    runs, splits, execution, on_results=log, probes=probes, workers=workers
+                results, history, run_ids = _train_while_logging(
+                    parent, logger, bars, train, runs, splits, execution, probes, workers
                 )
-                history = history_frame(results)
-                # While the loggers finish: the sweep's tables on the parent run (the report's
-                # figures are drawn by the aggregate stage; MLflow charts the children's curves).
-                parent.log_texts(
-                    {
-                        "history.csv": history.to_csv(index=False),
-                        "diagnostics.json": diagnostics_json(results),
-                    }
-                )
-                run_ids = logger.close()
-                bars["log"].update(len(run_ids) - bars["log"].n)
-                parent.log_view(runs, sweep_run.metric_names(results))  # the UI's landing view
         except BaseException:
             if started is not None:
                 started.stop()  # training may have started before the failure: stop it
@@ -173,6 +152,31 @@ def train_and_log(
     if out is not None:
         write_tables(out, results, run_ids, history)
     return Logged(parent.run_id, results, run_ids, history)
+
+
+def _train_while_logging(parent, logger, bars, train, runs, splits, execution, probes, workers):
+    """Step 3 and 4 of the module doc inside the open parent run: train, each shard's
+    results logged as they come; then the sweep's tables on the parent, the loggers'
+    end, the landing view. Returns (results, history frame, {run_key: child run id})."""
+    start = _now_ms()  # the runs' start: training shards run side by side
+
+    def log(results):  # each shard as soon as it is trained, in chunks
+        bars["train"].update(len(results))
+        for i in range(0, len(results), LOG_CHUNK):
+            logger.submit(results[i : i + LOG_CHUNK], start, _now_ms())
+        bars["log"].update(logger.poll())
+
+    results = train(runs, splits, execution, on_results=log, probes=probes, workers=workers)
+    history = history_frame(results)
+    # While the loggers finish: the sweep's tables on the parent run (the report's figures
+    # are drawn by the aggregate stage; MLflow charts the children's curves).
+    parent.log_texts(
+        {"history.csv": history.to_csv(index=False), "diagnostics.json": diagnostics_json(results)}
+    )
+    run_ids = logger.close()
+    bars["log"].update(len(run_ids) - bars["log"].n)
+    parent.log_view(runs, sweep_run.metric_names(results))  # the UI's landing view
+    return results, history, run_ids
 
 
 class _NoBar:
