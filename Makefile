@@ -18,7 +18,7 @@ WORKERS ?= 2
 SERVER_ENV = SERVER_DIR=$(SERVER_DIR) HOST=$(HOST) PORT=$(PORT) PG_PORT=$(PG_PORT) \
 	PG_BIN=$(PG_BIN) WORKERS=$(WORKERS) MLFLOW=$(BIN)/mlflow
 
-.PHONY: setup run test ui ui-check bench lint clean lock server server-stop
+.PHONY: setup setup-ray run test ui ui-check bench bench-parallel lint clean lock server server-stop
 
 setup: $(VENV)/.installed
 
@@ -33,12 +33,24 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	$(BIN)/python -m pip check
 	touch $@
 
-lock:  ## refresh requirements.lock after a change of pyproject.toml's dependencies
+# Ray (`execution.cluster: ray`, docs/scaling.md) and its dependencies, pinned with their
+# hashes in requirements-ray.lock (requirements.lock's pins plus the `ray` extra's).
+setup-ray: $(VENV)/.installed-ray
+
+$(VENV)/.installed-ray: $(VENV)/.installed requirements-ray.lock
+	$(BIN)/python -m pip install -q --require-hashes --no-deps -r requirements-ray.lock
+	$(BIN)/python -m pip check
+	touch $@
+
+LOCK = .lock-venv/bin/pip-compile -q --generate-hashes --strip-extras --unsafe-package torch \
+	--no-emit-index-url --no-emit-find-links --extra dev
+
+lock:  ## refresh requirements.lock (and -ray.lock) after a change of pyproject.toml's dependencies
 	$(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/python -m pip install -q pip-tools==7.6.2
-	.lock-venv/bin/pip-compile -q --generate-hashes --extra dev --strip-extras \
-		--unsafe-package torch --no-emit-index-url --no-emit-find-links \
-		-o requirements.lock pyproject.toml
+	$(LOCK) -o requirements.lock pyproject.toml
+	cp requirements.lock requirements-ray.lock  # the same pins for what both hold
+	$(LOCK) --extra ray -o requirements-ray.lock pyproject.toml
 
 run: setup  ## set up and run the default sweeps: dvc repro, MLflow in ./mlflow.db
 	time dvc repro
@@ -65,6 +77,9 @@ server-stop:  ## stop both
 
 bench: setup  ## engines compared on the same mixed sweep (prints run-steps/s and ratio)
 	PYTHONPATH=. $(BIN)/python benchmarks/engines.py
+
+bench-parallel: setup  ## one sweep on 1 and 2 worker processes (prints the ratio)
+	PYTHONPATH=. $(BIN)/python benchmarks/parallel.py | tee benchmarks/results/parallel.txt
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -2,8 +2,8 @@
 
 1. Builds a tiny store with the product's own code: two data sets generated and saved
    as the normalize stage saves them, two tiny sweeps (regression: bn x depth x 2 seeds;
-   classification: bn x 2 seeds, 4 epochs) trained by `train_reference` and logged by
-   `sweep_run.log_sweep` (child runs, data set inputs, the landing view).
+   classification: bn x 2 seeds, 4 epochs) trained by the reference engine and logged by
+   `train_and_log`, the train stage's own path (child runs, data set inputs, the landing view).
 2. Starts `mlflow ui` on a free loopback port, on that store.
 3. Opens each link `bnmodels links` prints in headless Chromium (`--dump-dom`, with
    `--virtual-time-budget` so the page's requests finish) and checks the rendered page:
@@ -36,12 +36,12 @@ from pathlib import Path
 import click
 
 from bnmodels.cli import sweep_links
-from bnmodels.experiment.config import ClusterSpec, DatasetSpec, RunConfig
+from bnmodels.experiment.config import ClusterSpec, DatasetSpec, Execution, RunConfig
 from bnmodels.experiment.data import generate, save_split
 from bnmodels.experiment.layout import data_file
 from bnmodels.tracking import store, sweep_run, ui_view
+from bnmodels.tracking.train_and_log import train_and_log
 from bnmodels.tracking.writers import data_inputs
-from bnmodels.training.reference import train_reference
 
 EPOCHS = 4
 REGRESSION = DatasetSpec(
@@ -82,13 +82,12 @@ def build_store(root: Path) -> str:
         path.parent.mkdir(parents=True, exist_ok=True)
         save_split(split, path)
         md5 = {f"{spec.name}/none": hashlib.md5(path.read_bytes()).hexdigest()}
-        results = [train_reference(c, split) for c in configs]
-        sweep_run.log_sweep(
+        train_and_log(
             sweep,
-            results,
+            configs,
+            {configs[0].data_key: split},
+            execution=Execution(engine="reference", workers=1),
             uri=uri,
-            in_features={spec.name: split.x_train.shape[1]},
-            tags={"dvc_stage": f"train@{sweep}"},
             inputs=data_inputs(md5, root / "processed"),
         )
     return uri

@@ -10,13 +10,13 @@ import shutil
 from pathlib import Path
 
 import click
-import pandas as pd
 
 from bnmodels.atomic import atomic_write_bytes
 from bnmodels.errors import StageError, clean_errors
 from bnmodels.report.build import Report, SweepData, build_report
 from bnmodels.report.plots import png_bytes
 from bnmodels.study.load import load_study
+from bnmodels.training.tables import read_tables
 
 
 def _render_part(report: Report, names: list[str], conn) -> None:
@@ -53,9 +53,10 @@ def report_files(report: Report) -> dict[str, bytes]:
 
 
 def read_sweep(folder: Path, axes: dict) -> SweepData:
+    runs, history = read_tables(folder)
     return SweepData(
-        runs=pd.read_csv(folder / "runs.csv", keep_default_na=False, na_values=[""]),
-        history=pd.read_csv(folder / "history.csv"),
+        runs=runs,
+        history=history,
         diagnostics=json.loads((folder / "diagnostics.json").read_text()),
         axes=axes,
     )

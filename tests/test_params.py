@@ -228,10 +228,22 @@ SINGLE_PROBLEMS = {
         ["1"],
     ),
     "unknown execution key": (
-        _set("execution", {"workers": 4}),
+        _set("execution", {"procs": 4}),
+        "execution.procs",
+        "procs",
+        ["threads", "workers", "cluster"],
+    ),
+    "bad execution workers": (
+        _set("execution", {"workers": 0}),
         "execution.workers",
-        "workers",
-        ["threads"],
+        "0",
+        ["auto", "1"],
+    ),
+    "bad execution cluster": (
+        _set("execution", {"cluster": "spark"}),
+        "execution.cluster",
+        "spark",
+        ["local", "ray"],
     ),
     "w too short with bias": (
         _merge("datasets", "quad2", {"w": [2], "bias": True}),

@@ -23,13 +23,13 @@ import numpy as np
 import pytest
 import torch
 from configs import quad2_spec
-from matplotlib.figure import Figure
 from mlflow import MlflowClient
 
-from bnmodels.experiment.config import CONFIG_KEYS, RunConfig
+from bnmodels.experiment.config import CONFIG_KEYS, Execution, RunConfig
 from bnmodels.experiment.data import generate
 from bnmodels.tracking import store, sweep_run
 from bnmodels.tracking.store import TrackingError
+from bnmodels.tracking.train_and_log import train_and_log
 from bnmodels.tracking.workers import ForkedLogger, log_workers
 from bnmodels.tracking.writers import data_inputs
 from bnmodels.training.reference import train_reference
@@ -40,6 +40,28 @@ IN_FEATURES = {"tiny": 2}
 MD5 = "0123456789abcdef0123456789abcdef"  # a plan's data_md5 of the processed file
 INPUTS = data_inputs({"tiny/none": MD5}, "data/processed")
 TAGS = {"mlflow.source.git.commit": "0123abc", "dvc_stage": "train@tiny", "params_hash": "9f"}
+
+
+def log_sweep(sweep, results, *, uri, in_features=IN_FEATURES, tags=TAGS, inputs=None):
+    """The train stage's own path (`train_and_log`), its training replaced by `results`;
+    returns (parent run id, {run_key: child run id})."""
+
+    def replay(runs, splits, execution, on_results, probes, workers):
+        on_results(list(results))
+        return list(results)
+
+    done = train_and_log(
+        sweep,
+        [r.config for r in results],
+        {},
+        execution=Execution(workers=1),
+        uri=uri,
+        tags=tags,
+        inputs=inputs,
+        in_features=in_features,
+        trainer=replay,
+    )
+    return done.parent_id, done.run_ids
 
 
 @pytest.fixture(scope="module")
@@ -72,18 +94,7 @@ def uri(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def logged(uri, results):
-    fig = Figure()
-    fig.subplots().plot([1, 2, 3])
-    parent, run_ids = sweep_run.log_sweep(
-        "tiny",
-        results,
-        uri=uri,
-        in_features=IN_FEATURES,
-        tags=TAGS,
-        figures={"curves": fig},
-        inputs=INPUTS,
-    )
-    return parent, run_ids
+    return log_sweep("tiny", results, uri=uri, inputs=INPUTS)
 
 
 def _runs(uri, sweep):
@@ -215,7 +226,7 @@ def test_children_point_to_one_finished_parent_that_holds_the_sweep(uri, results
     assert {k: parent.data.tags[k] for k in TAGS} == TAGS
     assert parent.data.params["varying"] == "activation,bn,depth,lr,seed"
     assert parent.data.params["depth"] == "1,2"
-    assert "figures/curves.png" in [a.path for a in client.list_artifacts(parent_id, "figures")]
+    assert {"history.csv", "diagnostics.json"} <= {a.path for a in client.list_artifacts(parent_id)}
     children = client.search_runs(
         [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'"
     )
@@ -282,7 +293,7 @@ def test_nan_epochs_are_absent_and_a_diverged_run_is_tagged_and_failed(uri, resu
 
 def _log_in_process(uri, sweep, results, barrier):
     barrier.wait()  # all three create the fresh store at the same moment
-    sweep_run.log_sweep(sweep, results, uri=uri, in_features=IN_FEATURES, tags=TAGS)
+    log_sweep(sweep, results, uri=uri, in_features=IN_FEATURES, tags=TAGS)
 
 
 def test_three_processes_creating_a_fresh_store_at_once_lose_no_runs(tmp_path, results):
@@ -318,13 +329,11 @@ def test_a_server_that_is_down_gives_a_tracking_error_naming_it_within_seconds(r
         store.check_reachable(uri)
     assert time.monotonic() - start < 10
     with pytest.raises(TrackingError, match=uri):
-        sweep_run.log_sweep("down", results, uri=uri, in_features=IN_FEATURES, tags=TAGS)
+        log_sweep("down", results, uri=uri, in_features=IN_FEATURES, tags=TAGS)
 
 
 def test_deleted_model_artifacts_give_a_tracking_error(uri, results):
-    _, run_ids = sweep_run.log_sweep(
-        "deleted", results[:1], uri=uri, in_features=IN_FEATURES, tags=TAGS
-    )
+    _, run_ids = log_sweep("deleted", results[:1], uri=uri, in_features=IN_FEATURES, tags=TAGS)
     run_id = run_ids[results[0].config.run_key]
     artifacts = urlparse(MlflowClient(uri).get_run(run_id).info.artifact_uri).path
     (Path(artifacts) / "model.pt").unlink()
@@ -347,15 +356,11 @@ def _interrupt_after(n, exc):
 
 def test_ctrl_c_marks_the_parent_killed_and_keeps_finished_children(uri, results, monkeypatch):
     monkeypatch.setattr(sweep_run, "CHUNK", 1)
-    with pytest.raises(KeyboardInterrupt):
-        sweep_run.log_sweep(
-            "ctrlc",
-            results[:3],
-            uri=uri,
-            in_features=IN_FEATURES,
-            tags=TAGS,
-            progress=_interrupt_after(1, KeyboardInterrupt()),
-        )
+    with (
+        pytest.raises(KeyboardInterrupt),
+        sweep_run.open_sweep_run("ctrlc", uri=uri, tags=TAGS) as run,
+    ):
+        run.log_results(results[:3], IN_FEATURES, progress=_interrupt_after(1, KeyboardInterrupt()))
     runs = _runs(uri, "ctrlc")
     assert runs["ctrlc"].info.status == "KILLED"
     assert runs[results[0].config.run_key].info.status == "FINISHED"
@@ -383,24 +388,24 @@ def test_sigterm_marks_runs_killed(uri, results):
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(1)  # the handler runs here
 
-    with pytest.raises(SystemExit) as exit_info, sweep_run.sigterm_as_exit():
-        sweep_run.log_sweep(
-            "sigterm", results[:2], uri=uri, in_features=IN_FEATURES, tags=TAGS, progress=sigterm
-        )
+    with (
+        pytest.raises(SystemExit) as exit_info,
+        sweep_run.sigterm_as_exit(),
+        sweep_run.open_sweep_run("sigterm", uri=uri, tags=TAGS) as run,
+    ):
+        run.log_results(results[:2], IN_FEATURES, progress=sigterm)
     assert exit_info.value.code == 128 + signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler restored
     assert _runs(uri, "sigterm")["sigterm"].info.status == "KILLED"
 
 
 def test_an_error_marks_the_parent_failed(uri, results):
-    with pytest.raises(RuntimeError, match="boom"):
-        sweep_run.log_sweep(
-            "error",
-            results[:2],
-            uri=uri,
-            in_features=IN_FEATURES,
-            tags=TAGS,
-            progress=_interrupt_after(1, RuntimeError("boom")),
+    with (
+        pytest.raises(RuntimeError, match="boom"),
+        sweep_run.open_sweep_run("error", uri=uri, tags=TAGS) as run,
+    ):
+        run.log_results(
+            results[:2], IN_FEATURES, progress=_interrupt_after(1, RuntimeError("boom"))
         )
     assert _runs(uri, "error")["error"].info.status == "FAILED"
 
@@ -521,9 +526,7 @@ def test_a_rerun_resumes_an_unfinished_parent_without_duplicates_or_running_runs
     other = dict(TAGS, params_hash="another plan")  # not resumed: a different sweep plan
     with sweep_run.open_sweep_run("resume", uri=uri, tags=other):
         pass
-    parent_id, run_ids = sweep_run.log_sweep(
-        "resume", results, uri=uri, in_features=IN_FEATURES, tags=TAGS
-    )
+    parent_id, run_ids = log_sweep("resume", results, uri=uri, in_features=IN_FEATURES, tags=TAGS)
     assert parent_id == dead.info.run_id
     assert {k: run_ids[k] for k in kept} == kept
     runs = client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent_id}'")
@@ -538,7 +541,7 @@ def test_a_dvc_experiment_names_and_tags_its_parent_run(uri, results):
     env = {"DVC_EXP_NAME": "lucky-lr", "DVC_EXP_BASELINE_REV": "abc123", "OTHER": "x"}
     tags = {**TAGS, **sweep_run.dvc_experiment_tags(env)}
     assert sweep_run.dvc_experiment_tags({}) == {}
-    parent_id, run_ids = sweep_run.log_sweep(
+    parent_id, run_ids = log_sweep(
         "dvcexp", results[:1], uri=uri, in_features=IN_FEATURES, tags=tags
     )
     client = MlflowClient(uri)
@@ -568,7 +571,7 @@ def test_a_logged_classifier_loads_back_with_its_classes_and_final_test_accuracy
     cfg = RunConfig("blobs", "none", "relu", "pre", 1, 4, "default", 0.1, 10, 0.1, EPOCHS, 0)
     result = train_reference(cfg, blobs)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    _, run_ids = sweep_run.log_sweep("cla", [result], uri=uri, in_features={"blobs": 2}, tags=TAGS)
+    _, run_ids = log_sweep("cla", [result], uri=uri, in_features={"blobs": 2}, tags=TAGS)
     run_id = run_ids[cfg.run_key]
     client = MlflowClient(uri)
     steps = client.get_metric_history(run_id, "test_accuracy")

@@ -17,6 +17,7 @@ INITS = ("default", "xavier", "kaiming")
 ENGINES = ("batched", "reference")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "float64")
+CLUSTERS = ("local", "ray")
 
 # Column order of runs.csv and of every configuration dump (SPEC 5).
 CONFIG_KEYS = (
@@ -196,6 +197,12 @@ class Execution:
     # after training; a store failing mid-sweep is retried for log_retry_s seconds.
     log_workers: str | int = "auto"
     log_retry_s: float = 60.0
+    # Training processes (`bnmodels.training.parallel`): auto = the cores available minus
+    # what logging needs; `threads` is per worker. `cluster: ray` sends the shards to an
+    # existing Ray cluster at `address` (else RAY_ADDRESS) instead.
+    workers: str | int = "auto"
+    cluster: str = "local"
+    address: str = ""
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from bnmodels.experiment.config import (
     ACTIVATIONS,
     BN_MODES,
     BUDGET_KEYS,
+    CLUSTERS,
     CONFIG_KEYS,
     DEVICES,
     DTYPES,
@@ -356,6 +357,11 @@ def _execution(d: Any, err: ErrorList) -> Execution:
             None if v == "auto" or (_is_int(v) and v >= 1) else "auto or an integer >= 1"
         ),
         "log_retry_s": lambda v: None if _is_num(v) and v >= 0 else "a number of seconds >= 0",
+        "workers": lambda v: (
+            None if v == "auto" or (_is_int(v) and v >= 1) else "auto or an integer >= 1"
+        ),
+        "cluster": _choice(CLUSTERS),
+        "address": lambda v: None if isinstance(v, str) else "a string (host:port or ray://...)",
     }
     ok = {}
     for k, v in d.items():

@@ -40,7 +40,6 @@ from bnmodels.experiment.config import CONFIG_KEYS, RunConfig
 from bnmodels.experiment.layout import data_name
 from bnmodels.tracking.store import (
     TrackingError,
-    check_reachable,
     env,
     experiment_id,
     redact,
@@ -336,34 +335,6 @@ def open_sweep_run(
         _end_quietly(client, run_id, _status(e))
         raise
     run._try(lambda: _end(client, run_id, "FINISHED"), "ending the parent run")
-
-
-def log_sweep(
-    sweep: str,
-    results: Sequence[RunResult],
-    *,
-    uri: str,
-    in_features: Mapping[str, int],
-    tags: Mapping[str, str],
-    figures: Mapping[str, Figure] | None = None,
-    progress: Callable[[int], object] | None = None,
-    inputs: Mapping[str, Sequence[DataInput]] | None = None,
-) -> tuple[str, dict[str, str]]:
-    """Log one sweep execution: a parent run and a child run per result.
-
-    `in_features` maps each data set to its feature count (to rebuild the models); `tags`
-    (git commit, DVC stage, params hash, ...) go on the parent and every child; `inputs`
-    the data sets (`run_writers.data_inputs`). Writes the experiment's landing view.
-    Returns (parent run id, {run_key: child run id}); everything is written on return.
-    """
-    check_reachable(uri)
-    params = varying_params([r.config for r in results])
-    with open_sweep_run(sweep, uri=uri, tags=tags, params=params, inputs=inputs) as run:
-        run_ids = run.log_results(results, in_features, progress=progress)
-        if figures:
-            run.log_figures(figures)
-        run.log_view([r.config for r in results], metric_names(results))
-    return run.run_id, run_ids
 
 
 def load_run_model(run_id: str, uri: str):

@@ -12,16 +12,19 @@ import contextlib
 import os
 import queue
 import signal
+import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from bnmodels.tracking.store import TrackingError, accepts_concurrent_writers
+from bnmodels.training.parallel import portable
 
 if TYPE_CHECKING:
     from bnmodels.tracking.sweep_run import SweepRun
     from bnmodels.training.result import RunResult
 
 MAX_AUTO_WORKERS = 8
+STOP_GRACE_S = 5.0  # on an interruption: time for a worker to mark its child run KILLED
 
 
 def log_workers(setting: str | int, uri: str, training_threads: int = 1) -> int:
@@ -34,23 +37,6 @@ def log_workers(setting: str | int, uri: str, training_threads: int = 1) -> int:
         return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, min(MAX_AUTO_WORKERS, (cores or 1) - training_threads))
-
-
-def _transportable(result: RunResult):
-    """A small picklable copy of a result: its own arrays, not its group's tensors."""
-    import numpy as np
-
-    from bnmodels.training.result import RunResult
-
-    history = {k: np.asarray(v).copy() for k, v in result.history.items()}
-    return RunResult(
-        result.config,
-        history,
-        bool(result.diverged),
-        {k: v.detach().cpu().numpy().copy() for k, v in result.state_dict.items()},
-        result.final,
-        dict(result.precise_bn),
-    )
 
 
 def _worker(parent: SweepRun, in_features: dict, tasks, done) -> None:
@@ -101,7 +87,7 @@ class ForkedLogger:
         self.pending, self.run_ids, self.abandoned = 0, dict(parent.run_ids), False
 
     def submit(self, results: Sequence[RunResult], start_ms: int, end_ms: int) -> None:
-        self.tasks.put(([_transportable(r) for r in results], start_ms, end_ms))
+        self.tasks.put(([portable(r) for r in results], start_ms, end_ms))
         self.pending += 1
 
     def _collect(self, block: bool) -> int:
@@ -142,9 +128,25 @@ class ForkedLogger:
         self._collect(block=True)
         for _ in self.procs:
             self.tasks.put(None)
-        for p in self.procs:
-            p.join(timeout=60)
+        self._stop(grace_s=60)
         return self.run_ids
+
+    def _stop(self, grace_s: float, terminate: bool = False) -> None:
+        """Join the workers within `grace_s` (SIGTERM first if `terminate`), then kill
+        what is left. Never an unbounded wait: a worker blocked on exit (its result
+        queue's feeder thread flushing into a pipe nobody reads any more) would otherwise
+        hold this process at exit, where multiprocessing joins its children untimed."""
+        alive = [p for p in self.procs if p.is_alive()]
+        if terminate:
+            for p in alive:
+                p.terminate()
+        deadline = time.monotonic() + grace_s
+        for p in alive:
+            p.join(timeout=max(0.0, deadline - time.monotonic()))
+        for p in alive:
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=5)
 
     def __enter__(self):
         return self
@@ -155,7 +157,4 @@ class ForkedLogger:
             self.close()
         elif exc_type is not None:
             self._abandon()
-            for p in alive:
-                p.terminate()
-            for p in alive:
-                p.join(timeout=30)
+            self._stop(grace_s=STOP_GRACE_S, terminate=True)

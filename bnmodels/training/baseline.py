@@ -9,10 +9,13 @@ normalized (SPEC 3), so the baseline does not depend on the run's normalization.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bnmodels.experiment.data import Split
+if TYPE_CHECKING:
+    from bnmodels.experiment.data import Split
+
 
 REGRESSION_BASELINES = ("baseline_train_mse", "baseline_test_mse")
 CLASSIFICATION_BASELINES = ("baseline_test_accuracy", "baseline_test_ce")

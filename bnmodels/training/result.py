@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from bnmodels.experiment.config import RunConfig
 from bnmodels.training.baseline import CLASSIFICATION_BASELINES, REGRESSION_BASELINES
+
+if TYPE_CHECKING:
+    import torch
 
 REGRESSION_METRICS = ("train_mse", "test_mse")
 CLASSIFICATION_METRICS = ("train_ce", "test_ce", "train_accuracy", "test_accuracy")

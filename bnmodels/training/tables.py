@@ -1,12 +1,17 @@
-"""A sweep's results as tables: runs.csv and history.csv (SPEC 5)."""
+"""A sweep's results as tables: runs.csv and history.csv (SPEC 5), written and read by
+one pair of functions (`write_tables`, `read_tables`) with one rule for missing values:
+an empty cell, and nothing else, is NA."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from bnmodels.atomic import replace_dir
 from bnmodels.experiment.config import CONFIG_KEYS
 from bnmodels.training.baseline import CLASSIFICATION_BASELINES, REGRESSION_BASELINES
 from bnmodels.training.result import (
@@ -92,3 +97,39 @@ def history_frame(results: Sequence[RunResult]) -> pd.DataFrame:
     )
     probes = [c for c in PROBE_COLUMNS if c in df.columns]
     return df[["run_key", "epoch", "step", *metrics, *layer_cols, "dead_fraction", *probes]]
+
+
+TABLES = ("runs.csv", "history.csv", "diagnostics.json")
+
+
+def diagnostics_json(results: Sequence[RunResult]) -> str:
+    """Each run's end-of-training diagnostics (BN running statistics, last gradients)."""
+    return json.dumps({r.config.run_key: r.final for r in results}, sort_keys=True) + "\n"
+
+
+def table_texts(
+    results: Sequence[RunResult], run_ids: dict[str, str] | None = None, history=None
+) -> dict[str, str]:
+    """{file name: text} of a sweep's tables; `history` if already built."""
+    history = history_frame(results) if history is None else history
+    return {
+        "runs.csv": runs_frame(results, run_ids).to_csv(index=False),
+        "history.csv": history.to_csv(index=False),  # NaN as an empty cell
+        "diagnostics.json": diagnostics_json(results),
+    }
+
+
+def write_tables(out, results, run_ids=None, history=None) -> None:
+    """runs.csv, history.csv and diagnostics.json into folder `out`, replacing it all at
+    once: an interrupted write leaves the previous tables as they were."""
+    replace_dir(out, table_texts(results, run_ids, history))
+
+
+def read_tables(folder) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(runs, history) of a sweep folder written by `write_tables`: an empty cell is NA,
+    any other text a value (a data set named "NA" or "null" stays a name)."""
+    folder = Path(folder)
+    return tuple(
+        pd.read_csv(folder / name, keep_default_na=False, na_values=[""])
+        for name in ("runs.csv", "history.csv")
+    )

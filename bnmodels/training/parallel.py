@@ -1,0 +1,222 @@
+"""A sweep cut into shards, trained side by side in local worker processes.
+
+A *shard* is a list of runs that one worker trains as one computation: on a CPU at most
+`SHARD_RUNS` runs of one group (equal `batched.group_key`), on a GPU a whole group (a GPU
+wants the widest computation it can get). A run's numbers do not depend on its company,
+bit for bit (`batched.RUN_PAD`), so neither the cut nor the number of workers changes any
+number; the cut depends on the runs and the device only, never on the workers.
+
+Why at most 64 runs on a CPU: a batched step costs a fixed overhead plus work per run,
+and past a few dozen runs the work per run grows again (the group's tensors outgrow
+the caches), so 64-run shards cost about what a whole group costs on one core while
+giving every core its own work (measurements: benchmarks/results/parallel.txt).
+
+The pool is `concurrent.futures.ProcessPoolExecutor`. On a CPU its workers are forked,
+so they start in milliseconds with the engine imported (a forkserver start costs seconds
+a stage); `tracking.train_and_log` starts them before it imports MLflow, so they
+inherit no store connection or logging thread, and nothing has trained in the caller (no
+OpenMP pool to copy). CUDA cannot be forked once initialized, so on a GPU the workers
+start from a clean forkserver process. The initializer sets torch's threads and makes
+the worker ignore SIGINT: Ctrl-C in a terminal reaches the whole process group, and
+only the caller decides; on any exception there (Ctrl-C, SIGTERM as SystemExit, a
+failed shard) the caller kills its workers before it unwinds, so none is left training
+and a killed worker has written nothing (results only travel back whole, through the
+pool's pipe). The one hand-written part is that kill (`ShardPool.stop`): Python 3.11's
+executor offers no public way to stop a worker mid-task (3.14 adds `terminate_workers`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import signal
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+
+from bnmodels.experiment.config import RunConfig
+from bnmodels.experiment.data import Split
+from bnmodels.training.result import RunResult
+
+SHARD_RUNS = 64  # runs per shard on a CPU (module doc); a multiple of batched.RUN_PAD
+REFERENCE_SHARD_RUNS = 8  # the reference engine trains one run at a time anyway
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity, e.g. a container's CPU set)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def auto_workers(cores: int, threads: int = 1) -> int:
+    """`execution.workers: auto`: the cores minus what logging needs (a quarter of them,
+    rounded down: none of 2 or 3 cores, where the loggers mostly wait on the store and
+    share a core with training), divided by each worker's torch threads; at least 1."""
+    return max(1, (cores - cores // 4) // max(1, threads))
+
+
+def run_cost(cfg: RunConfig, data: Split) -> int:
+    """Work of one run, for scheduling: SGD steps times layers."""
+    n_train, rows = data.x_train.shape[0], cfg.batch_size
+    batches = sum(1 for s in range(0, n_train, rows) if min(s + rows, n_train) - s >= 2)
+    steps = cfg.steps or cfg.epochs * batches
+    return steps * (cfg.depth + 1)
+
+
+def shards(
+    runs: Sequence[RunConfig], datas: Sequence[Split], engine: str = "batched", device="cpu"
+) -> list[list[int]]:
+    """The runs' indices cut into shards (module doc), the costliest first (the longest
+    shards start first, so the workers finish together). Independent of the workers."""
+    from bnmodels.training.batched import group_key
+
+    groups: dict[tuple, list[int]] = {}
+    for i, (c, d) in enumerate(zip(runs, datas, strict=True)):
+        key = group_key(c, d) if engine == "batched" else ()
+        groups.setdefault(key, []).append(i)
+    size = SHARD_RUNS if engine == "batched" else REFERENCE_SHARD_RUNS
+    out = []
+    for idx in groups.values():
+        if engine == "batched" and str(device).startswith("cuda"):
+            out.append(idx)
+            continue
+        n = math.ceil(len(idx) / size)
+        out += [idx[k * size : (k + 1) * size] for k in range(n)]
+
+    def cost(shard):
+        return sum(run_cost(runs[i], datas[i]) for i in shard)
+
+    return sorted(out, key=cost, reverse=True)
+
+
+def portable(result) -> RunResult:
+    """A small picklable copy of a result: its own numpy arrays, not its group's tensors."""
+    state = result.state_dict
+    return RunResult(
+        result.config,
+        {k: np.asarray(v).copy() for k, v in result.history.items()},
+        bool(result.diverged),
+        {
+            k: v.detach().cpu().numpy().copy() if hasattr(v, "detach") else np.array(v)
+            for k, v in state.items()
+        },
+        result.final,
+        dict(result.precise_bn),
+        dict(result.baseline),
+    )
+
+
+def train_shard(
+    runs: Sequence[RunConfig],
+    datas: Sequence[Split],
+    engine: str,
+    device: str,
+    dtype,
+    probes: bool,
+) -> list:
+    """Train one shard's runs with the engine named; results in the runs' order."""
+    if engine == "reference":
+        from bnmodels.training.reference import train_reference
+
+        return [
+            train_reference(r, d, dtype=dtype, probes=probes)
+            for r, d in zip(runs, datas, strict=True)
+        ]
+    from bnmodels.training.batched import train_runs
+
+    return train_runs(runs, datas, device, dtype, probes=probes)
+
+
+_SPLITS: dict = {}  # a worker's copy of the sweep's data, set once by _init
+
+
+def _init(splits_pickle: bytes, threads: int) -> None:
+    import torch
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the caller handles Ctrl-C (module doc)
+    torch.set_num_threads(threads)
+    _SPLITS.update(pickle.loads(splits_pickle))
+
+
+def _work(runs: list[RunConfig], engine: str, device: str, dtype_name: str, probes: bool):
+    import torch
+
+    datas = [_SPLITS[r.data_key] for r in runs]
+    results = train_shard(runs, datas, engine, device, getattr(torch, dtype_name), probes)
+    return [portable(r) for r in results]
+
+
+class ShardPool:
+    """Shards training in local worker processes: started (forked, all shards submitted)
+    on construction, so that the caller can prepare logging meanwhile; `results` collects
+    them, `stop` kills the workers (also on any exception inside `results`)."""
+
+    def __init__(
+        self,
+        runs: Sequence[RunConfig],
+        splits: dict[tuple[str, str, int], Split],
+        cut: Iterable[list[int]],
+        workers: int,
+        *,
+        engine: str = "batched",
+        device: str = "cpu",
+        dtype_name: str = "float32",
+        threads: int = 1,
+        probes: bool = False,
+    ):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        cuda = device.startswith("cuda")
+        ctx = multiprocessing.get_context("forkserver" if cuda else "fork")
+        if cuda:
+            ctx.set_forkserver_preload(["bnmodels.training.parallel", "bnmodels.training.batched"])
+        cut = list(cut)
+        used = {runs[i].data_key for shard in cut for i in shard}
+        data = pickle.dumps({k: splits[k] for k in used})
+        self.n = len(runs)
+        self.pool = ProcessPoolExecutor(workers, ctx, initializer=_init, initargs=(data, threads))
+        try:
+            self.pending = {
+                self.pool.submit(
+                    _work, [runs[i] for i in shard], engine, device, dtype_name, probes
+                ): shard
+                for shard in cut
+            }
+        except BaseException:
+            self.stop()
+            raise
+
+    def results(
+        self, on_results: Callable[[list[RunResult]], None] | None = None
+    ) -> list[RunResult]:
+        """Every shard's results, in run order; `on_results` gets each shard's as it
+        completes."""
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        out: list[RunResult | None] = [None] * self.n
+        try:
+            while self.pending:
+                done, _ = wait(self.pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    shard = self.pending.pop(future)
+                    results = future.result()
+                    for i, r in zip(shard, results, strict=True):
+                        out[i] = r
+                    if on_results:
+                        on_results(results)
+        except BaseException:
+            self.stop()
+            raise
+        self.pool.shutdown(wait=True)
+        return out
+
+    def stop(self) -> None:
+        """Kill the workers now (what they were training is lost, nothing half-written:
+        results only travel back whole)."""
+        for p in list((getattr(self.pool, "_processes", None) or {}).values()):
+            if p.is_alive():
+                p.kill()
+        self.pool.shutdown(wait=True, cancel_futures=True)
