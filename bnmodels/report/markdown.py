@@ -78,28 +78,41 @@ seeds, never by one run (SPEC, Precision). Conventions:
   spread. Each claim becomes one number per seed: its two arms' difference, averaged over
   the cells of the other axes first; a trend's slope; an interaction's difference of two
   such effects; an optimum's edge-minus-best contrasts.
-- **Effects** are means of those per-seed numbers with a 95% Student-t interval and a
-  two-sided t-test p-value (scipy). MSE and other error-like metrics are compared on the
-  log scale (they span orders of magnitude and effects on them are multiplicative); such
-  an effect is shown as the change of the geometric mean, e.g. -40% = BN divides the
-  error by 1.7. Accuracy (higher is better) and other fractions are compared as they are:
-  an effect is a difference in percentage points (pp).
+- **Effects** are means of those per-seed numbers with a 95% Student-t interval. MSE and
+  other error-like metrics are compared on the log scale (they span orders of magnitude
+  and effects on them are multiplicative); such an effect is shown as the change of the
+  geometric mean, e.g. -40% = BN divides the error by 1.7. Accuracy (higher is better) and
+  other fractions are compared as they are: an effect is a difference in percentage
+  points (pp).
+- **p values are exact**: the sign-flip permutation test of the per-seed numbers (under
+  no effect each seed's difference is as likely to have either sign; all 2^n patterns are
+  enumerated), so no p is below what n seeds can give: 2/2^n two-sided, shown as
+  "<= 0.002" for 10 seeds. *Seeds agreeing* counts the seeds whose own number has the
+  claimed sign; *detectable* is the smallest true effect a test on these seeds, with this
+  spread, finds with 80% power at 5% (a t-test's; "none reachable" below 6 seeds).
 - **Epochs to a threshold** are censored (a run may never get there): such a comparison
   uses only the order of two paired runs (+1 later, -1 sooner, 0 for a tie or when
   neither gets there), and its effect is the net share of seeds; never is never averaged
-  as a number of epochs. The t-interval on these bounded scores is approximate.
+  as a number of epochs. Its exact test is then the sign test, and its interval the exact
+  (Clopper-Pearson) interval of the share of seeds, mapped to the net share.
 - **Optimum**: each edge level of the axis against the best level between them, that level
   chosen on the other seeds (choosing it on the same data would favour it); both edges
   must be worse, so p is the larger of the two edges' p-values.
-- **Verdict**: the family is the whole report: p-values are corrected with Holm's method
-  over every claim judged (family-wise error {stats.ALPHA:g}). *supported* when the
-  corrected p < {stats.ALPHA:g} and the effect has the sign the claim expects, *not
-  supported* when it has the other sign, *inconclusive* otherwise. For a *same* claim, p is
-  the equivalence test's (TOST against the margin): *supported* when its corrected p <
-  {stats.ALPHA:g}, *not supported* when the 95% interval lies wholly outside the margin
-  (this refutation is read off the interval, uncorrected), inconclusive otherwise. The
-  interval shown is the uncorrected 95% interval, so it may exclude 0 where the corrected
-  verdict is still inconclusive. Identical arms (zero variance) give "no difference".
+- **Two families**: the notes' claims (`primary: true` in params.yaml, fixed before any
+  data) and the exploratory ones (added after looking at runs) are corrected with Holm's
+  method each within its own family (family-wise error {stats.ALPHA:g} each) and shown in
+  two tables. *supported* when the corrected p < {stats.ALPHA:g} and the effect has the
+  sign the claim expects, *not supported* when it has the other sign, *inconclusive*
+  otherwise. For a *same* claim, p is the equivalence test's (two one-sided exact tests
+  against the margin): *supported* when its corrected p < {stats.ALPHA:g}, *not
+  supported* when the 95% interval lies wholly outside the margin (read off the interval,
+  uncorrected), inconclusive otherwise. The interval shown is the uncorrected 95% interval,
+  so it may exclude 0 where the corrected verdict is still inconclusive.
+- **Per cell** (reports/claim_cells.csv): a claim that averages over cells (depths,
+  activations, a trend's levels, an interaction's groups) also gets its effect in each
+  cell, with each arm's state there; the table says in which cells the effect is clear,
+  in which it goes the other way, and when all of it comes from cells where one arm never
+  left the plateau.
 - **Baseline**: the constant predictor, which predicts the train labels' mean (for
   classification, the train class frequencies; accuracy: the majority class), scored on
   the run's own test set. It is in every table and is the dotted line of every error
