@@ -59,13 +59,18 @@ def _plain(r: ClaimResult) -> str:
     """One line for a student: what was found, where, under which budget."""
     found = {
         stats.SUPPORTED: "holds",
-        stats.NOT_SUPPORTED: "does not hold: the effect goes the other way",
+        stats.NOT_SUPPORTED: "does not hold: "
+        + (
+            "the arms differ by more than the margin"
+            if r.claim.expect == "same"
+            else "the effect goes the other way"
+        ),
         stats.INCONCLUSIVE: "not established",
     }[r.verdict]
     if r.verdict == stats.INCONCLUSIVE and r.scope.kind == convergence.UNDECIDED:
         found = "not decided: more training could change it"
     where = f"; {r.where}" if r.where else ""
-    if r.claim.kind == "interaction":  # the two groups' own effects, not only the difference
+    if r.claim.kind == "interaction" and len(r.cells) > 2:  # each group's own effect too
         where += "; " + r.detail.rstrip(".")
     effect = r.effect + (" (net share of seeds)" if r.claim.metric.scale == "order" else "")
     scope = {
