@@ -56,8 +56,11 @@ run: setup  ## set up and run the default sweeps: dvc repro, MLflow in ./mlflow.
 	time dvc repro
 	@echo "Report: reports/report.md   MLflow UI: make ui"
 
-test: setup  ## set up and run the tests
+test: setup  ## set up and run the tests (the whole suite, as CI does)
 	$(BIN)/python -m pytest
+
+test-fast: setup  ## the tests without the slow tier (dvc repro, servers, clusters)
+	$(BIN)/python -m pytest -m "not slow"
 
 ui: setup  ## the MLflow UI on http://127.0.0.1:5000 (runs of every sweep)
 	$(BIN)/bnmodels links

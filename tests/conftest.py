@@ -142,8 +142,3 @@ def _hand_train(cfg, split, dtype=torch.float32, on_epoch=None):
 def hand_train():
     """SPEC 4's training loop written with plain torch.nn, independent of bnmodels."""
     return _hand_train
-
-
-def pytest_configure(config):
-    # registered here only until the house's marker registration lands (same line)
-    config.addinivalue_line("markers", "slow: drives dvc repro, servers or subprocesses")

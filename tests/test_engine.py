@@ -89,6 +89,7 @@ def differences(a, b) -> dict[str, float]:
     return out
 
 
+@pytest.mark.slow  # the float64 cross-check trains every pair twice (~20 s)
 def test_float64_engines_agree_except_where_the_reference_itself_is_chaotic(split, float64_pairs):
     """Every activation x BN mode x init x depth 1-4, 40 epochs, lr 0.01, float64: per-epoch
     train/test MSE and diagnostics, final weights and BN running statistics agree to 1e-8

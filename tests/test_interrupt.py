@@ -16,6 +16,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+pytestmark = pytest.mark.slow  # dvc repro, servers, clusters: not in make test-fast
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 EXIT_S = 10  # "within seconds" on a loaded 2-core machine

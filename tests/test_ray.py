@@ -32,6 +32,8 @@ from bnmodels.experiment.config import Execution
 from bnmodels.experiment.data import generate
 from bnmodels.tracking.train_and_log import train_and_log
 
+pytestmark = pytest.mark.slow  # dvc repro, servers, clusters: not in make test-fast
+
 if __name__ == "__main__":  # worker processes import this module too
     cluster, address, uri, out = sys.argv[1:5]
     runs = [run_config(lr=lr, seed=s, bn=bn, epochs=int(sys.argv[5]))

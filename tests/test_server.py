@@ -23,10 +23,13 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 
-pytestmark = pytest.mark.skipif(
-    not (PG_BIN / "initdb").exists(),
-    reason=f"PostgreSQL binaries absent from {PG_BIN} (Debian/Ubuntu: apt install postgresql)",
-)
+pytestmark = [
+    pytest.mark.slow,  # servers and dvc repro: not in make test-fast
+    pytest.mark.skipif(
+        not (PG_BIN / "initdb").exists(),
+        reason=f"PostgreSQL binaries absent from {PG_BIN} (Debian/Ubuntu: apt install postgresql)",
+    ),
+]
 
 PARAMS = """\
 datasets:

@@ -296,6 +296,7 @@ def _log_in_process(uri, sweep, results, barrier):
     log_sweep(sweep, results, uri=uri, in_features=IN_FEATURES, tags=TAGS)
 
 
+@pytest.mark.slow  # three processes racing to create one store
 def test_three_processes_creating_a_fresh_store_at_once_lose_no_runs(tmp_path, results):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     ctx = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
@@ -496,6 +497,7 @@ with ForkedLogger(bogus, T.IN_FEATURES) as logger:
 """
 
 
+@pytest.mark.slow  # a logger process that fails, and the exit that must follow
 def test_a_failing_logger_raises_and_the_process_still_exits(tmp_path):
     """The worker fails on its first chunk while ~1 MB of chunks wait in the queue: the
     caller must get a TrackingError and exit, not hang on the queue's feeder thread."""
