@@ -1,5 +1,6 @@
-"""The README's commands work as written (those that a test can run in seconds here;
-`make run` and `make test` are run by CI and tests/test_pipeline.py runs `dvc repro`)."""
+"""The commands of the README and of docs/ work as written (those that a test can run in
+seconds here; `make run` and `make test` are run by CI and tests/test_pipeline.py runs
+`dvc repro`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-README = (ROOT / "README.md").read_text()
+# the README and the pages it links to: every command they show must work as written
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+README = "\n".join(p.read_text() for p in DOCS)
 
 
 def inline_commands(prefix: str) -> list[str]:
