@@ -20,18 +20,33 @@ from bnmodels.tracking.writers import data_inputs
 
 @click.command()
 @click.argument("sweep")
-@click.option("--plan", "plan_file", required=True, help="the sweep's plan (plan stage)")
-@click.option("--processed", required=True, help="processed data folder")
-@click.option("--out", required=True, help="folder for runs.csv, history.csv, diagnostics.json")
+@click.option(
+    "--plan",
+    "plan_file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="the sweep's plan (plan stage)",
+)
+@click.option(
+    "--processed", required=True, type=click.Path(file_okay=False), help="processed data folder"
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="folder for runs.csv, history.csv, diagnostics.json",
+)
 @click.option(
     "--params",
     "params_file",
     default="params.yaml",
     show_default=True,
+    type=click.Path(exists=True, dir_okay=False),
     help="read for its execution section only",
 )
 @clean_errors
 def main(sweep: str, plan_file: str, processed: str, out: str, params_file: str):
+    """Train every run of SWEEP's plan, log each to MLflow, write the sweep's tables."""
     execution = load_params(params_file).execution
     plan = json.loads(Path(plan_file).read_text())
     done = train_and_log(

@@ -15,15 +15,13 @@ from configs import RUN_DEFAULTS
 
 from bnmodels.errors import ParamsError
 from bnmodels.experiment.config import CONFIG_KEYS
-from bnmodels.report import build, markdown, plots
+from bnmodels.report import build, plots
 from bnmodels.report.build import SweepData, build_report
 from bnmodels.study.claim import validate_claims
-from bnmodels.study.load import load_study
 
 SEEDS = tuple(range(24, 34))  # 10: the exact test can then reach 0.002
 EPOCHS = 6
 DEFAULTS = {**RUN_DEFAULTS, "epochs": EPOCHS}
-SAMPLE_RUNS = Path("/tmp/sample_runs")
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
 
@@ -330,55 +328,3 @@ def test_axes_are_inferred_when_not_given():
 
 
 # --- the real sample outputs of the default sweeps ---------------------------------------
-
-
-@pytest.fixture(scope="module")
-def sample():
-    if not SAMPLE_RUNS.is_dir():
-        pytest.skip(f"{SAMPLE_RUNS} is absent: no sample outputs of the default sweeps")
-    axes = {name: s.axes for name, s in load_study(PARAMS).params.sweeps.items()}
-    sweeps = {}
-    for name, sweep_axes in axes.items():
-        d = SAMPLE_RUNS / name
-        if (d / "runs.csv").exists():
-            sweeps[name] = SweepData(
-                pd.read_csv(d / "runs.csv"),
-                pd.read_csv(d / "history.csv"),
-                json.loads((d / "diagnostics.json").read_text()),
-                sweep_axes,
-            )
-    if not sweeps:
-        pytest.skip(f"{SAMPLE_RUNS} holds none of the sweeps of {PARAMS.name}")
-    return sweeps, build_report(sweeps, list(load_study(PARAMS).claims.values()))
-
-
-def test_sample_report_judges_every_claim(sample):
-    sweeps, rep = sample
-    for name in sweeps:
-        assert f"## Sweep `{name}`" in rep.markdown
-    if set(markdown.COURSE) <= set(sweeps):
-        assert len(rep.claims) == len(load_study(PARAMS).claims)
-    assert set(rep.claims["verdict"]) <= {"supported", "not supported", "inconclusive"}
-    assert "nan" not in rep.markdown.lower()
-    json.dumps(rep.metrics, allow_nan=False)
-
-
-def test_sample_sweep_regenerates_byte_identically(sample):
-    # One sweep again on its own (a full second build would be slow): its section, its
-    # summary rows and its figures do not depend on the other sweeps or on the first build.
-    sweeps, rep = sample
-    name = "learning_rate" if "learning_rate" in sweeps else next(iter(sweeps))
-    again = build_report({name: sweeps[name]}, list(load_study(PARAMS).claims.values()))
-
-    def section(md):
-        start = md.index(f"## Sweep `{name}`")
-        end = md.find("\n## ", start + 1)
-        return md[start : end if end > 0 else None]
-
-    assert section(again.markdown) == section(rep.markdown)
-    mine = rep.summary[rep.summary["sweep"] == name].reset_index(drop=True)
-    assert build.csv_bytes(again.summary) == build.csv_bytes(mine)
-    assert set(again.figures) <= set(rep.figures)
-    small = [f for f in sorted(again.figures) if f.endswith(("_violins.png", "_curve.png"))]
-    for fig in small[:2]:  # rendering every figure twice would be slow
-        assert plots.png_bytes(again.figures[fig]) == plots.png_bytes(rep.figures[fig]), fig
