@@ -37,6 +37,13 @@ ACCURACY_LIM = (0.0, 1.0)
 MAX_PANELS = 24  # per figure; more configurations are listed in the table only
 SMALL_BATCH, LARGE_BATCH = 15, 30  # the notes: BN needs batches of 15-30 or more (shaded)
 BASELINE_LABEL = "constant predictor (train mean)"
+# what a model that ignores its inputs scores, per metric (runs.csv's baseline_* columns)
+BASELINE_LABELS = {
+    "test_accuracy": "majority class (of the train rows)",
+    "train_accuracy": "majority class (of the train rows)",
+    "test_ce": "train class frequencies",
+    "train_ce": "train class frequencies",
+}
 CAP_TIMES = 10  # error axes are clipped at 10 times the constant predictor's error
 
 
@@ -93,12 +100,20 @@ def _file_suffix(group: Mapping[str, Any]) -> str:
 
 
 def _curve_stats(m: np.ndarray, center: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per column of (runs, epochs): median and IQR, or mean and 95% t-interval."""
+    """Per column of (runs, epochs): median and IQR; geometric mean and IQR (the scale the
+    claims compare probes on: a mean +- t band on a log axis plunges to its floor); or mean
+    and 95% t-interval."""
     if center == "median":
-        c, lo, hi = stats.column_quantiles(m, [0.5, 0.25, 0.75])
-    else:
-        c, lo, hi = stats.column_t_intervals(m)
-    return c, lo, hi
+        return tuple(stats.column_quantiles(m, [0.5, 0.25, 0.75]))
+    if center == "geomean":
+        with np.errstate(invalid="ignore", divide="ignore"):
+            logs = np.log(np.where(m > 0, m, np.nan))
+        c = np.exp(
+            [stats.finite(col).mean() if stats.finite(col).size else np.nan for col in logs.T]
+        )
+        _, lo, hi = stats.column_quantiles(m, [0.5, 0.25, 0.75])
+        return c, lo, hi
+    return tuple(stats.column_t_intervals(m))
 
 
 def _baseline(sw: PreparedSweep, metric: str, where: Mapping) -> float:
@@ -158,12 +173,19 @@ def _curves_figures(
                 base = _baseline(sw, metric, {**group, **pc})
                 panels.append(
                     plots.Panel(
-                        label(pc) or sw.name, series, notes, hline=base, hline_label=BASELINE_LABEL
+                        label(pc) or sw.name,
+                        series,
+                        notes,
+                        hline=base,
+                        hline_label=BASELINE_LABELS.get(metric, BASELINE_LABEL),
                     )
                 )
         if not panels:
             continue
-        spread = "median and IQR" if center == "median" else "mean and 95% CI"
+        spread = {
+            "median": "median and IQR",
+            "geomean": "geometric mean and IQR",
+        }.get(center, "mean and 95% CI")
         title = f"{sw.name}: {ylabel.split(' (')[0]} per epoch ({spread} over seeds)"
         if group:
             title = f"{sw.name}, {label(group)}: {ylabel.split(' (')[0]} ({spread})"
@@ -345,23 +367,19 @@ def _violin_rows(sw: PreparedSweep, hue: str | None) -> tuple[list[dict], dict]:
 
 
 def _layer_values(sw: PreparedSweep, run_keys) -> tuple[list[np.ndarray], int]:
-    """Last-step weight gradients per Linear layer, pooled over runs; (layers, n runs)."""
-    per_layer: list[list[float]] = []
-    n_runs = 0
-    for key in run_keys:
-        grads = (sw.diagnostics.get(key) or {}).get("weight_grad") or []
-        n_runs += bool(grads)
-        for i, g in enumerate(grads):
-            while len(per_layer) <= i:
-                per_layer.append([])
-            per_layer[i].extend(float(v) for v in g if v is not None)
-    return [np.array(v) for v in per_layer], n_runs
+    """Per Linear layer, each run's log10 ||grad W|| / ||W|| (geometric mean over epochs,
+    the scale-invariant measure the gradient claims compare); (layers, n runs)."""
+    g = sw.grad_scale.reindex(list(run_keys))
+    per_layer = [stats.finite(g[c]) for c in sorted(g.columns)]
+    n_runs = int(g.notna().any(axis=1).sum())
+    return [v for v in per_layer if v.size] if n_runs else [], n_runs
 
 
 def _violin_figure(sw: PreparedSweep) -> dict[str, Callable[[], Figure]]:
-    """The notes' `weights_vp(model, att="grad")`: last-step weight gradients per layer,
-    pooled over seeds; one panel per hue value (columns) and configuration (rows)."""
-    if not sw.diagnostics:
+    """The notes' gradient violins (`weights_vp(model, att="grad")`), measured as the claims
+    measure gradients: per layer, the spread over seeds of log10 ||grad W|| / ||W||; one
+    panel per hue value (columns) and configuration (rows)."""
+    if sw.grad_scale.empty:
         return {}
     hue = _hue(sw)
     hue_values = sw.axes.get(hue, [None]) if hue else [None]
@@ -380,8 +398,8 @@ def _violin_figure(sw: PreparedSweep) -> dict[str, Callable[[], Figure]]:
         plots.violin_figure,
         panels,
         [f"L{i}" for i in range(1, n_layers + 1)],
-        ylabel="weight gradient",
-        title=f"{sw.name}: last-step weight gradients per layer"
+        ylabel="log10 ||grad W|| / ||W||",
+        title=f"{sw.name}: gradient size relative to the weights, per layer, over seeds"
         + (f" ({label(fixed)})" if fixed else ""),
         ncols=len(hue_values),
     )
@@ -482,7 +500,7 @@ def figures(sw: PreparedSweep) -> dict[str, Callable[[], Figure]]:
     figs.update(_grad_layers_figure(sw))
     figs.update(_violin_figure(sw))
     for probe, ylabel in PROBES.items():  # sweeps with `probes: true`
-        figs.update(_curves_figures(sw, probe, ylabel, probe, center="mean"))
+        figs.update(_curves_figures(sw, probe, ylabel, probe, center="geomean"))
     if "batch_size" in sw.axes:
         figs.update(_precise_gap_figure(sw))
     return figs
