@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -66,6 +67,13 @@ class Panel:
     hline: float | None = None  # a reference level (e.g. ratio 1)
     ylabel: str | None = None  # overrides the figure's y label for this panel
     hline_label: str | None = None  # the reference level's legend entry
+
+
+def suptitle(fig: Figure, title: str) -> None:
+    """The figure's title, wrapped to the figure's width (a long one was clipped at both
+    ends: `constrained` layout centres it and cuts what overflows)."""
+    chars = int(fig.get_figwidth() * 72 / (0.6 * (FONT + 2)))  # points; ~0.6 em a character
+    fig.suptitle(textwrap.fill(title, max(30, chars)), fontsize=FONT + 2)
 
 
 def new_figure(nrows: int, ncols: int, panel_size=PANEL_SIZE, sharex=False, sharey=False):
@@ -245,7 +253,7 @@ def grid_figure(
             ax.set_xlabel(xlabel, fontsize=FONT + 1)
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(lab, h)
-    fig.suptitle(title, fontsize=FONT + 2)
+    suptitle(fig, title)
     if handles:
         fig.legend(
             list(handles.values()),
@@ -329,5 +337,5 @@ def violin_figure(
         if i % ncols == 0:
             ax.set_ylabel(ylabel, fontsize=FONT + 1)
         ax.set_xlabel("Linear layer", fontsize=FONT + 1)
-    fig.suptitle(title, fontsize=FONT + 2)
+    suptitle(fig, title)
     return fig
