@@ -158,7 +158,8 @@ def _comparable(run):
 
 def test_the_bulk_sql_writer_stores_what_mlflows_own_client_stores(tmp_path, results):
     """The hand-written SQL path against MLflow's client, read back by MLflow's client."""
-    from bnmodels.tracking.writers import ClientWriter, SqlBulkWriter
+    from bnmodels.tracking.sql_bulk import SqlBulkWriter
+    from bnmodels.tracking.writers import ClientWriter
 
     got = {}
     for name, make in (

@@ -141,7 +141,13 @@ def check_reachable(
             return
         except TrackingError:
             raise
-        except Exception as e:  # connection refused, timeout, unreadable file, bad schema...
+        except Exception as e:  # connection refused, timeout, unreadable file...
+            if "database schema" in str(e):  # MLflow's _verify_schema: retrying cannot help
+                raise TrackingError(
+                    f"MLflow tracking store {redact(uri)} has another schema than this MLflow "
+                    f"expects ({_reason(e)}): back it up and run `mlflow db upgrade "
+                    f"{redact(uri)}`, or point MLFLOW_TRACKING_URI at a new store"
+                ) from e
             last = e
     raise TrackingError(
         f"MLflow tracking backend {redact(uri)} is not reachable ({tries} tries): {_reason(last)}"

@@ -23,7 +23,6 @@ import contextlib
 import json
 import math
 import tempfile
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -226,171 +225,6 @@ class ClientWriter:
         return info.run_id
 
 
-class SqlBulkWriter:
-    """A chunk of runs in one transaction, into the SQL store's own tables.
-
-    A hand-written path, kept because MLflow has no API that writes more than one run a
-    call: its SQL store builds an ORM object per metric row and commits three times per
-    run (create_run, log_batch, set_terminated). cProfile of that loop (480 values a run,
-    SQLite): 70% of the time in log_batch's metrics, 43% building and flushing the ORM
-    objects and 31% in the latest-metrics bookkeeping. Here each run is inserted already
-    ended (status, end time), with its tags, params, metrics and latest metrics, by
-    SQLAlchemy Core `executemany` on MLflow's own table definitions
-    (`mlflow.store.tracking.dbmodels`, pinned with mlflow), and its data sets as MLflow's
-    `log_inputs` writes them (a `datasets` row per name and digest in the experiment, found
-    or added; an `inputs` row and its context tag per run), one commit per chunk:
-    `benchmarks/tracking.py` measured 61.4 runs/s against 5.2 for the client loop (11.7x,
-    weights file included, loaded 2-core machine). The runs read back through
-    `MlflowClient` exactly as the client writes them (tests).
-    """
-
-    def __init__(self, client: MlflowClient, uri: str, experiment_id: str, retry_s: float):
-        self.store = _sql_store(client)
-        if self.store is None:
-            raise TypeError(f"{uri} is not a SQL store")
-        self.uri, self.experiment_id, self.retry_s = uri, experiment_id, retry_s
-        self.location = client.get_experiment(experiment_id).artifact_location
-
-    def write(self, runs: Sequence[ChildRun]) -> dict[str, str]:
-        """One transaction, retried whole (a busy SQLite, a restarting database)."""
-        return retrying(
-            partial(self._write, runs),
-            uri=self.uri,
-            retry_s=self.retry_s,
-            what=f"logging {len(runs)} runs",
-        )
-
-    def _write(self, runs: Sequence[ChildRun]) -> dict[str, str]:
-        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-        from mlflow.store.tracking.dbmodels.models import (
-            SqlInput,
-            SqlInputTag,
-            SqlLatestMetric,
-            SqlMetric,
-            SqlParam,
-            SqlRun,
-            SqlTag,
-        )
-        from mlflow.utils.uri import append_to_uri_path
-        from sqlalchemy import insert
-
-        run_rows, tag_rows, param_rows, metric_rows, latest_rows = [], [], [], [], []
-        input_rows, input_tag_rows, inputs = [], [], {}  # inputs: (name, digest) -> DataInput
-        run_ids = {}
-        with tempfile.TemporaryDirectory(prefix="bnmodels-runs-") as tmp:
-            for n, run in enumerate(runs):
-                run_id = uuid.uuid4().hex
-                artifact_uri = append_to_uri_path(self.location, run_id, "artifacts")
-                folder = Path(tmp) / str(n)
-                folder.mkdir()
-                # weights first: a failed insert leaves an unreferenced file, never a run
-                # whose model is missing
-                repo = get_artifact_repository(artifact_uri, tracking_uri=self.uri)
-                repo.log_artifact(str(_write_weights(run, folder)))
-                run_rows.append(
-                    dict(
-                        run_uuid=run_id,
-                        name=run.run_key,
-                        source_type="UNKNOWN",
-                        source_name="",
-                        entry_point_name="",
-                        user_id="unknown",
-                        status=run.status,  # as MlflowClient
-                        start_time=run.start_ms,
-                        end_time=run.end_ms,
-                        deleted_time=None,
-                        source_version="",
-                        lifecycle_stage="active",
-                        artifact_uri=artifact_uri,
-                        experiment_id=int(self.experiment_id),
-                    )
-                )
-                tags = {**run.tags, "model_uri": f"runs:/{run_id}/{MODEL_FILE}"}
-                tag_rows += [dict(key=k, value=v, run_uuid=run_id) for k, v in tags.items()]
-                param_rows += [dict(key=k, value=v, run_uuid=run_id) for k, v in run.params.items()]
-                latest = {}
-                for k, v, s in run.metrics:
-                    row = dict(
-                        key=k, value=v, timestamp=run.end_ms, step=s, is_nan=False, run_uuid=run_id
-                    )
-                    metric_rows.append(row)
-                    if k not in latest or s >= latest[k]["step"]:
-                        latest[k] = row
-                latest_rows += latest.values()
-                for i in {(i.name, i.digest): i for i in run.inputs}.values():  # as MLflow
-                    inputs[(i.name, i.digest)] = i
-                    input_uuid = uuid.uuid4().hex
-                    input_rows.append(
-                        dict(
-                            input_uuid=input_uuid,
-                            source_type="DATASET",
-                            source_id=(i.name, i.digest),  # the dataset's uuid, below
-                            destination_type="RUN",
-                            destination_id=run_id,
-                            step=0,
-                        )
-                    )
-                    input_tag_rows.append(
-                        dict(input_uuid=input_uuid, name=CONTEXT_TAG, value=i.context)
-                    )
-                run_ids[run.run_key] = run_id
-        with self.store.engine.begin() as con:
-            uuids = self._dataset_uuids(con, inputs)
-            for row in input_rows:
-                row["source_id"] = uuids[row["source_id"]]
-            for model, rows in (
-                (SqlRun, run_rows),
-                (SqlTag, tag_rows),
-                (SqlParam, param_rows),
-                (SqlMetric, metric_rows),
-                (SqlLatestMetric, latest_rows),
-                (SqlInput, input_rows),
-                (SqlInputTag, input_tag_rows),
-            ):
-                if rows:
-                    con.execute(insert(model.__table__), rows)
-        return run_ids
-
-    def _dataset_uuids(self, con, inputs: Mapping[tuple[str, str], DataInput]) -> dict:
-        """{(name, digest): dataset uuid} of the experiment, adding the data sets it lacks.
-
-        The parent run logs the sweep's data sets first (`open_sweep_run`), so concurrent
-        writers of one sweep find them here rather than racing to add them.
-        """
-        from mlflow.store.tracking.dbmodels.models import SqlDataset
-        from sqlalchemy import insert, select
-
-        if not inputs:
-            return {}
-        t = SqlDataset.__table__
-        found = con.execute(
-            select(t.c.name, t.c.digest, t.c.dataset_uuid).where(
-                t.c.experiment_id == int(self.experiment_id),
-                t.c.name.in_({n for n, _ in inputs}),
-                t.c.digest.in_({d for _, d in inputs}),
-            )
-        )
-        uuids = {(n, d): u for n, d, u in found}
-        new = [
-            dict(
-                dataset_uuid=uuid.uuid4().hex,
-                experiment_id=int(self.experiment_id),
-                name=i.name,
-                digest=i.digest,
-                dataset_source_type=i.source_type,
-                dataset_source=i.source,
-                dataset_schema=None,
-                dataset_profile=None,
-            )
-            for key, i in inputs.items()
-            if key not in uuids
-        ]
-        if new:
-            con.execute(insert(t), new)
-            uuids.update({(r["name"], r["digest"]): r["dataset_uuid"] for r in new})
-        return uuids
-
-
 def _sql_store(client: MlflowClient):
     """The SqlAlchemyStore behind a client (SQLite, PostgreSQL, ...), else None."""
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
@@ -400,7 +234,11 @@ def _sql_store(client: MlflowClient):
 
 
 def writer_for(client: MlflowClient, uri: str, experiment_id: str, retry_s: float):
-    """The bulk writer for a SQL store, the client writer for a tracking server."""
-    if _sql_store(client) is not None:
-        return SqlBulkWriter(client, uri, experiment_id, retry_s)
+    """The bulk writer for a SQL store whose schema it was validated on; MLflow's client
+    for a tracking server, or (with a one-line warning) a SQL store of another revision."""
+    from bnmodels.tracking import sql_bulk
+
+    store = _sql_store(client)
+    if store is not None and sql_bulk.usable(store.engine, uri):
+        return sql_bulk.SqlBulkWriter(client, uri, experiment_id, retry_s)
     return ClientWriter(client, uri, experiment_id, retry_s)
