@@ -17,7 +17,7 @@ ALLOWED = {
     "study": {"experiment"},
     "report": {"experiment", "study"},
 }
-LEAVES = {"errors", "atomic"}
+LEAVES = {"errors", "atomic", "columns"}
 
 
 def imported_parts(path: Path) -> set[str]:

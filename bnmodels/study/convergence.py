@@ -37,6 +37,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from bnmodels import columns
+
 CONVERGED, FALLING, PLATEAU, DIVERGED = "converged", "still falling", "on the plateau", "diverged"
 RISING, UNSTABLE, MIXED = "rising", "unstable", "mixed"
 STATES = (CONVERGED, FALLING, RISING, UNSTABLE, PLATEAU, DIVERGED)
@@ -47,10 +49,7 @@ PLATEAU_WITHIN = 0.05  # final loss within this fraction of the constant predict
 LAST_FIFTH = 0.2
 MIN_POINTS = 4
 # The loss a run's state is read from, and its constant-predictor column (runs.csv).
-LOSS = {
-    "regression": ("test_mse", "baseline_test_mse"),
-    "classification": ("test_ce", "baseline_test_ce"),
-}
+LOSS = {task: (col, f"baseline_{col}") for task, col in columns.TEST_LOSS.items()}
 
 # Scopes of a claim: what its runs let it decide.
 DECIDED, SPEED, TRAINABILITY, UNDECIDED = (

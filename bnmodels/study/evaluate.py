@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from bnmodels import columns
 from bnmodels.study import convergence, exact, stats
 from bnmodels.study.claim import BEST, INTERACTION, MAXIMUM, OPTIMUM, PAIR, SAME, TREND, Claim
 from bnmodels.study.metrics import LOG, ORDER, Metric, on_scale, reduce_curves
@@ -75,14 +76,7 @@ class ClaimResult:
 # Per-run values and arms
 
 
-FAILURE_COLUMNS = (
-    "train_mse",
-    "test_mse",
-    "train_ce",
-    "test_ce",
-    "train_accuracy",
-    "test_accuracy",
-)
+FAILURE_COLUMNS = columns.METRICS
 
 
 def has_path(m: Metric) -> bool:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bnmodels import columns
 from bnmodels.experiment.config import CONFIG_KEYS
 from bnmodels.study import stats
 from bnmodels.study.convergence import run_states, state_words
@@ -28,9 +29,7 @@ THRESHOLD_FRACTION = (
 )
 REGRESSION, CLASSIFICATION = "regression", "classification"  # a run's task (runs["task"])
 PRIMARY = {REGRESSION: "final_test_mse", CLASSIFICATION: "final_test_accuracy"}
-CURVE_METRICS = ("train_mse", "test_mse", "train_ce", "test_ce", "train_accuracy")
-CURVE_METRICS += ("test_accuracy", "dead_fraction")
-CURVE_METRICS += ("probe_loss_range", "probe_grad_change", "probe_beta")  # probes: true
+CURVE_METRICS = (*columns.METRICS, columns.DEAD_FRACTION, *columns.PROBES)  # probes: true
 
 
 @dataclass(frozen=True)

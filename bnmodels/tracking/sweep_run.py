@@ -48,7 +48,6 @@ from bnmodels.tracking.store import (
 from bnmodels.tracking.writers import MODEL_FILE, PARENT_TAG, ChildRun, DataInput, child_run
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
     from mlflow import MlflowClient
 
     from bnmodels.training.result import RunResult
@@ -181,14 +180,6 @@ class SweepRun:
 
     def _try(self, call, what: str):
         return retrying(call, uri=self.uri, retry_s=self.retry_s, what=what)
-
-    def log_figures(self, figures: Mapping[str, Figure]) -> None:
-        """Log each figure as `figures/<name>.png` on the parent run."""
-        for name, fig in figures.items():
-            self._try(
-                lambda f=fig, n=name: self.client.log_figure(self.run_id, f, f"figures/{n}.png"),
-                "logging the figures",
-            )
 
     def log_texts(self, files: Mapping[str, str]) -> None:
         """Log text files (the sweep's `history.csv`, `diagnostics.json`) on the parent."""

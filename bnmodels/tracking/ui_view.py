@@ -38,12 +38,14 @@ import json
 import zlib
 from collections.abc import Iterable, Sequence
 
+from bnmodels import columns
+
 TAG_PREFIX = "mlflow.sharedViewState."  # MLflow UI's constant, 3.x
 SHARE_PARAM = "viewStateShareKey"
 VIEW_KEY = "compare"
 # The curves a view charts, in this order, when the sweep's runs log them (SPEC 4)
 CURVES = ("test_mse", "train_mse", "test_accuracy", "train_accuracy", "test_ce", "train_ce")
-LOG_SCALE = ("test_mse", "train_mse", "test_ce", "train_ce")
+LOG_SCALE = columns.LOSSES
 SECTION, MODEL_SECTION, SYSTEM_SECTION = "bnmodels-curves", "bnmodels-model", "bnmodels-system"
 
 

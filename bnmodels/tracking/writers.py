@@ -29,6 +29,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bnmodels import columns
 from bnmodels.experiment.config import RunConfig
 from bnmodels.experiment.layout import data_file
 from bnmodels.tracking.store import env, retrying
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 MODEL_FILE = "model.pt"  # run-relative artifact path of the weights
 # Every epoch: the curves users compare (SPEC 4's metrics of either kind of run, and the
 # landscape probes of a sweep with probes); other history columns: final value only.
-STEP_METRICS = ("train_mse", "test_mse", "train_ce", "test_ce", "train_accuracy", "test_accuracy")
+STEP_METRICS = columns.METRICS
 STEP_METRICS += ("probe_loss_range", "probe_grad_change", "probe_beta")
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"

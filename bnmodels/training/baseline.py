@@ -13,12 +13,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from bnmodels import columns
+
 if TYPE_CHECKING:
     from bnmodels.experiment.data import Split
 
 
-REGRESSION_BASELINES = ("baseline_train_mse", "baseline_test_mse")
-CLASSIFICATION_BASELINES = ("baseline_test_accuracy", "baseline_test_ce")
+REGRESSION_BASELINES = columns.REGRESSION_BASELINES
+CLASSIFICATION_BASELINES = columns.CLASSIFICATION_BASELINES
 
 
 def baselines(data: Split) -> dict[str, float]:

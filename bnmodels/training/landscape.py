@@ -23,8 +23,10 @@ import math
 import torch
 from torch import nn
 
+from bnmodels import columns
+
 ETAS = (0.5, 1.0, 2.0, 4.0)  # multiples of the run's lr
-PROBE_COLUMNS = ("probe_loss_range", "probe_grad_change", "probe_beta")
+PROBE_COLUMNS = columns.PROBES
 
 
 def probe_model(model: nn.Module, loss_of, xb, yb, lr: float) -> dict[str, float]:

@@ -13,66 +13,19 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from bnmodels import columns
 from bnmodels.experiment.config import RunConfig
-from bnmodels.training.baseline import CLASSIFICATION_BASELINES, REGRESSION_BASELINES
 
 if TYPE_CHECKING:
     import torch
 
-REGRESSION_METRICS = ("train_mse", "test_mse")
-CLASSIFICATION_METRICS = ("train_ce", "test_ce", "train_accuracy", "test_accuracy")
-# runs.csv's summary columns (SPEC 5); those of the other kind are NaN for a run.
-SUMMARY_COLUMNS = (
-    "final_train_mse",
-    "final_test_mse",
-    "best_test_mse",
-    "final_train_ce",
-    "final_test_ce",
-    "final_test_accuracy",
-    "best_test_accuracy",
-    "final_test_mse_precise_bn",
-    "final_test_ce_precise_bn",
-    "final_test_accuracy_precise_bn",
-    *REGRESSION_BASELINES,
-    *CLASSIFICATION_BASELINES,
-)
-PROBE_COLUMNS = ("probe_loss_range", "probe_grad_change", "probe_beta")  # landscape.py
-
-
-def metric_columns(num_class: int = 0) -> tuple[str, ...]:
-    """The per-epoch metrics of a run: MSE for regression, cross-entropy and accuracy for
-    a classification data set (num_class > 0), in eval mode over train and test rows."""
-    return CLASSIFICATION_METRICS if num_class else REGRESSION_METRICS
-
-
-def loss_columns(num_class: int = 0) -> tuple[str, str]:
-    """The (train, test) columns of the loss that training minimizes."""
-    return ("train_ce", "test_ce") if num_class else ("train_mse", "test_mse")
-
-
-def history_columns(depth: int, num_class: int = 0, probes: bool = False) -> list[str]:
-    """Per-epoch columns of a run's history, in order (layer 1 is the first hidden Linear,
-    layer depth+1 the output Linear).
-
-    `step` counts the SGD steps made by the end of the epoch (with a steps budget the
-    last epoch may be partial), so that curves can be drawn against steps.
-    Per layer, after the epoch: the spread of its weights and of the epoch's last weight
-    gradient (std), the weight norm ||W|| (Frobenius) and ||grad W|| / ||W|| (for weights
-    feeding a BN layer the loss is scale-invariant, so their effective step is about
-    lr / ||W||^2). Then the fraction of dead ReLU units, and the landscape probes when
-    asked for (SPEC 4).
-    """
-    layers = range(1, depth + 2)
-    return (
-        list(metric_columns(num_class))
-        + ["step"]  # SGD steps made by the end of the epoch, all epochs so far together
-        + [f"weight_std_l{i}" for i in layers]
-        + [f"grad_std_l{i}" for i in layers]
-        + [f"weight_norm_l{i}" for i in layers]
-        + [f"grad_ratio_l{i}" for i in layers]
-        + ["dead_fraction"]
-        + (list(PROBE_COLUMNS) if probes else [])
-    )
+# The column names live in bnmodels.columns; these names are its, for the engines.
+REGRESSION_METRICS = columns.REGRESSION_METRICS
+CLASSIFICATION_METRICS = columns.CLASSIFICATION_METRICS
+SUMMARY_COLUMNS = columns.SUMMARY
+PROBE_COLUMNS = columns.PROBES
+metric_columns = columns.metric_columns
+history_columns = columns.history_columns
 
 
 def batch_slices(n_train: int, batch_size: int) -> list[tuple[int, int]]:
