@@ -3,12 +3,10 @@
 # pipeline end to end (`dvc repro` from scratch), then a 10^5-run sweep trained and tracked
 # into a local MLflow server, each timed. Run from the repository root:
 #   WHEELS=/path/to/wheels bash benchmarks/gpu_pipeline.sh | tee benchmarks/results/gpu-pipeline-<card>.txt
-# WHEELS holds every package of requirements.lock (not torch: the card's own is used), as
-# wheels for that machine's python and platform, fetched beforehand where a registry is
-# reachable, e.g. for CPython 3.11 on x86_64 Linux:
-#   pip download --no-deps --only-binary=:all: --python-version 3.11 \
-#     --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 \
-#     -r requirements.lock -d wheels
+# WHEELS holds the packages of requirements.lock the card's image lacks (mlflow, dvc and
+# theirs; not torch, numpy or pandas: the card's own are used), as wheels for its Python,
+# fetched beforehand where a registry is reachable (the device tool's README says how);
+# they install with --target, over the image's packages.
 # WORK (default /tmp/bnmodels-gpu) is scratch. STORE=sqlite (default: the project's bulk
 # SQL path into a local file, one writer) or STORE=server (a local `mlflow server` on PORT,
 # default 5055, logged by up to 8 processes over HTTP). RUNS (default 100000): logging,
@@ -27,26 +25,30 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 echo "$(nproc) cores; $(python3 --version); load: $(cut -d' ' -f1-3 /proc/loadavg)"
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 
-echo "== set-up: a venv over the system's torch, the locked packages from \$WHEELS"
-rm -rf "$WORK" && mkdir -p "$WORK"
-python3 -m venv --system-site-packages "$WORK/venv"
+echo "== set-up: the packages the card lacks, from \$WHEELS, over its own torch and numpy"
+rm -rf "$WORK" && mkdir -p "$WORK/bin"
 t0=$SECONDS
-"$WORK/venv/bin/pip" install -q --no-index --find-links "$WHEELS" --no-deps \
-  --require-hashes -r requirements.lock
+python3 -m pip install -q --no-index --no-deps --no-compile --no-build-isolation \
+  --target "$WORK/site" "$WHEELS"/*
+ln -sf "$(command -v python3)" "$WORK/bin/python"  # the stages' commands say `python`
+export PATH="$WORK/bin:$WORK/site/bin:$PATH" PYTHONPATH="$WORK/site"
 echo "set-up: $((SECONDS - t0)) s"
-export PATH="$WORK/venv/bin:$PATH"
 
-# A workspace: the committed tree, as a fresh clone would have it (no runs, no store).
+# A workspace: the tree as a fresh clone has it (no runs, no store, no lock).
 workspace() {
-  mkdir -p "$1" && git -C "$ROOT" archive HEAD | tar -x -C "$1"
-  (cd "$1" && git init -q && git add -A && git -c user.name=gpu -c user.email=gpu@local \
-    commit -qm tree && rm -f dvc.lock && dvc config core.analytics false 2>/dev/null || true)
+  mkdir -p "$1"
+  (cd "$ROOT" && tar -c --exclude=./.whl --exclude=./.venv --exclude=./runs --exclude=./data \
+    --exclude=./mlflow.db --exclude=./mlartifacts --exclude=./.dvc/cache --exclude=./.dvc/tmp .) |
+    tar -x -C "$1"
+  (cd "$1" && rm -f dvc.lock && if command -v git > /dev/null; then
+    git init -q && git add -A && git -c user.name=gpu -c user.email=gpu@local commit -qm tree
+  else dvc config core.no_scm true; fi)
 }
 
 echo "== the default pipeline: dvc repro from scratch (device auto: cuda)"
 workspace "$WORK/default"
 cd "$WORK/default"
-export PYTHONPATH="$WORK/default"
+export PYTHONPATH="$WORK/site:$WORK/default"
 t0=$SECONDS
 dvc repro -q
 echo "default dvc repro: $((SECONDS - t0)) s"
@@ -74,7 +76,7 @@ export MLFLOW_TRACKING_URI="sqlite:///$WORK/server/mlflow.db"
 fi
 workspace "$WORK/big"
 cd "$WORK/big"
-export PYTHONPATH="$WORK/big"
+export PYTHONPATH="$WORK/site:$WORK/big"
 python3 - "$RUNS" <<'EOF'
 import sys
 import yaml
@@ -87,7 +89,7 @@ params["sweeps"] = {"big": {**shape, "epochs": 40, "seed": list(range(-(-runs //
 params["claims"] = {}
 yaml.safe_dump(params, open("params.yaml", "w"), sort_keys=False)
 EOF
-git -c user.name=gpu -c user.email=gpu@local commit -qam big
+if command -v git > /dev/null; then git -c user.name=gpu -c user.email=gpu@local commit -qam big; fi
 t0=$SECONDS
 dvc repro -q train@big
 echo "train@big ($RUNS+ runs, trained and logged into the $STORE): $((SECONDS - t0)) s"
