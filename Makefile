@@ -18,7 +18,7 @@ WORKERS ?= 2
 SERVER_ENV = SERVER_DIR=$(SERVER_DIR) HOST=$(HOST) PORT=$(PORT) PG_PORT=$(PG_PORT) \
 	PG_BIN=$(PG_BIN) WORKERS=$(WORKERS) MLFLOW=$(BIN)/mlflow
 
-.PHONY: setup setup-ray run test ui ui-check bench bench-parallel lint clean lock server server-stop
+.PHONY: setup setup-ray run test test-fast ui ui-check bench bench-parallel lint clean lock server server-stop
 
 setup: $(VENV)/.installed
 

@@ -20,6 +20,7 @@ from bnmodels.errors import StageError
 from bnmodels.experiment.config import Execution
 
 ray = pytest.importorskip("ray", reason="ray is not installed (make setup-ray)")
+pytestmark = pytest.mark.slow  # a cluster on loopback: not in make test-fast
 
 ROOT = Path(__file__).resolve().parents[1]
 RAY = Path(sys.executable).with_name("ray")
@@ -31,8 +32,6 @@ from configs import quad2_spec, run_config
 from bnmodels.experiment.config import Execution
 from bnmodels.experiment.data import generate
 from bnmodels.tracking.train_and_log import train_and_log
-
-pytestmark = pytest.mark.slow  # dvc repro, servers, clusters: not in make test-fast
 
 if __name__ == "__main__":  # worker processes import this module too
     cluster, address, uri, out = sys.argv[1:5]
