@@ -220,69 +220,11 @@ def _final_by(
     hue_values = sw.axes.get(hue, [None]) if hue else [None]
     rest = [k for k in sw.axes if k not in (x_key, hue)]
     xs = np.array(sw.axes[x_key], dtype=float)
-    log_values = log_final(sw)
     panels, ratio_panels = [], []
     for pc in _combos(sw, rest)[:MAX_PANELS] if rest else [{}]:
-        series, notes = [], []
-        for j, hv in enumerate(hue_values):
-            c, lo, hi, div = [], [], [], []
-            for x in sw.axes[x_key]:
-                r = sw.runs[sw.select(**pc, **{x_key: x}, **({hue: hv} if hue else {}))]
-                d = stats.describe(r.loc[~r["diverged"], "final_test_mse"])
-                c.append(d["geomean"])
-                lo.append(d["ci_low"])
-                hi.append(d["ci_high"])
-                if r["diverged"].any():
-                    div.append(f"{show(x)}: {int(r['diverged'].sum())}/{len(r)}")
-            name = label({hue: hv}) if hue else "all runs"
-            series.append(
-                plots.Series(
-                    name,
-                    xs,
-                    np.array(c),
-                    np.array(lo),
-                    np.array(hi),
-                    plots.color(j),
-                    style="errorbar",
-                )
-            )
-            if div:
-                notes.append(f"{name}: diverged at {x_key} " + ", ".join(div))
-        base = _baseline(sw, "test_mse", pc)
-        panels.append(
-            plots.Panel(
-                label(pc) or "final test MSE", series, notes, hline=base, hline_label=BASELINE_LABEL
-            )
-        )
+        panels.append(_final_panel(sw, pc, x_key, hue, hue_values, xs))
         if hue == "bn" and "none" in hue_values:
-            rs = []
-            for j, hv in enumerate(hue_values):
-                if hv == "none":
-                    continue
-                c, lo, hi = [], [], []
-                for x in sw.axes[x_key]:
-                    e = _paired(sw, log_values, {**pc, x_key: x}, {"bn": "none"}, {"bn": hv})
-                    c.append(math.exp(e.estimate) if math.isfinite(e.estimate) else math.nan)
-                    lo.append(math.exp(e.ci_low) if math.isfinite(e.ci_low) else math.nan)
-                    hi.append(math.exp(e.ci_high) if math.isfinite(e.ci_high) else math.nan)
-                rs.append(
-                    plots.Series(
-                        f"bn={hv} / bn=none",
-                        xs,
-                        np.array(c),
-                        np.array(lo),
-                        np.array(hi),
-                        plots.color(j),
-                        style="errorbar",
-                        linestyle="--",
-                    )
-                )
-            vspan = (SMALL_BATCH, LARGE_BATCH) if x_key == "batch_size" else None
-            title = "BN / no-BN ratio, paired by seed" + (f"\n{label(pc)}" if pc else "")
-            if vspan:
-                title += f"\nshaded: batch {SMALL_BATCH}-{LARGE_BATCH}, the notes' minimum"
-            ylabel = "error ratio (geo-mean, 95% CI)"
-            ratio_panels.append(plots.Panel(title, rs, (), vspan, 1.0, ylabel))
+            ratio_panels.append(_ratio_panel(sw, pc, x_key, hue_values, xs))
     if ratio_panels:  # each panel next to its BN / no-BN ratio
         all_panels, ncols = [p for pair in zip(panels, ratio_panels, strict=True) for p in pair], 2
     else:
@@ -301,6 +243,65 @@ def _final_by(
         ycap=_cap(sw, "test_mse"),
     )
     return {f"{sw.name}_{kind}.png": fig}
+
+
+def _final_panel(sw: PreparedSweep, pc: dict, x_key: str, hue, hue_values, xs) -> plots.Panel:
+    """One panel: per hue value, the final test MSE's geometric mean and CI at each x."""
+    series, notes = [], []
+    for j, hv in enumerate(hue_values):
+        c, lo, hi, div = [], [], [], []
+        for x in sw.axes[x_key]:
+            r = sw.runs[sw.select(**pc, **{x_key: x}, **({hue: hv} if hue else {}))]
+            d = stats.describe(r.loc[~r["diverged"], "final_test_mse"])
+            c.append(d["geomean"])
+            lo.append(d["ci_low"])
+            hi.append(d["ci_high"])
+            if r["diverged"].any():
+                div.append(f"{show(x)}: {int(r['diverged'].sum())}/{len(r)}")
+        name = label({hue: hv}) if hue else "all runs"
+        series.append(
+            plots.Series(
+                name, xs, np.array(c), np.array(lo), np.array(hi), plots.color(j), style="errorbar"
+            )
+        )
+        if div:
+            notes.append(f"{name}: diverged at {x_key} " + ", ".join(div))
+    base = _baseline(sw, "test_mse", pc)
+    return plots.Panel(
+        label(pc) or "final test MSE", series, notes, hline=base, hline_label=BASELINE_LABEL
+    )
+
+
+def _ratio_panel(sw: PreparedSweep, pc: dict, x_key: str, hue_values, xs) -> plots.Panel:
+    """One panel: each BN mode's final test MSE over no BN's, paired by seed, at each x."""
+    log_values = log_final(sw)
+    rs = []
+    for j, hv in enumerate(hue_values):
+        if hv == "none":
+            continue
+        c, lo, hi = [], [], []
+        for x in sw.axes[x_key]:
+            e = _paired(sw, log_values, {**pc, x_key: x}, {"bn": "none"}, {"bn": hv})
+            c.append(math.exp(e.estimate) if math.isfinite(e.estimate) else math.nan)
+            lo.append(math.exp(e.ci_low) if math.isfinite(e.ci_low) else math.nan)
+            hi.append(math.exp(e.ci_high) if math.isfinite(e.ci_high) else math.nan)
+        rs.append(
+            plots.Series(
+                f"bn={hv} / bn=none",
+                xs,
+                np.array(c),
+                np.array(lo),
+                np.array(hi),
+                plots.color(j),
+                style="errorbar",
+                linestyle="--",
+            )
+        )
+    vspan = (SMALL_BATCH, LARGE_BATCH) if x_key == "batch_size" else None
+    title = "BN / no-BN ratio, paired by seed" + (f"\n{label(pc)}" if pc else "")
+    if vspan:
+        title += f"\nshaded: batch {SMALL_BATCH}-{LARGE_BATCH}, the notes' minimum"
+    return plots.Panel(title, rs, (), vspan, 1.0, "error ratio (geo-mean, 95% CI)")
 
 
 def _grad_layers_figure(sw: PreparedSweep) -> dict[str, Callable[[], Figure]]:

@@ -200,49 +200,8 @@ def grid_figure(
             ax.set_visible(False)
             continue
         p = panels[i]
-        drawn = [_draw_series(ax, s) for s in p.series]
-        values = np.concatenate([np.array([])] + [_positive(s.center) for s in p.series])
-        if p.vspan is not None:
-            ax.axvspan(*p.vspan, color="0.88", zorder=0, linewidth=0)
-        if p.hline is not None and math.isfinite(p.hline):
-            ax.axhline(p.hline, color="0.3", linewidth=0.8, linestyle=":", label=p.hline_label)
-        if not any(drawn):
-            ax.text(
-                0.5,
-                0.5,
-                "no finite values\n(all runs diverged)",
-                ha="center",
-                va="center",
-                transform=ax.transAxes,
-                fontsize=FONT,
-                color="0.3",
-            )
-        elif logy and values.size:
-            ax.set_yscale("log")
-            _log_axis_labels(ax)
-        if logx:
-            ax.set_xscale("log")
-        if xlim is not None:
-            ax.set_xlim(*xlim)
-        if ylim is not None and any(drawn):
-            ax.set_ylim(*ylim)
-        if ycap is not None and any(drawn) and ax.get_ylim()[1] > ycap:
-            ax.set_ylim(top=ycap)
-            ax.text(
-                0.98,
-                0.97,
-                f"clipped above {ycap:.3g}",
-                ha="right",
-                va="top",
-                transform=ax.transAxes,
-                fontsize=FONT - 1,
-                color="0.3",
-            )
-        if xticks is not None:
-            ax.set_xticks(list(xticks), [f"{t:g}" for t in xticks])
-            ax.xaxis.set_minor_locator(NullLocator())
-            if len(xticks) > 5:
-                ax.tick_params(axis="x", labelrotation=45)
+        drawn = _draw_panel(ax, p, logy=logy)
+        _scale_axes(ax, drawn, logx=logx, xlim=xlim, ylim=ylim, ycap=ycap, xticks=xticks)
         title_text = p.title + "".join(f"\n{line}" for line in p.notes)
         ax.set_title(title_text, fontsize=FONT + 1 if not p.notes else FONT)
         ax.tick_params(labelsize=FONT)
@@ -264,6 +223,59 @@ def grid_figure(
             frameon=False,
         )
     return fig
+
+
+def _draw_panel(ax, p: Panel, *, logy: bool) -> bool:
+    """A panel's series, shaded span and reference line; its y scale. False when nothing
+    finite was drawn (the panel then says so)."""
+    drawn = any([_draw_series(ax, s) for s in p.series])
+    values = np.concatenate([np.array([])] + [_positive(s.center) for s in p.series])
+    if p.vspan is not None:
+        ax.axvspan(*p.vspan, color="0.88", zorder=0, linewidth=0)
+    if p.hline is not None and math.isfinite(p.hline):
+        ax.axhline(p.hline, color="0.3", linewidth=0.8, linestyle=":", label=p.hline_label)
+    if not drawn:
+        ax.text(
+            0.5,
+            0.5,
+            "no finite values\n(all runs diverged)",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+            fontsize=FONT,
+            color="0.3",
+        )
+    elif logy and values.size:
+        ax.set_yscale("log")
+        _log_axis_labels(ax)
+    return drawn
+
+
+def _scale_axes(ax, drawn: bool, *, logx, xlim, ylim, ycap, xticks) -> None:
+    """The x scale and limits, the y limits and the clipping note, the x ticks."""
+    if logx:
+        ax.set_xscale("log")
+    if xlim is not None:
+        ax.set_xlim(*xlim)
+    if ylim is not None and drawn:
+        ax.set_ylim(*ylim)
+    if ycap is not None and drawn and ax.get_ylim()[1] > ycap:
+        ax.set_ylim(top=ycap)
+        ax.text(
+            0.98,
+            0.97,
+            f"clipped above {ycap:.3g}",
+            ha="right",
+            va="top",
+            transform=ax.transAxes,
+            fontsize=FONT - 1,
+            color="0.3",
+        )
+    if xticks is not None:
+        ax.set_xticks(list(xticks), [f"{t:g}" for t in xticks])
+        ax.xaxis.set_minor_locator(NullLocator())
+        if len(xticks) > 5:
+            ax.tick_params(axis="x", labelrotation=45)
 
 
 def _wrap(title: str, width: int = 34) -> str:

@@ -309,6 +309,14 @@ def _expect(d: dict, p: str, kind: str, err: Errors) -> tuple[str, float]:
     return (e if e in allowed else ""), float(m or 0.0)
 
 
+def _primary(d: Mapping, p: str, err: Errors) -> bool:
+    """`primary: true`: a claim of the notes, fixed before the data (its Holm family)."""
+    primary = d.get("primary", False)
+    if not isinstance(primary, bool):
+        err.add(f"{p}.primary", primary, "true or false")
+    return primary is True
+
+
 def _claim(cid: str, d: Any, sweeps: SweepValues, known: set[str], err: _Counted) -> Claim | None:
     p = f"claims.{cid}"
     if not isinstance(d, dict):
@@ -329,9 +337,7 @@ def _claim(cid: str, d: Any, sweeps: SweepValues, known: set[str], err: _Counted
         if k not in d and k != "along":
             err.raw(f"{p}.{k}", "missing key")
     says, source, hint = (_text(d, k, p, err, k == "says") for k in ("says", "source", "hint"))
-    primary = d.get("primary", False)
-    if not isinstance(primary, bool):
-        err.add(f"{p}.primary", primary, "true or false")
+    primary = _primary(d, p, err)
     sweep = d.get("sweep")
     values = sweeps.get(sweep) if isinstance(sweep, str) else None
     if sweep is None:
@@ -377,7 +383,7 @@ def _claim(cid: str, d: Any, sweeps: SweepValues, known: set[str], err: _Counted
         says=says,
         source=source,
         hint=hint,
-        primary=primary is True,
+        primary=primary,
         sweep=sweep,
         metric=metric,
         expect=expect,

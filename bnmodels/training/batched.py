@@ -106,17 +106,7 @@ def train_group(
     `broadcast` picks the small-matrix products (default: broadcast on CUDA, BLAS on CPU).
     """
     clock = _Clock(device, timings)
-    cs, ds = list(cfgs), list(datas)
-    if torch.device(device).type == "cpu":
-        # CPU elementwise kernels compute full SIMD chunks (up to 2 x 16 floats with
-        # AVX-512) with vector code and the leftover tail with scalar code, and the two
-        # round differently (sigmoid, tanh, fused multiply-adds). Which elements fall in
-        # the tail depends on the tensor's total size; padded with copies of the last run
-        # to a multiple of RUN_PAD = 32 runs, every tensor's size is a multiple of 32
-        # elements and no run ever lands in a scalar tail, whatever its company. The
-        # padding runs' results are never built.
-        pad = -len(cs) % RUN_PAD
-        cs, ds = cs + [cs[-1]] * pad, ds + [ds[-1]] * pad
+    cs, ds = _padded(cfgs, datas, device)
     group = Group(cs, ds, torch.device(device), dtype, init or Init(), broadcast)
     R, c0, dev = group.R, cs[0], group.device
     n_train = ds[0].x_train.shape[0]
@@ -160,13 +150,7 @@ def train_group(
         hist["step"][:, epoch] = done + len(epoch_slices)
 
     clock("training")
-    # Runs are marked diverged from their first bad epoch on (SPEC 4).
-    bad = (~ok).cumsum(dim=1) > 0
-    hist = {c: torch.where(bad, math.nan, v).double().cpu() for c, v in hist.items()}
-    precise = precise_group_metrics(group, x_train, x_test, y_test) if group.bn_state else {}
-    precise = {k: torch.where(bad[:, -1], math.nan, v).double().cpu() for k, v in precise.items()}
-    n = len(cfgs)
-    res = _GroupResults(group, n, hist, bad[:, -1].cpu(), last_grads, total, precise)
+    res = _group_results(group, len(cfgs), hist, ok, last_grads, total, x_train, x_test, y_test)
     by_data = {id(d): baselines(d) for d in datas}  # once per distinct split
     out = [
         BatchedRunResult(c, res, r, by_data[id(d)])
@@ -174,6 +158,33 @@ def train_group(
     ]
     clock("results")
     return out
+
+
+def _padded(cfgs: Sequence[RunConfig], datas: Sequence[Split], device):
+    """The runs, padded on a CPU with copies of the last one to a multiple of RUN_PAD.
+
+    CPU elementwise kernels compute full SIMD chunks (up to 2 x 16 floats with AVX-512)
+    with vector code and the leftover tail with scalar code, and the two round differently
+    (sigmoid, tanh, fused multiply-adds). Which elements fall in the tail depends on the
+    tensor's total size; padded to a multiple of RUN_PAD = 32 runs, every tensor's size is
+    a multiple of 32 elements and no run ever lands in a scalar tail, whatever its
+    company. The padding runs' results are never built.
+    """
+    cs, ds = list(cfgs), list(datas)
+    if torch.device(device).type == "cpu":
+        pad = -len(cs) % RUN_PAD
+        cs, ds = cs + [cs[-1]] * pad, ds + [ds[-1]] * pad
+    return cs, ds
+
+
+def _group_results(group: Group, n, hist, ok, last_grads, total, x_train, x_test, y_test):
+    """The first n runs' results, moved to the CPU once; a run is diverged from its first
+    bad epoch on (SPEC 4), and has no precise-BN numbers then."""
+    bad = (~ok).cumsum(dim=1) > 0
+    hist = {c: torch.where(bad, math.nan, v).double().cpu() for c, v in hist.items()}
+    precise = precise_group_metrics(group, x_train, x_test, y_test) if group.bn_state else {}
+    precise = {k: torch.where(bad[:, -1], math.nan, v).double().cpu() for k, v in precise.items()}
+    return _GroupResults(group, n, hist, bad[:, -1].cpu(), last_grads, total, precise)
 
 
 def _record_epoch(group: Group, epoch: int, hist: dict, last_grads, train, test):
