@@ -272,3 +272,18 @@ def test_make_server_stop_stops_mlflow_and_postgresql(server):
         assert s.connect_ex(("127.0.0.1", server.pg_port)) != 0
     server.start()  # and it starts again on the same data
     assert server.healthy()
+
+
+def test_the_bulk_sql_writer_stores_what_mlflows_own_client_stores_on_postgresql(server):
+    """The SQL bulk path on PostgreSQL (every other PostgreSQL test goes through the HTTP
+    server): two fresh databases on the cluster of `make server`, the same check as on
+    SQLite (tests/test_tracking.py)."""
+    from test_tracking import SPEC, bulk_vs_client, make_results
+
+    from bnmodels.experiment.data import generate
+
+    uris = {}
+    for name in ("client", "bulk"):
+        server.sql(f"CREATE DATABASE parity_{name}")
+        uris[name] = f"postgresql+psycopg2://mlflow@127.0.0.1:{server.pg_port}/parity_{name}"
+    bulk_vs_client(uris, make_results(generate(SPEC)))

@@ -71,6 +71,10 @@ def split():
 
 @pytest.fixture(scope="module")
 def results(split):
+    return make_results(split)
+
+
+def make_results(split):
     """Three real runs (sigmoid has no dead_fraction; relu has), and a copy of the first
     that diverged in its last epoch: its epoch-3 values are NaN."""
     base = RunConfig("tiny", "none", "sigmoid", "pre", 1, 4, "default", 0.1, 10, 0.03, EPOCHS, 0)
@@ -156,8 +160,11 @@ def _comparable(run):
     return run.info.run_name, run.info.status, run.data.params, run.data.metrics, tags, _inputs(run)
 
 
-def test_the_bulk_sql_writer_stores_what_mlflows_own_client_stores(tmp_path, results):
-    """The hand-written SQL path against MLflow's client, read back by MLflow's client."""
+def bulk_vs_client(uris: dict[str, str], results) -> None:
+    """The hand-written SQL path against MLflow's client, each into its own store (`uris`:
+    {"client": uri, "bulk": uri}), read back by MLflow's client: the same runs."""
+    from sqlalchemy import create_engine, text
+
     from bnmodels.tracking.sql_bulk import SqlBulkWriter
     from bnmodels.tracking.writers import ClientWriter
 
@@ -166,7 +173,7 @@ def test_the_bulk_sql_writer_stores_what_mlflows_own_client_stores(tmp_path, res
         ("client", lambda r: ClientWriter(r.client, r.uri, r.experiment_id, 5)),
         ("bulk", lambda r: SqlBulkWriter(r.client, r.uri, r.experiment_id, 5)),
     ):
-        uri = f"sqlite:///{tmp_path}/{name}.db"
+        uri = uris[name]
         with sweep_run.open_sweep_run("same", uri=uri, tags=TAGS, inputs=INPUTS) as run:
             children = run.child_runs(results, IN_FEATURES, 1_000, 2_000)
             run_ids = make(run).write(children[:2])
@@ -179,17 +186,24 @@ def test_the_bulk_sql_writer_stores_what_mlflows_own_client_stores(tmp_path, res
             assert client.get_run(i).data.tags["model_uri"] == f"runs:/{i}/model.pt"
             curve = client.get_metric_history(i, "test_mse")
             got[name][k] += (tuple((m.step, m.value, m.timestamp) for m in curve),)
-    assert got["bulk"] == got["client"]
-    assert [len(v[5]) for v in got["bulk"].values()] == [2, 2, 2, 2]  # train and test
-    for name in got:  # one row per data set in the experiment, however many runs use it
-        with sqlite3.connect(f"{tmp_path}/{name}.db") as con:
-            rows = con.execute("SELECT name, digest FROM datasets ORDER BY name, digest")
+        # one row per data set in the experiment, however many runs use it
+        engine = create_engine(uri)
+        with engine.connect() as con:
+            rows = con.execute(text("SELECT name, digest FROM datasets ORDER BY name, digest"))
             assert [(n, d[:1]) for n, d in rows] == [
                 ("tiny/none/test", "0"),
                 ("tiny/none/test", "f"),
                 ("tiny/none/train", "0"),
                 ("tiny/none/train", "f"),
             ]
+        engine.dispose()
+    assert got["bulk"] == got["client"]
+    assert [len(v[5]) for v in got["bulk"].values()] == [2, 2, 2, 2]  # train and test
+
+
+def test_the_bulk_sql_writer_stores_what_mlflows_own_client_stores(tmp_path, results):
+    """On SQLite; tests/test_server.py runs the same on PostgreSQL."""
+    bulk_vs_client({n: f"sqlite:///{tmp_path}/{n}.db" for n in ("client", "bulk")}, results)
 
 
 def test_each_run_logs_its_train_and_test_data_with_the_plans_digest(uri, logged):
