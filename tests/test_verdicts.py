@@ -51,7 +51,7 @@ def test_a_gap_both_arms_keep_while_falling_is_decided():
     )
     r = judge(data, lower={**BN, "expect": "lower"})["lower"]
     assert r.verdict == stats.SUPPORTED and r.scope.kind == convergence.DECIDED
-    assert "still move" in r.scope.note  # said, not hidden
+    assert "still moving" in r.scope.note  # said, not hidden
 
 
 def test_a_gap_the_lagging_arm_is_closing_is_not_decided():

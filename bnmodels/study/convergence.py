@@ -297,8 +297,8 @@ def scope(
         return Scope(
             UNDECIDED,
             f"not decided: the effect moved ({path} on its scale at 80% to 100% of the "
-            f"{budget}) while {_describe(moving, keys)} still move; at that rate another "
-            f"{budget} would undo the verdict",
+            f"{budget}) while runs were still moving in {_describe(moving, keys)}; at that "
+            f"rate another {budget} would undo the verdict",
         )
     if len(plateau):
         what = "measured on a flat plateau" if mechanism else "about leaving the plateau"
@@ -311,7 +311,7 @@ def scope(
     if not mechanism and len(moving):
         return Scope(
             DECIDED,
-            f"{_describe(moving, keys)} still move at the end of the {budget}, but the "
-            "effect would keep its verdict at its present rate for another budget",
+            f"runs are still moving at the end of the {budget} in {_describe(moving, keys)}, "
+            "but the effect would keep its verdict at its present rate for another budget",
         )
     return Scope(DECIDED, "")
