@@ -87,3 +87,9 @@ def test_holm_runs_within_each_family():
     # by hand: primary {0.01, 0.02} -> 0.02, 0.02; exploratory {0.04, 0.003} -> 0.04, 0.006
     assert got[[0, 1, 2, 4]] == pytest.approx([0.02, 0.02, 0.04, 0.006])
     assert math.isnan(got[3])
+
+
+def test_all_tied_scores_get_an_interval_not_a_point():
+    est, lo, hi = exact.order_interval(np.zeros(10))
+    bound = sps.binomtest(0, 10).proportion_ci(0.95, method="exact").high
+    assert (est, lo, hi) == pytest.approx((0.0, -bound, bound)) and hi > 0.25

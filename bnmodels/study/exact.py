@@ -135,8 +135,9 @@ def order_interval(scores, confidence: float = 0.95) -> tuple[float, float, floa
     plus, minus = int((s > 0).sum()), int((s < 0).sum())
     decided = plus + minus
     est = float(s.mean())
-    if decided == 0:
-        return est, 0.0, 0.0
+    if decided == 0:  # every seed tied: the share that could break either way is bounded
+        undecided = sps.binomtest(0, n).proportion_ci(confidence, method="exact").high
+        return est, -undecided, undecided
     ci = sps.binomtest(plus, decided).proportion_ci(confidence, method="exact")
     share = decided / n
     return est, (2 * ci.low - 1) * share, (2 * ci.high - 1) * share
