@@ -21,7 +21,8 @@ import torch
 
 from bnmodels.experiment.data import generate, normalize
 from bnmodels.experiment.params import load_params
-from bnmodels.training.parallel import available_cores, shards
+from bnmodels.pools import available_cores
+from bnmodels.training.parallel import shards
 from bnmodels.training.sweep import train_sweep
 from bnmodels.training.tables import history_frame, runs_frame
 

@@ -13,7 +13,9 @@ above it in this list (tests/test_layers.py keeps that true):
     report       judged claims and tables -> reports/                (aggregate)
 
 Beside them, leaves that any part may use: `errors` (expected failures), `atomic`
-(all-or-nothing writes), and `cli` (the `bnmodels` command, at the very top).
+(all-or-nothing writes), `columns` (the tables' column names), `pools` (forked worker
+processes that stop at once), `shutdown` (a stage's quick exit), and `cli` (the
+`bnmodels` command, at the very top).
 
 Data flows one way: data/raw -> data/processed -> data/plans -> runs/<sweep> (+ MLflow)
 -> reports/. `study` reads what `training` wrote as tables, never its code.

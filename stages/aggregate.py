@@ -4,52 +4,18 @@ The claims of params.yaml are judged here: editing one reruns this stage only.
 """
 
 import json
-import multiprocessing
-import os
 import shutil
 from pathlib import Path
 
 import click
 
 from bnmodels.atomic import atomic_write_bytes
-from bnmodels.errors import StageError, clean_errors
-from bnmodels.report.build import Report, SweepData, build_report
-from bnmodels.report.plots import png_bytes
+from bnmodels.errors import clean_errors
+from bnmodels.report.build import SweepData, build_report
+from bnmodels.report.drawing import Drawing
+from bnmodels.shutdown import fast_exit
 from bnmodels.study.load import load_study
 from bnmodels.training.tables import read_tables
-
-
-def _render_part(report: Report, names: list[str], conn) -> None:
-    conn.send({name: png_bytes(report.figures[name]) for name in names})
-    conn.close()
-
-
-def report_files(report: Report) -> dict[str, bytes]:
-    """Report.files(), with the figures drawn on every core (up to 4): each forked
-    worker inherits the report and sends back the PNG bytes of its share of the names."""
-    names = list(report.figures)
-    workers = min(os.cpu_count() or 1, 4)
-    if len(names) < 4 or workers < 2 or os.name != "posix":
-        return report.files()
-    ctx = multiprocessing.get_context("fork")
-    jobs = []
-    for part in (names[i::workers] for i in range(workers)):
-        receive, send = ctx.Pipe(duplex=False)
-        process = ctx.Process(target=_render_part, args=(report, part, send))
-        process.start()
-        send.close()
-        jobs.append((process, receive))
-    pngs = {}
-    for process, receive in jobs:  # receive before joining: a full pipe blocks its writer
-        try:
-            pngs.update(receive.recv())
-        except EOFError:
-            process.join()
-            raise StageError(
-                f"drawing figures failed in a worker (exit {process.exitcode})"
-            ) from None
-        process.join()
-    return report.files(figures=pngs)
 
 
 def read_sweep(folder: Path, axes: dict) -> SweepData:
@@ -93,7 +59,14 @@ def main(plans: str, runs_dir: str, out: str, params_file: str):
     for plan_file in sorted(Path(plans).glob("*.json")):  # removed sweeps are left out
         plan = json.loads(plan_file.read_text())
         sweeps[plan["sweep"]] = read_sweep(Path(runs_dir) / plan["sweep"], plan["axes"])
-    files = report_files(build_report(sweeps, claims))
+    drawing = []  # the figures start drawing on every core once known (report.drawing)
+    try:
+        report = build_report(sweeps, claims, on_figures=lambda f: drawing.append(Drawing(f)))
+        files = report.files(figures=drawing[0].pngs() if drawing else None)
+    except BaseException:
+        for d in drawing:
+            d.stop()
+        raise
     out = Path(out)
     for sub in ("figures", "plots"):  # regenerated whole: no stale figure survives
         shutil.rmtree(out / sub, ignore_errors=True)
@@ -103,4 +76,5 @@ def main(plans: str, runs_dir: str, out: str, params_file: str):
 
 
 if __name__ == "__main__":
+    fast_exit()
     main()

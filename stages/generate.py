@@ -5,6 +5,7 @@ import click
 from bnmodels.errors import StageError, clean_errors
 from bnmodels.experiment.data import generate, save_draws
 from bnmodels.experiment.params import load_params
+from bnmodels.shutdown import fast_exit
 
 
 @click.command()
@@ -29,4 +30,5 @@ def main(dataset: str, params_file: str, out: str):
 
 
 if __name__ == "__main__":
+    fast_exit()
     main()

@@ -12,6 +12,7 @@ from bnmodels.atomic import atomic_write_text
 from bnmodels.experiment.config import NORMALIZATIONS
 from bnmodels.experiment.data import NormalizationError, load_draws, normalize, save_split
 from bnmodels.experiment.layout import data_file, error_file
+from bnmodels.shutdown import fast_exit
 
 
 @click.command()
@@ -42,4 +43,5 @@ def main(dataset: str, raw: str, processed: str):
 
 
 if __name__ == "__main__":
+    fast_exit()
     main()

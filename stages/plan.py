@@ -12,6 +12,7 @@ import click
 from bnmodels.atomic import atomic_write_text
 from bnmodels.errors import clean_errors
 from bnmodels.experiment.plan import make_plans, plan_text
+from bnmodels.shutdown import fast_exit
 from bnmodels.study.load import load_study
 
 
@@ -47,4 +48,5 @@ def main(params_file: str, processed: str, out: str):
 
 
 if __name__ == "__main__":
+    fast_exit()
     main()

@@ -13,6 +13,7 @@ import click
 from bnmodels.errors import clean_errors
 from bnmodels.experiment.params import load_params
 from bnmodels.experiment.plan import load_plan_data, plan_hash, plan_runs
+from bnmodels.shutdown import fast_exit
 from bnmodels.tracking import sweep_run
 from bnmodels.tracking.train_and_log import train_and_log
 from bnmodels.tracking.writers import data_inputs
@@ -65,4 +66,5 @@ def main(sweep: str, plan_file: str, processed: str, out: str, params_file: str)
 
 
 if __name__ == "__main__":
+    fast_exit()
     main()

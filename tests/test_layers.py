@@ -17,7 +17,7 @@ ALLOWED = {
     "study": {"experiment"},
     "report": {"experiment", "study"},
 }
-LEAVES = {"errors", "atomic", "columns"}
+LEAVES = {"errors", "atomic", "columns", "pools", "shutdown"}
 
 
 def imported_parts(path: Path) -> set[str]:

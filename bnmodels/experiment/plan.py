@@ -9,11 +9,14 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bnmodels.errors import ParamsError, StageError
 from bnmodels.experiment.config import Params, RunConfig, used_data
-from bnmodels.experiment.data import Split, load_split
 from bnmodels.experiment.layout import data_file, data_name, error_file
+
+if TYPE_CHECKING:  # the plan stage validates and plans without torch (1.3 s to import)
+    from bnmodels.experiment.data import Split
 
 PLAN_VERSION = 1
 
@@ -69,6 +72,8 @@ def plan_runs(plan: dict) -> list[RunConfig]:
 def load_plan_data(plan: dict, processed: Path) -> dict[tuple[str, str, int], Split]:
     """The splits a plan names, keyed (data set, normalization, draw) as `RunConfig.data_key`,
     checked against the hashes it recorded."""
+    from bnmodels.experiment.data import load_split
+
     out = {}
     for name, md5 in plan["data_md5"].items():
         ds, norm, *draw = name.split("/")

@@ -162,10 +162,20 @@ def claims_frame(results: Sequence[ClaimResult]) -> pd.DataFrame:
 # ---------------------------------------------------------------------------
 
 
-def build_report(sweeps: Mapping[str, SweepData], claims: Sequence[Claim] = ()) -> Report:
+def build_report(
+    sweeps: Mapping[str, SweepData],
+    claims: Sequence[Claim] = (),
+    on_figures: Callable[[Figures], None] | None = None,
+) -> Report:
     """The whole report from every sweep's tables and the claims judged on them; sections
-    follow the mapping's order. A claim whose sweep is absent is listed as not judged."""
+    follow the mapping's order. A claim whose sweep is absent is listed as not judged.
+    `on_figures` gets the figures (not drawn yet) as soon as they are known, before the
+    claims are judged: the aggregate stage starts drawing them on its other cores."""
     prepared = {name: prepare(name, data) for name, data in sweeps.items()}
+    per_sweep = {name: sweep_figures(sw) for name, sw in prepared.items()}
+    figures = Figures({k: f for figs in per_sweep.values() for k, f in figs.items()})
+    if on_figures is not None:
+        on_figures(figures)
     summaries = {name: summary(sw) for name, sw in prepared.items()}
     summary_df = pd.concat(summaries.values(), ignore_index=True) if summaries else pd.DataFrame()
     results = evaluate(claims, prepared)
@@ -173,13 +183,10 @@ def build_report(sweeps: Mapping[str, SweepData], claims: Sequence[Claim] = ()) 
     aa = [a for a in aa if len(a)]
     calibration_df = pd.concat(aa, ignore_index=True) if aa else calibrate_empty()
     not_judged = [c.id for c in claims if c.sweep not in prepared]
-    figures: dict[str, Callable[[], Figure]] = {}
     sections = []
     for name, sw in prepared.items():
-        figs = sweep_figures(sw)
-        figures.update(figs)
         ids = [f"`{r.claim.id}`" for r in results if r.claim.sweep == name]
-        sections.append(markdown.sweep_markdown(sw, summaries[name], list(figs), ids))
+        sections.append(markdown.sweep_markdown(sw, summaries[name], list(per_sweep[name]), ids))
     toc = " · ".join(f"[{n}](#sweep-{n.lower().replace('.', '')})" for n in prepared)
     md = (
         "\n".join(
@@ -210,7 +217,7 @@ def build_report(sweeps: Mapping[str, SweepData], claims: Sequence[Claim] = ()) 
     claims_table = claims_frame(results)
     return Report(
         markdown=md,
-        figures=Figures(figures),
+        figures=figures,
         summary=summary_df,
         claims=claims_table,
         cells=cells_frame([(r.claim.id, list(r.cells)) for r in results]),

@@ -33,13 +33,14 @@ import pandas as pd
 
 from bnmodels.experiment.config import Execution, RunConfig
 from bnmodels.experiment.data import Split
+from bnmodels.pools import available_cores
 from bnmodels.tracking import store, sweep_run
 from bnmodels.tracking.workers import ForkedLogger, log_workers
 from bnmodels.tracking.writers import DataInput
 from bnmodels.training import sweep as training
-from bnmodels.training.parallel import auto_workers, available_cores
+from bnmodels.training.parallel import auto_workers
 from bnmodels.training.result import RunResult
-from bnmodels.training.tables import diagnostics_json, history_frame, write_tables
+from bnmodels.training.tables import history_frame, sweep_texts, write_tables
 
 LOG_CHUNK = sweep_run.CHUNK  # runs per logging task
 
@@ -140,7 +141,7 @@ def train_and_log(
                 ) as parent,
                 ForkedLogger(parent, in_features, loggers) as logger,
             ):
-                results, history, run_ids = _train_while_logging(
+                results, history, run_ids, texts = _train_while_logging(
                     parent, logger, bars, train, runs, splits, execution, probes, workers
                 )
         except BaseException:
@@ -150,14 +151,15 @@ def train_and_log(
     for bar in bars.values():
         bar.close()
     if out is not None:
-        write_tables(out, results, run_ids, history)
+        write_tables(out, results, run_ids, history, texts)
     return Logged(parent.run_id, results, run_ids, history)
 
 
 def _train_while_logging(parent, logger, bars, train, runs, splits, execution, probes, workers):
     """Step 3 and 4 of the module doc inside the open parent run: train, each shard's
     results logged as they come; then the sweep's tables on the parent, the loggers'
-    end, the landing view. Returns (results, history frame, {run_key: child run id})."""
+    end, the landing view. Returns (results, history frame, {run_key: child run id},
+    the texts of history.csv and diagnostics.json)."""
     start = _now_ms()  # the runs' start: training shards run side by side
 
     def log(results):  # each shard as soon as it is trained, in chunks
@@ -170,13 +172,12 @@ def _train_while_logging(parent, logger, bars, train, runs, splits, execution, p
     history = history_frame(results)
     # While the loggers finish: the sweep's tables on the parent run (the report's figures
     # are drawn by the aggregate stage; MLflow charts the children's curves).
-    parent.log_texts(
-        {"history.csv": history.to_csv(index=False), "diagnostics.json": diagnostics_json(results)}
-    )
+    texts = sweep_texts(results, history)  # written once: for the parent and runs/
+    parent.log_texts(texts)
     run_ids = logger.close()
     bars["log"].update(len(run_ids) - bars["log"].n)
     parent.log_view(runs, sweep_run.metric_names(results))  # the UI's landing view
-    return results, history, run_ids
+    return results, history, run_ids, texts
 
 
 class _NoBar:

@@ -11,43 +11,33 @@ and past a few dozen runs the work per run grows again (the group's tensors outg
 the caches), so 64-run shards cost about what a whole group costs on one core while
 giving every core its own work (measurements: benchmarks/results/parallel.txt).
 
-The pool is `concurrent.futures.ProcessPoolExecutor`. On a CPU its workers are forked,
-so they start in milliseconds with the engine imported (a forkserver start costs seconds
-a stage); `tracking.train_and_log` starts them before it imports MLflow, so they
-inherit no store connection or logging thread, and nothing has trained in the caller (no
-OpenMP pool to copy). CUDA cannot be forked once initialized, so on a GPU the workers
-start from a clean forkserver process. The initializer sets torch's threads and makes
-the worker ignore SIGINT: Ctrl-C in a terminal reaches the whole process group, and
-only the caller decides; on any exception there (Ctrl-C, SIGTERM as SystemExit, a
-failed shard) the caller kills its workers before it unwinds, so none is left training
-and a killed worker has written nothing (results only travel back whole, through the
-pool's pipe). The one hand-written part is that kill (`ShardPool.stop`): Python 3.11's
-executor offers no public way to stop a worker mid-task (3.14 adds `terminate_workers`).
+The pool is `bnmodels.pools.fork_pool`. On a CPU its workers are forked, so they start
+in milliseconds with the engine imported (a forkserver start costs seconds a stage);
+`tracking.train_and_log` starts them before it imports MLflow, so they inherit no store
+connection or logging thread, and nothing has trained in the caller (no OpenMP pool to
+copy). CUDA cannot be forked once initialized, so on a GPU the workers start from a
+clean forkserver process. The workers ignore SIGINT (Ctrl-C reaches the whole process
+group; only the caller decides); on any exception there (Ctrl-C, SIGTERM as SystemExit,
+a failed shard) the caller kills its workers before it unwinds (`pools.kill_pool`), so
+none is left training and a killed worker has written nothing (results only travel
+back whole, through the pool's pipe).
 """
 
 from __future__ import annotations
 
 import math
-import os
 import pickle
-import signal
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
 from bnmodels.experiment.config import RunConfig
 from bnmodels.experiment.data import Split
+from bnmodels.pools import finishing, fork_pool, kill_pool
 from bnmodels.training.result import RunResult
 
 SHARD_RUNS = 64  # runs per shard on a CPU (module doc); a multiple of batched.RUN_PAD
 REFERENCE_SHARD_RUNS = 8  # the reference engine trains one run at a time anyway
-
-
-def available_cores() -> int:
-    """The cores this process may run on (its affinity, e.g. a container's CPU set)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def auto_workers(cores: int, threads: int = 1) -> int:
@@ -135,7 +125,6 @@ _SPLITS: dict = {}  # a worker's copy of the sweep's data, set once by _init
 def _init(splits_pickle: bytes, threads: int) -> None:
     import torch
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the caller handles Ctrl-C (module doc)
     torch.set_num_threads(threads)
     _SPLITS.update(pickle.loads(splits_pickle))
 
@@ -167,17 +156,18 @@ class ShardPool:
         probes: bool = False,
     ):
         import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
 
         cuda = device.startswith("cuda")
-        ctx = multiprocessing.get_context("forkserver" if cuda else "fork")
         if cuda:
-            ctx.set_forkserver_preload(["bnmodels.training.parallel", "bnmodels.training.batched"])
+            multiprocessing.get_context("forkserver").set_forkserver_preload(
+                ["bnmodels.training.parallel", "bnmodels.training.batched"]
+            )
         cut = list(cut)
         used = {runs[i].data_key for shard in cut for i in shard}
         data = pickle.dumps({k: splits[k] for k in used})
         self.n = len(runs)
-        self.pool = ProcessPoolExecutor(workers, ctx, initializer=_init, initargs=(data, threads))
+        start = "forkserver" if cuda else "fork"
+        self.pool = fork_pool(workers, _init, (data, threads), start)
         try:
             self.pending = {
                 self.pool.submit(
@@ -197,7 +187,7 @@ class ShardPool:
         from concurrent.futures import FIRST_COMPLETED, wait
 
         out: list[RunResult | None] = [None] * self.n
-        try:
+        with finishing(self.pool):
             while self.pending:
                 done, _ = wait(self.pending, return_when=FIRST_COMPLETED)
                 for future in done:
@@ -207,16 +197,9 @@ class ShardPool:
                         out[i] = r
                     if on_results:
                         on_results(results)
-        except BaseException:
-            self.stop()
-            raise
-        self.pool.shutdown(wait=True)
         return out
 
     def stop(self) -> None:
         """Kill the workers now (what they were training is lost, nothing half-written:
         results only travel back whole)."""
-        for p in list((getattr(self.pool, "_processes", None) or {}).values()):
-            if p.is_alive():
-                p.kill()
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        kill_pool(self.pool)

@@ -107,22 +107,32 @@ def diagnostics_json(results: Sequence[RunResult]) -> str:
     return json.dumps({r.config.run_key: r.final for r in results}, sort_keys=True) + "\n"
 
 
-def table_texts(
-    results: Sequence[RunResult], run_ids: dict[str, str] | None = None, history=None
-) -> dict[str, str]:
-    """{file name: text} of a sweep's tables; `history` if already built."""
+def sweep_texts(results: Sequence[RunResult], history=None) -> dict[str, str]:
+    """{file name: text} of the tables that do not name MLflow runs (history.csv,
+    diagnostics.json): written once, logged on the parent run and into runs/ alike (the
+    largest history.csv, 20 MB, takes about a second to write); `history` if built."""
     history = history_frame(results) if history is None else history
     return {
-        "runs.csv": runs_frame(results, run_ids).to_csv(index=False),
         "history.csv": history.to_csv(index=False),  # NaN as an empty cell
         "diagnostics.json": diagnostics_json(results),
     }
 
 
-def write_tables(out, results, run_ids=None, history=None) -> None:
+def table_texts(
+    results: Sequence[RunResult], run_ids: dict[str, str] | None = None, history=None, texts=None
+) -> dict[str, str]:
+    """{file name: text} of a sweep's tables; `history` if already built, `texts` if
+    `sweep_texts` already wrote."""
+    return {
+        "runs.csv": runs_frame(results, run_ids).to_csv(index=False),
+        **(texts or sweep_texts(results, history)),
+    }
+
+
+def write_tables(out, results, run_ids=None, history=None, texts=None) -> None:
     """runs.csv, history.csv and diagnostics.json into folder `out`, replacing it all at
     once: an interrupted write leaves the previous tables as they were."""
-    replace_dir(out, table_texts(results, run_ids, history))
+    replace_dir(out, table_texts(results, run_ids, history, texts))
 
 
 def read_tables(folder) -> tuple[pd.DataFrame, pd.DataFrame]:
