@@ -95,11 +95,12 @@ def cluster(tmp_path_factory):
         for p in nodes.values():
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGTERM)
-        for p in nodes.values():
+        for p in nodes.values():  # a head node took over 30 s to end on SIGTERM: 5 s
             try:
-                p.wait(timeout=30)
+                p.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
 
 
 def drive(tmp: Path, name: str, cluster: str, address: str, epochs: int, **popen):
