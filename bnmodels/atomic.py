@@ -48,7 +48,8 @@ def replace_dir(path: str | Path, files: dict[str, str | bytes]) -> None:
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 is not what a user expects
-        for name, data in files.items():
+        for name, data in files.items():  # a name may hold subfolders ("loss/x.csv")
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             with open(tmp / name, "wb") as f:
                 f.write(data.encode() if isinstance(data, str) else data)
                 f.flush()

@@ -4,12 +4,11 @@ The claims of params.yaml are judged here: editing one reruns this stage only.
 """
 
 import json
-import shutil
 from pathlib import Path
 
 import click
 
-from bnmodels.atomic import atomic_write_bytes
+from bnmodels.atomic import atomic_write_bytes, replace_dir
 from bnmodels.errors import clean_errors
 from bnmodels.report.build import SweepData, build_report
 from bnmodels.report.drawing import Drawing
@@ -68,10 +67,14 @@ def main(plans: str, runs_dir: str, out: str, params_file: str):
             d.stop()
         raise
     out = Path(out)
-    for sub in ("figures", "plots"):  # regenerated whole: no stale figure survives
-        shutil.rmtree(out / sub, ignore_errors=True)
+    for sub in ("figures", "plots"):  # each replaced whole: no stale figure survives, and
+        part = {
+            rel[len(sub) + 1 :]: data for rel, data in files.items() if rel.startswith(f"{sub}/")
+        }
+        replace_dir(out / sub, part)  # an interrupted stage leaves the old one
     for rel, data in files.items():
-        atomic_write_bytes(out / rel, data)
+        if "/" not in rel:
+            atomic_write_bytes(out / rel, data)
     click.echo(f"report of {len(sweeps)} sweeps: {out / 'report.md'} ({len(files)} files)")
 
 

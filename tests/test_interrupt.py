@@ -109,41 +109,48 @@ def repo(tmp_path_factory) -> Path:
     return d
 
 
+def interrupted(repo: Path, stage: str, delay: float) -> str:
+    """`dvc repro -f -s <stage>`, Ctrl-C `delay` seconds in (unless it ended first); asserts
+    that it and every process it started are gone within EXIT_S. Returns its output."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.Popen(
+        ["dvc", "repro", "-f", "-s", stage],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        try:
+            proc.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        t = time.monotonic()
+        try:
+            out = proc.communicate(timeout=EXIT_S)[0].decode()
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"after Ctrl-C at {delay} s, still running {EXIT_S} s later: "
+                f"{group_members(proc.pid)}"
+            ) from None
+        while (left := group_members(proc.pid)) and time.monotonic() - t < EXIT_S:
+            time.sleep(0.1)
+        assert not left, f"Ctrl-C at {delay} s left {left}"
+    finally:
+        if proc.poll() is None or group_members(proc.pid):
+            os.killpg(proc.pid, signal.SIGKILL)
+    print(f"{stage}, Ctrl-C at {delay} s: exit {proc.returncode} in {time.monotonic() - t:.1f} s")
+    return out
+
+
 @pytest.mark.slow
 def test_ctrl_c_at_six_moments_exits_within_seconds_leaves_nothing_and_reruns_once(repo):
     before = computed(repo / "runs" / "many")
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    env.pop("MLFLOW_TRACKING_URI", None)
     # from DVC's start-up, through the stage's imports, training, logging, to the end
     for delay in (0.5, 1.5, 2.5, 3.5, 4.5, 6.0):
-        proc = subprocess.Popen(
-            ["dvc", "repro", "-f", "-s", "train@many"],
-            cwd=repo,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            try:
-                proc.wait(timeout=delay)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-            t = time.monotonic()
-            try:
-                out = proc.communicate(timeout=EXIT_S)[0].decode()
-            except subprocess.TimeoutExpired:
-                raise AssertionError(
-                    f"after Ctrl-C at {delay} s, still running {EXIT_S} s later: "
-                    f"{group_members(proc.pid)}"
-                ) from None
-            while (left := group_members(proc.pid)) and time.monotonic() - t < EXIT_S:
-                time.sleep(0.1)
-            assert not left, f"Ctrl-C at {delay} s left {left}"
-        finally:
-            if proc.poll() is None or group_members(proc.pid):
-                os.killpg(proc.pid, signal.SIGKILL)
-        print(f"Ctrl-C at {delay} s: exit {proc.returncode} in {time.monotonic() - t:.1f} s")
+        out = interrupted(repo, "train@many", delay)
         # the previous tables, or (interrupted after the stage) the new ones, whole
         assert computed(repo / "runs" / "many") == before, (delay, out)
     sh(["dvc", "repro", "train@many"], repo)
@@ -158,3 +165,14 @@ def test_ctrl_c_at_six_moments_exits_within_seconds_leaves_nothing_and_reruns_on
     assert sorted(k for _, k in children) == sorted(runs["run_key"])  # each run once
     assert {s for s, _ in children} <= {"FINISHED", "FAILED"}
     assert all(s != "RUNNING" for s, _, _ in rows)
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_the_report_is_built_or_drawn_leaves_the_previous_report_whole(repo):
+    sh(["dvc", "repro", "aggregate"], repo)
+    before = digest(repo / "reports")
+    assert any(name.startswith("figures/") for name in before)
+    # the stage's imports, the report built while its figures are drawn in workers, writes
+    for delay in (1.0, 2.0, 3.0, 4.0):
+        out = interrupted(repo, "aggregate", delay)
+        assert digest(repo / "reports") == before, (delay, out)
