@@ -45,7 +45,16 @@ def fork_pool(
 
 
 def kill_pool(pool: ProcessPoolExecutor) -> None:
-    """Kill the pool's workers now and drop its queued work (module doc)."""
+    """Kill the pool's workers now and drop its queued work (module doc).
+
+    The executor's shutdown joins the thread that feeds its task pipe; a feeder blocked
+    writing into that pipe (full, its readers killed) is only freed when every process
+    holding the pipe's read end has closed it (CPython gh-107219, fixed on Windows only),
+    and any process forked after the pool holds one. So the join is cancelled first: the
+    feeder is a daemon thread, dropped at exit with the work nobody will do."""
+    call_queue = getattr(pool, "_call_queue", None)
+    if call_queue is not None:
+        call_queue.cancel_join_thread()
     for p in list((getattr(pool, "_processes", None) or {}).values()):
         if p.is_alive():
             p.kill()

@@ -131,9 +131,15 @@ def interrupted(repo: Path, stage: str, delay: float) -> str:
         try:
             out = proc.communicate(timeout=EXIT_S)[0].decode()
         except subprocess.TimeoutExpired:
+            left = group_members(proc.pid)
+            for member in left:  # the stages print their stacks on SIGUSR1 (shutdown.py)
+                if "python" in member:
+                    os.kill(int(member.split()[0]), signal.SIGUSR1)
+            time.sleep(1)
+            os.killpg(proc.pid, signal.SIGKILL)
+            stacks = proc.communicate()[0].decode()[-6000:]
             raise AssertionError(
-                f"after Ctrl-C at {delay} s, still running {EXIT_S} s later: "
-                f"{group_members(proc.pid)}"
+                f"after Ctrl-C at {delay} s, still running {EXIT_S} s later: {left}\n{stacks}"
             ) from None
         while (left := group_members(proc.pid)) and time.monotonic() - t < EXIT_S:
             time.sleep(0.1)
@@ -141,6 +147,7 @@ def interrupted(repo: Path, stage: str, delay: float) -> str:
     finally:
         if proc.poll() is None or group_members(proc.pid):
             os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()  # reaped: DVC's lock names this pid, and a zombie would hold it
     print(f"{stage}, Ctrl-C at {delay} s: exit {proc.returncode} in {time.monotonic() - t:.1f} s")
     return out
 
