@@ -47,10 +47,19 @@ def _die():
     os._exit(3)
 
 
+def workers_of(drawing: Drawing) -> list:
+    """The pool's worker processes, taken while it runs (its shutdown forgets them)."""
+    procs = list(drawing.pool._processes.values())
+    assert len(procs) == 2
+    return procs
+
+
 def test_a_worker_that_dies_is_an_error_naming_it():
     drawing = Drawing(figures(6, **{"f2.png": _die}), workers=2)
+    procs = workers_of(drawing)
     with pytest.raises(StageError, match="a worker process died"):
         drawing.pngs()
+    assert not any(p.is_alive() for p in procs)
 
 
 def _fail():
@@ -59,6 +68,7 @@ def _fail():
 
 def test_a_figure_that_fails_raises_its_error_and_stops_the_workers():
     drawing = Drawing(figures(6, **{"f1.png": _fail}), workers=2)
+    procs = workers_of(drawing)
     with pytest.raises(ValueError, match="no data to draw"):
         drawing.pngs()
-    assert not any(p.is_alive() for p in (drawing.pool._processes or {}).values())
+    assert not any(p.is_alive() for p in procs)
