@@ -130,6 +130,46 @@ def test_run_states_read_the_loss_against_the_constant_predictor():
     assert s.loc["falling", "last_fifth_change"] == pytest.approx(-19 / 30)  # exact line
 
 
+def test_the_plateau_is_read_on_the_path_collapses_and_explosions_are_failures():
+    e = np.arange(100, dtype=float)
+    s = _states(
+        {
+            # starts above the constant predictor's 10, settles on it, never 10% below
+            "plateau": 10.2 + 20 * np.exp(-e / 5),
+            # leaves the plateau (down to 0.5 of it, as dying ReLUs do), then comes back
+            "collapsed": np.where(e < 50, 10 - 5 * np.sin(np.pi * e / 50), 10.2),
+            "exploded": np.full(100, 1.8e14),  # the referee's test MSE
+            "far_but_finite": np.full(100, 1e6),  # 1e5 x: terrible, not exploded
+        }
+    )["state"]
+    assert s["plateau"] == PLATEAU and s["collapsed"] == convergence.COLLAPSED
+    assert s["exploded"] == convergence.EXPLODED and s["far_but_finite"] == CONVERGED
+    assert {convergence.COLLAPSED, convergence.EXPLODED, DIVERGED} == set(convergence.FAILED)
+
+
+def test_a_rising_run_is_never_converged():
+    rng = np.random.default_rng(6)
+    # the referee's lr=1 run: from 339x to 1364x the constant predictor, noisy on the way
+    e = np.arange(300, dtype=float)
+    up = 339 * np.exp(np.log(1364 / 339) * e / 299 + rng.normal(0, 0.3, 300))
+    assert _states({"up": up}, baseline=1.0)["state"]["up"] != CONVERGED
+    # rises of 10% to 50% over the last fifth, buried in noise or not: "converged" needs
+    # the change shown within +-5%, which a real rise passes at most at the test's level
+    for change in (0.1, 0.2, 0.5):
+        for sd in (0.01, 0.1, 0.3):
+            shares = _state_shares(_noisy(rng, 200, 40, math.log1p(change), sd))
+            assert shares.get(CONVERGED, 0) <= convergence.TREND_ALPHA, (change, sd)
+
+
+def test_a_flat_run_is_converged_only_when_its_noise_shows_it():
+    rng = np.random.default_rng(7)
+    # flat, quiet, 100 epochs: shown flat nearly always
+    assert _state_shares(_noisy(rng, 200, 100, 0.0, 0.01))[CONVERGED] >= 0.95
+    # flat but noisy over 8 points (40 epochs): too few to show flat or moving
+    shares = _state_shares(_noisy(rng, 200, 40, 0.0, 0.2))
+    assert shares[convergence.UNDETERMINED] >= 0.8
+
+
 def _runs(states: dict[str, list[str]]) -> pd.DataFrame:
     rows = [
         {"bn": bn, "seed": i, "state": st} for bn, sts in states.items() for i, st in enumerate(sts)
@@ -149,9 +189,17 @@ def test_scope_rules():
     assert (s.kind, s.decides, s.note) == (convergence.DECIDED, True, "")  # nothing moves
     s = scope(_runs({"none": fall, "pre": conv}), ["bn"], 40, False, False, closing)
     assert s.kind == convergence.UNDECIDED and not s.decides and "bn=none" in s.note
-    # still falling, but the effect holds: decided, and the note says so
+    # still falling, but the effect holds: decided as a stable effect, and the note says so
     s = scope(_runs({"none": fall, "pre": conv}), ["bn"], 40, False, False, steady)
-    assert s.kind == convergence.DECIDED and "bn=none" in s.note
+    assert s.kind == convergence.STABLE and s.decides and "bn=none" in s.note
+    # not shown converged (too noisy to tell) moves as falling does
+    und = [convergence.UNDETERMINED] * 6 + [CONVERGED] * 4
+    assert not scope(_runs({"none": und, "pre": conv}), ["bn"], 40, False, False, closing).decides
+    # collapsed runs end on the plateau: about leaving it, and the note says they collapsed
+    col = [convergence.COLLAPSED] * 7 + [PLATEAU] * 3
+    s = scope(_runs({"none": col, "pre": conv}), ["bn"], "40 epochs", False, False, steady)
+    assert s.kind == convergence.TRAINABILITY and "70% collapsed" in s.note
+    assert "for all" not in s.note
     # 3 of 10 falling is enough to move; 2 of 10 is not
     three = [FALLING] * 3 + [CONVERGED] * 7
     two = [FALLING] * 2 + [CONVERGED] * 8

@@ -11,15 +11,25 @@ columns) has not started. Each run's state is a test on the run itself (SPEC 5):
   with the effective number of points shrunk for their lag-1 autocorrelation
   (n (1 - r) / (1 + r), r corrected for its small-sample bias), since an SGD curve's
   epoch-to-epoch noise is not independent.
+- *converged*: shown flat, not merely not shown moving: the equivalence test (two one-sided
+  tests at TREND_ALPHA each, against that noise) puts the change over the fifth within
+  +-5% (RELEVANT_CHANGE). A run that is neither shown flat nor shown moving is
+  *undetermined*: its trend test lacks the power to say either.
 - *still falling*: the slope is negative at one-sided p < 0.025 against that noise AND the
   fitted fall over the fifth exceeds 5% (smaller falls are converged for any purpose here).
 - *rising*: the same test, positive: the loss is getting worse at the end of the budget.
 - *unstable*: the residual standard deviation of the log loss exceeds 0.5 (epoch-to-epoch
   swings of more than about +-65%): the noise swamps the level, no trend can be read.
-- *plateau*: the final loss within 5% of the constant predictor's, either side (|R^2| <=
-  0.05 on test; for classification, test cross-entropy within 5% of that of the train
-  class frequencies). A run far worse than the constant predictor is not on the plateau.
+- *plateau*, read on the whole path: the final loss within 5% of the constant predictor's,
+  either side (|R^2| <= 0.05 on test; for classification, test cross-entropy within 5% of
+  that of the train class frequencies), and no epoch ever 10% below it (LEFT_PLATEAU).
+- *collapsed*: the final loss back within 5% of the constant predictor's after some epoch
+  had been 10% or more below it: the run left the plateau and came back (dying ReLUs).
+- *exploded*: the final loss above 1e6 times the constant predictor's (EXPLODED_TIMES).
 - *diverged*: a non-finite loss.
+
+Exploded, collapsed and diverged runs are failures (`FAILED`): counted as such wherever
+a claim reports its runs.
 
 A configuration's state comes from the shares of its runs in each state: the state of
 more than half of them, else *mixed* (with the shares), and mixed is never read as
@@ -41,11 +51,26 @@ from bnmodels import columns
 
 CONVERGED, FALLING, PLATEAU, DIVERGED = "converged", "still falling", "on the plateau", "diverged"
 RISING, UNSTABLE, MIXED = "rising", "unstable", "mixed"
-STATES = (CONVERGED, FALLING, RISING, UNSTABLE, PLATEAU, DIVERGED)
+UNDETERMINED, COLLAPSED, EXPLODED = "undetermined", "collapsed", "exploded"
+STATES = (
+    CONVERGED,
+    UNDETERMINED,
+    FALLING,
+    RISING,
+    UNSTABLE,
+    PLATEAU,
+    COLLAPSED,
+    EXPLODED,
+    DIVERGED,
+)
+FAILED = (COLLAPSED, EXPLODED, DIVERGED)  # failures of training, counted as such
+NOT_SHOWN_STILL = (UNDETERMINED, FALLING, RISING)  # may still move: not shown converged
 TREND_ALPHA = 0.025  # one-sided level of each of a run's two slope tests (falling, rising)
 RELEVANT_CHANGE = 0.05  # fitted change over the last fifth (as a fraction) that matters
 UNSTABLE_NOISE = 0.5  # residual sd of the log loss above which the noise swamps the level
 PLATEAU_WITHIN = 0.05  # final loss within this fraction of the constant predictor's
+LEFT_PLATEAU = 0.9  # an epoch at or below this fraction of it: the run left the plateau
+EXPLODED_TIMES = 1e6  # a final loss above this multiple of the constant predictor's
 LAST_FIFTH = 0.2
 MIN_POINTS = 4
 # The loss a run's state is read from, and its constant-predictor column (runs.csv).
@@ -59,6 +84,7 @@ DECIDED, SPEED, TRAINABILITY, UNDECIDED = (
     "not converged",
 )
 ON_PLATEAU = "measured on the plateau"  # a measure over training; some arm never trained
+STABLE = "stable effect"  # decided, though some contrasted runs are not shown converged
 
 
 @dataclass(frozen=True)
@@ -70,14 +96,16 @@ class Trend:
     p_falling: np.ndarray
     p_rising: np.ndarray
     noise: np.ndarray
+    p_within: np.ndarray  # the equivalence test's: the change lies within +-RELEVANT_CHANGE
 
 
-def _fit(y: np.ndarray) -> tuple[float, float, float, float]:
-    """(change over the span, p of a fall, p of a rise, residual sd) of one log curve."""
+def _fit(y: np.ndarray) -> tuple[float, float, float, float, float]:
+    """(change over the span, p of a fall, p of a rise, residual sd, p of a change within
+    +-RELEVANT_CHANGE) of one log curve."""
     y = y[np.isfinite(y)]
     n = len(y)
     if n < MIN_POINTS:
-        return math.nan, math.nan, math.nan, math.nan
+        return math.nan, math.nan, math.nan, math.nan, math.nan
     x = np.arange(n, dtype=float)
     x -= x.mean()
     sxx = float(x @ x)
@@ -85,16 +113,21 @@ def _fit(y: np.ndarray) -> tuple[float, float, float, float]:
     resid = y - y.mean() - slope * x
     sd = float(np.sqrt(resid @ resid / (n - 2)))
     change = slope * (n - 1)
+    lo, hi = math.log1p(-RELEVANT_CHANGE), math.log1p(RELEVANT_CHANGE)
     if sd == 0:
         p = 0.0 if slope != 0 else 1.0
-        return change, p if slope < 0 else 1.0, p if slope > 0 else 1.0, 0.0
+        within = 0.0 if lo < change < hi else 1.0
+        return change, p if slope < 0 else 1.0, p if slope > 0 else 1.0, 0.0, within
     r = float(resid[1:] @ resid[:-1] / (resid @ resid)) if n > 2 else 0.0
     r = min(0.95, r + (1 + 3 * r) / n)  # the estimate's small-sample bias (Marriott-Pope)
     n_eff = min(n, max(3.0, n * (1 - r) / (1 + r)))
     se = sd / math.sqrt(sxx) * math.sqrt(n / n_eff)
     tstat = slope / se
     df = max(1.0, n_eff - 2)
-    return change, float(sps.t.cdf(tstat, df)), float(sps.t.sf(tstat, df)), sd
+    se_change = se * (n - 1)
+    # two one-sided tests: the change is above lo, and below hi
+    within = max(sps.t.sf((change - lo) / se_change, df), sps.t.cdf((change - hi) / se_change, df))
+    return change, float(sps.t.cdf(tstat, df)), float(sps.t.sf(tstat, df)), sd, float(within)
 
 
 def last_fifth_trend(curves: np.ndarray, lengths=None) -> Trend:
@@ -102,7 +135,7 @@ def last_fifth_trend(curves: np.ndarray, lengths=None) -> Trend:
     run read up to its own number of epochs (`lengths`, a steps budget) where given."""
     c = np.atleast_2d(np.asarray(curves, dtype=float))
     own = np.full(c.shape[0], c.shape[1]) if lengths is None else np.asarray(lengths, int)
-    out = np.full((4, c.shape[0]), np.nan)
+    out = np.full((5, c.shape[0]), np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
         logs = np.log(c)
     for i, epochs in enumerate(own):
@@ -117,15 +150,23 @@ def last_fifth_change(curves: np.ndarray, lengths=None) -> np.ndarray:
     return last_fifth_trend(curves, lengths).change
 
 
-def states_of(trend: Trend, ratio: np.ndarray) -> np.ndarray:
-    """Each run's state from its trend and its final loss over the constant predictor's."""
+def states_of(trend: Trend, ratio: np.ndarray, lowest: np.ndarray | None = None) -> np.ndarray:
+    """Each run's state from its trend, its final loss over the constant predictor's
+    (`ratio`) and the lowest such ratio along its path (`lowest`; without it, the final
+    one: a run then cannot be told to have left the plateau)."""
+    lowest = ratio if lowest is None else np.asarray(lowest, dtype=float)
     with np.errstate(invalid="ignore"):
-        plateau = np.abs(ratio - 1) <= PLATEAU_WITHIN  # False where the baseline is unknown
+        exploded = ratio > EXPLODED_TIMES
+        near = np.abs(ratio - 1) <= PLATEAU_WITHIN  # False where the baseline is unknown
+        left = lowest <= LEFT_PLATEAU
         unstable = trend.noise > UNSTABLE_NOISE
         falling = (trend.p_falling < TREND_ALPHA) & (trend.change < math.log1p(-RELEVANT_CHANGE))
         rising = (trend.p_rising < TREND_ALPHA) & (trend.change > math.log1p(RELEVANT_CHANGE))
+        flat = trend.p_within < TREND_ALPHA
     return np.select(
-        [plateau, unstable, falling, rising], [PLATEAU, UNSTABLE, FALLING, RISING], CONVERGED
+        [exploded, near & left, near, unstable, falling, rising, flat],
+        [EXPLODED, COLLAPSED, PLATEAU, UNSTABLE, FALLING, RISING, CONVERGED],
+        UNDETERMINED,
     )
 
 
@@ -145,9 +186,12 @@ def run_states(runs: pd.DataFrame, curves: Mapping[str, pd.DataFrame]) -> pd.Dat
         trend = last_fifth_trend(c, own)
         final = c[np.arange(len(c)), own - 1] if c.shape[1] else np.full(len(c), np.nan)
         base = runs.loc[mine, base_col].to_numpy(float) if base_col in runs else np.nan
+        within = np.arange(c.shape[1])[None, :] < own[:, None]  # each run's own epochs
         with np.errstate(invalid="ignore", divide="ignore"):
             ratio = final / base
-        state = states_of(trend, ratio)
+            path = np.where(within & np.isfinite(c), c, np.inf)
+            lowest = path.min(axis=1, initial=np.inf) / base
+        state = states_of(trend, ratio, lowest)
         out.loc[mine, "last_fifth_change"] = trend.change
         if task == "regression":
             out.loc[mine, "r2"] = 1 - ratio
@@ -167,6 +211,11 @@ class Scope:
     def decides(self) -> bool:
         return self.kind != UNDECIDED
 
+    @property
+    def final_error(self) -> bool:
+        """Whether the verdict is about the error reached (both arms trained)."""
+        return self.kind in (DECIDED, STABLE)
+
 
 def _describe(cfgs: pd.DataFrame, keys) -> str:
     def one(idx) -> str:
@@ -179,7 +228,15 @@ def _describe(cfgs: pd.DataFrame, keys) -> str:
 
 
 def _plateau_shares(cfgs: pd.DataFrame) -> str:
-    return ", ".join(f"{100 * s:.0f}%" for s in cfgs[PLATEAU].iloc[:4])
+    """Per configuration: the share of its runs that never left the plateau, and of those
+    that left it and came back ('70%; 30% collapsed')."""
+    parts = []
+    for _, row in cfgs.iloc[:4].iterrows():
+        part = f"{100 * row[PLATEAU]:.0f}%"
+        if row[COLLAPSED] > 0:
+            part += f" + {100 * row[COLLAPSED]:.0f}% collapsed"
+        parts.append(part)
+    return ", ".join(parts)
 
 
 def _show(v) -> str:
@@ -269,6 +326,7 @@ def scope(
     speed: bool,
     mechanism: bool,
     movement: Movement | None = None,
+    flat_measure: bool = False,
 ) -> Scope:
     """The scope of a claim over the runs its test contrasts (`runs` with a `state`
     column), configurations told apart by `keys`.
@@ -278,40 +336,52 @@ def scope(
     probe, a gradient spread) or of one network evaluated two ways (precise BN's gap),
     where only a plateau changes what it means. `movement`: the claim's effect over the
     last fifth; the verdict is void only where it `could_change` and some contrasted
-    configuration still moves (MOVING_SHARE of its runs still falling or rising).
+    configuration still moves (MOVING_SHARE of its runs not shown converged).
+    `flat_measure`: a measure along the gradient (the landscape probes), which a plateau
+    makes trivially small: not testable where most runs of a configuration sit on one.
     """
     if speed:
         return Scope(SPEED, "a claim about speed (epochs to a threshold)")
     keys = [k for k in keys if runs[k].nunique() > 1] or [keys[0]]
     states = config_states(runs, keys)
-    plateau = states[states[PLATEAU] >= MOVING_SHARE]  # a mixed one too: 5 of 10 on it
-    moving = states[(states[FALLING] >= MOVING_SHARE) | (states[RISING] >= MOVING_SHARE)]
-    if (states[PLATEAU] > 0.5).all():
+    stuck = states[PLATEAU] + states[COLLAPSED]  # on the plateau at the end of the budget
+    if flat_measure and (stuck > 0.5).any():
         return Scope(
             UNDECIDED,
-            f"every compared configuration stays on the constant predictor's plateau for "
-            f"all its {budget}: nothing trained, nothing compared",
+            f"not testable here: most runs of {_describe(states[stuck > 0.5], keys)} end the "
+            f"{budget} on the constant predictor's plateau, where the gradient, and with it "
+            "the loss's variation along it, vanishes: flat by being stuck, not smooth",
+        )
+    plateau = states[stuck >= MOVING_SHARE]  # a mixed one too: 5 of 10 on it
+    moving = states[states[list(NOT_SHOWN_STILL)].sum(axis=1) >= MOVING_SHARE]
+    if (stuck > 0.5).all():
+        return Scope(
+            UNDECIDED,
+            f"every compared configuration ends its {budget} on the constant predictor's "
+            "plateau: nothing trained, nothing compared",
         )
     if not mechanism and movement is not None and len(moving) and could_change(movement):
         path = ", ".join(f"{v:+.2f}" for v in movement.path)
         return Scope(
             UNDECIDED,
             f"not decided: the effect moved ({path} on its scale at 80% to 100% of the "
-            f"{budget}) while runs were still moving in {_describe(moving, keys)}; at that "
-            f"rate another {budget} would undo the verdict",
+            f"{budget}) while runs were not shown converged in {_describe(moving, keys)}; "
+            f"at that rate another {budget} would undo the verdict",
         )
     if len(plateau):
         what = "measured on a flat plateau" if mechanism else "about leaving the plateau"
         return Scope(
             ON_PLATEAU if mechanism else TRAINABILITY,
-            f"{_describe(plateau, keys)} stay on the constant predictor's plateau for all "
-            f"its {budget} ({_plateau_shares(plateau)} of their runs): the comparison is "
-            f"{what} within the budget, not about the error reached at convergence",
+            f"{_describe(plateau, keys)} end the {budget} on the constant predictor's plateau "
+            f"({_plateau_shares(plateau)} of their runs: never 10% below its loss, or "
+            f"collapsed: below it, then back): the comparison is {what} within the budget, "
+            "not about the error reached at convergence",
         )
     if not mechanism and len(moving):
         return Scope(
-            DECIDED,
-            f"runs are still moving at the end of the {budget} in {_describe(moving, keys)}, "
-            "but the effect would keep its verdict at its present rate for another budget",
+            STABLE,
+            f"runs are not shown converged at the end of the {budget} in "
+            f"{_describe(moving, keys)} (still moving, or too noisy to tell), but the effect "
+            "would keep its verdict at its present rate for another budget",
         )
     return Scope(DECIDED, "")
