@@ -20,7 +20,8 @@ def parse(data: SweepData, **claims):
             errors.append(f"{path}: {message}")
 
     runs = data.runs[list(CONFIG_KEYS)].to_dict("records")
-    specs = {cid: {"says": cid, "sweep": "s", **c} for cid, c in claims.items()}
+    # primary unless said otherwise: the claims tested here are the confirmatory kind
+    specs = {cid: {"says": cid, "sweep": "s", "primary": True, **c} for cid, c in claims.items()}
     parsed = validate_claims(specs, {"s": runs}, Collect())
     assert not errors, errors
     return list(parsed.values())

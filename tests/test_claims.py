@@ -257,5 +257,5 @@ def test_probe_and_precise_bn_claims_are_judged_and_summarised_as_mechanisms():
     gap = prepare("s", data).runs["precise_bn_gap"]
     assert np.allclose(gap[pre], 1.25) and gap[~pre].isna().all()
     text = mechanisms_markdown(list(r.values()))
-    assert "1 of the 2 landscape claims are supported" in text and "1 are contradicted" in text
+    assert "Of the 2 landscape claims, 1 point the paper's way, 1 the other way" in text
     assert mechanisms_markdown([]) == ""

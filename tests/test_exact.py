@@ -63,14 +63,22 @@ def test_k_agree_counts_the_seeds_on_the_claims_side():
     assert exact.k_agree(x, "same", 0.15) == 2
 
 
-def test_the_detectable_effect_has_its_power_in_a_simulation():
-    rng = np.random.default_rng(2)
-    n, sd = 10, 0.4
-    mde = exact.min_detectable_effect(sd, n)
-    x = rng.normal(mde, sd, size=(4000, n))
-    power = (sps.ttest_1samp(x, 0.0, axis=1).pvalue < 0.05).mean()
-    assert power == pytest.approx(0.8, abs=0.03)
-    assert exact.min_detectable_effect(sd, 5) == math.inf  # 5 seeds cannot reach 0.05
+def test_the_detectable_effect_is_the_claims_own_test_at_its_holm_level():
+    x = np.random.default_rng(2).normal(0.0, 0.4, 10)
+    sd = x.std(ddof=1)
+    level = 0.05 / 14  # Holm's first step in a family of 14
+    # by hand: at 0.05/14 ten seeds reach the level only when all ten agree, so under
+    # the noise model (t with NOISE_DF degrees of freedom, scaled by the sd) the power at
+    # d is F(d / sd)^10 (the other sign: ~0)
+    mde = exact.detectable(x, level)
+    assert mde == pytest.approx(sd * sps.t.ppf(0.8**0.1, exact.NOISE_DF), rel=0.08)
+    assert exact.power_at(x, mde, level) >= 0.8 > exact.power_at(x, 0.9 * mde, level)
+    # a t-test at an uncorrected 5% (the old column) promised about half of it
+    t_mde = 2.8 * sd / math.sqrt(10)
+    assert mde > 1.8 * t_mde
+    assert exact.detectable(x[:5], 0.05) == math.inf  # 5 seeds cannot reach 0.05
+    assert exact.needed_agreeing(10, level) == 10 and exact.needed_agreeing(10, 0.05) == 9
+    assert exact.needed_agreeing(5, 0.05) is None
 
 
 def test_constant_ternary_scores_get_an_honest_interval():
@@ -80,13 +88,13 @@ def test_constant_ternary_scores_get_an_honest_interval():
     assert hi == pytest.approx(-0.38, abs=0.01)
 
 
-def test_holm_runs_within_each_family():
+def test_holm_runs_within_the_primary_family_only():
     p = np.array([0.01, 0.02, 0.04, np.nan, 0.003])
     primary = np.array([True, True, False, False, False])
-    got = exact.holm_families(p, primary)
-    # by hand: primary {0.01, 0.02} -> 0.02, 0.02; exploratory {0.04, 0.003} -> 0.04, 0.006
-    assert got[[0, 1, 2, 4]] == pytest.approx([0.02, 0.02, 0.04, 0.006])
-    assert math.isnan(got[3])
+    got = exact.holm_primary(p, primary)
+    # by hand: primary {0.01, 0.02} -> 0.02, 0.02; exploratory claims are not corrected
+    assert got[[0, 1]] == pytest.approx([0.02, 0.02])
+    assert np.isnan(got[2:]).all()
 
 
 def test_all_tied_scores_get_an_interval_not_a_point():

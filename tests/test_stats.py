@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from bnmodels.study import stats
+from bnmodels.study import exact, stats
 
 N_SEEDS = 10
 
@@ -21,9 +21,13 @@ def rng(seed=0):
 
 
 def judged(x, expect, margin=None):
-    """The verdict of a lone claim (a family of one: Holm changes nothing)."""
+    """The verdict of a lone claim (a family of one: Holm changes nothing). For `same`, the
+    smaller of the exact equivalence and difference tests' p decides, either way."""
     t = stats.one_sample(x, margin)
-    return stats.verdict(expect, t, t.p, margin or 0.0)
+    if expect != "same":
+        return stats.verdict(expect, t, t.p)
+    within, outside = exact.sign_flip_tost_p(x, margin), exact.difference_p(x, margin)
+    return stats.verdict(expect, t, min(within, outside), within <= outside)
 
 
 def test_a_real_paired_effect_is_supported():
@@ -61,7 +65,9 @@ def test_equivalence_p_is_the_larger_one_sided_p_against_each_margin():
     p_high = sps.t.cdf((x.mean() - m) / se, N_SEEDS - 1)  # H0: mean >= m
     assert stats.one_sample(x, m).p == pytest.approx(max(p_low, p_high), rel=1e-9)
     assert judged(x, "same", m) == stats.SUPPORTED
-    assert judged(x + 1.0, "same", m) == stats.NOT_SUPPORTED  # interval wholly above m
+    assert judged(x + 1.0, "same", m) == stats.NOT_SUPPORTED  # every seed far above m
+    # one rule both ways: a difference outside the margin needs the same p as equivalence
+    assert judged(rng(15).normal(0.25, 0.3, N_SEEDS), "same", m) == stats.INCONCLUSIVE
     assert judged(rng(14).normal(0.2, 0.3, N_SEEDS), "same", m) == stats.INCONCLUSIVE
 
 

@@ -3,14 +3,16 @@
 A claim reduces each seed to one number, averaging over the cells its arms do not fix
 (depths, activations, a trend's levels, an interaction's two groups). A pooled -35% can
 come from two cells of four, where one arm never left the plateau; so every claim also
-gets its effect per cell, with a 95% interval over seeds and the state of each arm's runs
-in that cell (reports/claim_cells.csv), and the report says which cells carry it.
+gets its effect per cell, with an interval over seeds and the state of each arm's runs in
+that cell (reports/claim_cells.csv), and the report says which cells carry it. The
+intervals are simultaneous within a claim (Bonferroni over its k cells: each at
+1 - 0.05 / k), so that "clear in" names a cell at the claim's own 5%, not one of k
+chances at 5% each.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -57,6 +59,8 @@ class Cell:
     state_compare: str
     state_against: str
     plateau: bool  # one arm's runs here mostly sit on the constant predictor's plateau
+    group: str = ""  # an interaction's cells: "group" or "than" (the comparison group)
+    per_seed: tuple = ()  # the cell's per-seed effects, for its simultaneous interval
 
     def clear(self, expect: str, margin: float) -> bool:
         """The 95% interval excludes no effect (for `same`: lies outside the margin)."""
@@ -65,10 +69,28 @@ class Cell:
         return self.ci_low > 0 or self.ci_high < 0
 
 
-def _interval(d: np.ndarray, order: bool) -> tuple[float, float, float, int]:
+def _interval(
+    d: np.ndarray, order: bool, confidence: float = stats.CONFIDENCE
+) -> tuple[float, float, float, int]:
     if order:
-        return (*order_interval(d), len(stats.finite(d)))
-    return stats.t_interval(d)
+        return (*order_interval(d, confidence), len(stats.finite(d)))
+    return stats.t_interval(d, confidence)
+
+
+def simultaneous(cells: list[Cell], order: bool) -> list[Cell]:
+    """The cells with Bonferroni-simultaneous intervals (each at 1 - alpha / k)."""
+    k = len(cells)
+    if k < 2:
+        return cells
+    confidence = 1 - (1 - stats.CONFIDENCE) / k
+    out = []
+    for c in cells:
+        if not c.per_seed:
+            out.append(c)
+            continue
+        est, lo, hi, n = _interval(np.asarray(c.per_seed, dtype=float), order, confidence)
+        out.append(replace(c, estimate=est, ci_low=lo, ci_high=hi, n=n))
+    return out
 
 
 def _states(sw: PreparedSweep, where: dict, values=None, sign: float = 1.0) -> tuple[str, bool]:
@@ -83,7 +105,9 @@ def _states(sw: PreparedSweep, where: dict, values=None, sign: float = 1.0) -> t
     return state_words(states), bool((states == PLATEAU).mean() > 0.5)
 
 
-def _pair_cells(claim: Claim, sw: PreparedSweep, values, extra: dict, prefix: str) -> list[Cell]:
+def _pair_cells(
+    claim: Claim, sw: PreparedSweep, values, extra: dict, prefix: str, group: str = ""
+) -> list[Cell]:
     where = {**dict(claim.where), **extra}
     cells = _cells(claim, sw, where)
     sign = _better_sign(claim.metric, claim)
@@ -100,7 +124,8 @@ def _pair_cells(claim: Claim, sw: PreparedSweep, values, extra: dict, prefix: st
         sc, pc = _states(sw, {**where, **dict(claim.compare), **_tuples(cell)}, values, sign)
         sa, pa = _states(sw, {**where, **dict(claim.against), **_tuples(cell)}, values, sign)
         name = ", ".join(x for x in (prefix, label(cell)) if x) or "all"
-        out.append(Cell(name, est, lo, hi, n, sc, sa, pc or pa))
+        per_seed = tuple(g.to_numpy(float).tolist())
+        out.append(Cell(name, est, lo, hi, n, sc, sa, pc or pa, group, per_seed))
     return out
 
 
@@ -132,15 +157,21 @@ def _optimum_cells(claim: Claim, sw: PreparedSweep, values) -> list[Cell]:
     sb, pb = _states(sw, {**dict(claim.where), key: chosen})
     out = []
     for lv in (levels[0], levels[-1]):
-        est, lo, hi, n = stats.t_interval(table[lv].to_numpy() - at_best)
+        d = table[lv].to_numpy() - at_best
+        est, lo, hi, n = stats.t_interval(d)
         se, pe = _states(sw, {**dict(claim.where), key: (lv,)})
         name = f"{key}={show(lv)} vs the best {key}"
-        out.append(Cell(name, est, lo, hi, n, se, sb, pe or pb))
+        out.append(Cell(name, est, lo, hi, n, se, sb, pe or pb, "", tuple(d.tolist())))
     return out
 
 
 def claim_cells(claim: Claim, sw: PreparedSweep) -> list[Cell]:
-    """The claim's effect in each cell it averages over (its scale, as the estimate)."""
+    """The claim's effect in each cell it averages over (its scale, as the estimate), with
+    intervals simultaneous over the claim's cells."""
+    return simultaneous(_claim_cells(claim, sw), claim.metric.scale == ORDER)
+
+
+def _claim_cells(claim: Claim, sw: PreparedSweep) -> list[Cell]:
     values = run_values(claim, sw)
     if claim.kind == OPTIMUM:
         return _optimum_cells(claim, sw, values)
@@ -157,41 +188,64 @@ def claim_cells(claim: Claim, sw: PreparedSweep) -> list[Cell]:
     if claim.kind == INTERACTION:
         return [
             c
-            for f in (claim.group, claim.than)
-            for c in _pair_cells(claim, sw, values, dict(f), _group_words(f, claim, sw))
+            for f, name in ((claim.group, "group"), (claim.than, "than"))
+            for c in _pair_cells(claim, sw, values, dict(f), _group_words(f, claim, sw), name)
         ]
     return _pair_cells(claim, sw, values, {}, "")
 
 
+def _listed(claim: Claim, cells: list[Cell], limit: int = 4) -> str:
+    shown = "; ".join(f"{c.name} ({_fmt(claim.metric, c.estimate)})" for c in cells[:limit])
+    return shown + (f" and {len(cells) - limit} more" if len(cells) > limit else "")
+
+
+def _interaction_words(claim: Claim, cells: list[Cell]) -> str:
+    """An interaction's cells are the pair's own effect in each group: said as such, the
+    comparison group apart (its cells are the baseline of the contrast, not its evidence)."""
+    parts = []
+    for group, name in (("group", "in the group"), ("than", "in the comparison group")):
+        mine = [c for c in cells if c.group == group]
+        if not mine:
+            continue
+        clear = [c for c in mine if c.clear("lower", 0.0)]
+        text = f"the pair's own effect {name}: " + _listed(claim, mine)
+        text += (
+            f" (interval clear of 0 in {len(clear)} of {len(mine)})"
+            if clear
+            else " (no interval clear of 0)"
+        )
+        parts.append(text)
+    return "; ".join(parts)
+
+
 def where_words(claim: Claim, cells: list[Cell]) -> str:
-    """Where the effect lives, in words, for a claim that averages over cells ('' else)."""
+    """Where the effect lives, in words, for a claim that averages over cells ('' else);
+    "clear" reads the simultaneous intervals."""
     if len(cells) < 2:
         return ""
+    if claim.kind == INTERACTION:
+        return _interaction_words(claim, cells)
     margin = _margin(claim) or 0.0
     clear = [c for c in cells if c.clear(claim.expect, margin)]
     if not clear:
-        return "no single cell's 95% interval excludes no effect"
+        if claim.expect == "same":
+            return "no cell's simultaneous interval lies wholly outside the margin"
+        return "no cell's simultaneous interval excludes no effect"
     overall = np.nanmean([c.estimate for c in cells])
     against = [c for c in clear if claim.expect != "same" and c.estimate * overall < 0]
     clear = [c for c in clear if c not in against]
     words = ""
     if clear:
-        words = "clear in " + "; ".join(
-            f"{c.name} ({_fmt(claim.metric, c.estimate)})" for c in clear[:4]
-        )
-        words += f" and {len(clear) - 4} more" if len(clear) > 4 else ""
+        lead = "outside the margin in " if claim.expect == "same" else "clear in "
+        words = lead + _listed(claim, clear)
     if against:
-        words += (
-            ("; " if words else "")
-            + "the other way in "
-            + "; ".join(f"{c.name} ({_fmt(claim.metric, c.estimate)})" for c in against)
-        )
+        words += ("; " if words else "") + "the other way in " + _listed(claim, against, 9)
     rest = [c for c in cells if c not in clear and c not in against]
     if rest:
         words += "; not in " + "; ".join(c.name for c in rest[:4])
         words += f" and {len(rest) - 4} more" if len(rest) > 4 else ""
     if clear and all(c.plateau for c in clear):
-        words += " — all of it where one arm stays on the constant predictor's plateau"
+        words += " — all of it where one arm ends on the constant predictor's plateau"
     return words
 
 
@@ -212,7 +266,3 @@ def cells_frame(rows: list[tuple[str, list[Cell]]]) -> pd.DataFrame:
         for c in cells
     ]
     return pd.DataFrame(out, columns=CELL_COLUMNS)
-
-
-def nan_cell() -> Cell:
-    return Cell("all", math.nan, math.nan, math.nan, 0, "", "", False)

@@ -55,10 +55,10 @@ class ClaimResult:
     ci_low: float
     ci_high: float
     p: float  # the exact sign-flip test's (study/exact.py)
-    p_holm: float  # Holm's correction of p within its family (primary, or exploratory)
+    p_holm: float  # Holm's correction of p within the primary family; NaN if exploratory
     n: int  # seeds behind the estimate
     k_agree: int  # seeds whose own effect has the expected sign (or lies in the margin)
-    mde: float  # the smallest effect (its scale) 80% power would detect at 5%, these seeds
+    mde: float  # the smallest effect (its scale) the claim's test detects at its level
     n_dropped: int
     n_failed: int  # diverged runs counted as failures (the worst value)
     verdict: str
@@ -70,6 +70,9 @@ class ClaimResult:
     budget: str = ""  # the sweep's training budget in words ("150 epochs")
     cells: tuple = ()  # study.cells.Cell per cell the claim averages over
     where: str = ""  # where the effect lives, in words
+    level: float = math.nan  # the level the claim faces (alpha / family size, or alpha)
+    needed: int | None = None  # seeds that must agree to reach it (None: not reachable)
+    per_seed: tuple = ()  # the per-seed numbers that decide it (an optimum: weaker edge)
 
 
 # ---------------------------------------------------------------------------
@@ -365,7 +368,11 @@ KINDS = {
 def _fmt1(m: Metric, x: float) -> str:
     if not math.isfinite(x):
         return "n/a"
-    if m.scale == LOG:
+    if m.scale == LOG:  # a change of the geometric mean; past 10x as a factor ("x164")
+        if x >= math.log(10):
+            return f"x{math.exp(x):.3g}"
+        if x <= -math.log(10):
+            return f"/{math.exp(-x):.3g}"
         return f"{100 * math.expm1(x):+.0f}%"
     if m.scale == ORDER:
         return f"{x:+.2f}"

@@ -35,6 +35,10 @@ CONFIDENCE = 0.95
 SUPPORTED = "supported"
 NOT_SUPPORTED = "not supported"
 INCONCLUSIVE = "inconclusive"
+UNDECIDABLE = "cannot be decided with these seeds"  # no effect could reach the level
+# An exploratory claim (not fixed before its runs) gets a reading, never a verdict.
+CONSISTENT, INCONSISTENT, UNDECIDED = "consistent", "inconsistent", "undecided"
+READING = {SUPPORTED: CONSISTENT, NOT_SUPPORTED: INCONSISTENT, INCONCLUSIVE: UNDECIDED}
 
 ALPHA = 0.05  # family-wise error rate of a report's claims (Holm)
 
@@ -169,25 +173,24 @@ def holm(p) -> np.ndarray:
     return out
 
 
-def verdict(expect: str, t: Test, p_holm: float, margin: float = 0.0, alpha: float = ALPHA):
-    """A claim's verdict from its corrected p-value.
+def verdict(
+    expect: str, t: Test, p: float, equivalent: bool | None = None, alpha: float = ALPHA
+) -> str:
+    """A claim's verdict from its p value (Holm-corrected in its family), one rule for both
+    ways: `p` < alpha decides, the direction says which way.
 
-    `expect` "lower" or "higher" (the sign of the effect): supported when p_holm < alpha
-    and the estimate has that sign, not supported when p_holm < alpha and it has the
-    other, inconclusive otherwise. "same": supported when the equivalence test's p_holm <
-    alpha (the effect lies within the margin); not supported when the 95% interval lies
-    wholly outside the margin; inconclusive otherwise.
+    "lower" / "higher": supported when the estimate has that sign, not supported when it
+    has the other. "same": `equivalent` says which of the two exact tests `p` is (the
+    equivalence test, or the test that the effect lies outside the margin): supported or
+    not supported accordingly. Inconclusive otherwise.
     """
-    if expect == "same":
-        if p_holm < alpha:
-            return SUPPORTED
-        lo, hi = t.ci_low, t.ci_high
-        if math.isfinite(lo) and math.isfinite(hi) and (lo >= margin or hi <= -margin):
-            return NOT_SUPPORTED
+    if not p < alpha:
         return INCONCLUSIVE
+    if expect == "same":
+        return SUPPORTED if equivalent else NOT_SUPPORTED
     if expect not in ("lower", "higher"):
         raise ValueError(f"expect must be lower, higher or same, not {expect!r}")
-    if not p_holm < alpha or not math.isfinite(t.estimate) or t.estimate == 0:
+    if not math.isfinite(t.estimate) or t.estimate == 0:
         return INCONCLUSIVE
     return SUPPORTED if (t.estimate < 0) == (expect == "lower") else NOT_SUPPORTED
 
