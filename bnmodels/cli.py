@@ -1,10 +1,14 @@
-"""The `bnmodels` command: links to each sweep's runs in the MLflow UI, and the version."""
+"""The `bnmodels` command: links to each sweep's runs in the MLflow UI, the registry of
+when each claim was fixed (from git), and the version."""
 
 from __future__ import annotations
 
+import re
+import subprocess
 from pathlib import Path
 
 import click
+import yaml
 
 
 @click.group()
@@ -44,6 +48,77 @@ def sweep_links(uri: str, ui: str) -> dict[str, str]:
         view = ui_view.TAG_PREFIX + ui_view.VIEW_KEY in e.tags
         out[e.name] = ui_view.view_url(url) if view else url
     return out
+
+
+SWEEP_SECTION = re.compile(r"^## Sweep `([^`]+)`", re.M)
+
+
+def _git(*args: str, cwd: Path) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=cwd, capture_output=True, text=True, check=True
+    ).stdout
+
+
+def git_history(repo: Path, params: str = "params.yaml", report: str = "reports/report.md"):
+    """One registry.Snapshot per commit (oldest first) that changed params.yaml or the
+    committed report: its claims, its sweeps, and the sweeps its report has results for."""
+    from bnmodels.study.registry import Snapshot
+
+    out = []
+    log = _git("log", "--reverse", "--format=%H %cs", "--", params, report, cwd=repo)
+    for line in log.splitlines():
+        commit, date = line.split()
+        shown = subprocess.run(
+            ["git", "show", f"{commit}:{params}"], cwd=repo, capture_output=True, text=True
+        )
+        try:
+            raw = yaml.safe_load(shown.stdout) if shown.returncode == 0 else {}
+        except yaml.YAMLError:  # a commit with a broken params.yaml: nothing fixed there
+            raw = {}
+        raw = raw if isinstance(raw, dict) else {}
+        text = subprocess.run(
+            ["git", "show", f"{commit}:{report}"], cwd=repo, capture_output=True, text=True
+        ).stdout
+        claims = raw.get("claims") if isinstance(raw.get("claims"), dict) else {}
+        if "claims" not in raw and out:  # a commit without the section: it changed none
+            claims = out[-1].claims
+        out.append(
+            Snapshot(
+                commit=commit[:10],
+                date=date,
+                claims={str(k): v for k, v in claims.items() if isinstance(v, dict)},
+                sweeps=raw.get("sweeps") if isinstance(raw.get("sweeps"), dict) else {},
+                results=frozenset(SWEEP_SECTION.findall(text)),
+                default_seed=(raw.get("defaults") or {}).get("seed")
+                if isinstance(raw.get("defaults"), dict)
+                else None,
+            )
+        )
+    return out
+
+
+@main.command()
+@click.option("--out", default="registry.yaml", show_default=True)
+@click.option("--rules", default="bnmodels/study", show_default=True, help="the verdict rules")
+def registry(out: str, rules: str):
+    """Write registry.yaml from git: when each claim of params.yaml was fixed, whether that
+    came before its sweep's first results (primary) or not (exploratory), and every claim
+    or sweep changed after its sweep had results. Commit a claim before its runs exist,
+    then run this and commit registry.yaml, to make the claim primary."""
+    from bnmodels.study import registry as reg
+
+    repo = Path(_git("rev-parse", "--show-toplevel", cwd=Path.cwd()).strip())
+    if _git("rev-parse", "--is-shallow-repository", cwd=repo).strip() == "true":
+        raise click.ClickException("a shallow clone has no history to prove dates: fetch it all")
+    last = _git("log", "-1", "--format=%H %cs", "--", rules, cwd=repo).split()
+    derived = reg.derive(git_history(repo), (last[0][:10], last[1]) if last else None)
+    header = (
+        "# Written by `bnmodels registry` from git history (do not edit by hand): when each\n"
+        "# claim was fixed and when its sweep first had results (bnmodels/study/registry.py).\n"
+    )
+    Path(out).write_text(header + yaml.safe_dump(reg.to_dict(derived), sort_keys=False))
+    n = sum(e.preregistered for e in derived.claims.values())
+    click.echo(f"{out}: {n} of {len(derived.claims)} claims fixed before their runs existed")
 
 
 if __name__ == "__main__":
