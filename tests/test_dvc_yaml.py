@@ -127,11 +127,17 @@ def test_every_data_dependency_is_another_stages_output_or_params():
     }
     for name, stage in spec.items():
         for dep in dep_paths(stage):
-            if is_code(dep) or dep == "params.yaml":
+            # params.yaml and registry.yaml (bnmodels registry, from git) are committed inputs
+            if is_code(dep) or dep in ("params.yaml", "registry.yaml"):
                 continue
-            # the output itself, a file inside an output folder, or a folder of outputs
+            # the output itself, a file inside an output folder, or a folder of outputs;
+            # a foreach stage's `${key}` stands for any of its items
             produced = any(
-                dep == o or dep.startswith(o + "/") or o.startswith(dep + "/") for o in outs
+                dep == o
+                or dep.startswith(o + "/")
+                or o.startswith(dep + "/")
+                or re.fullmatch(re.escape(o).replace(re.escape("${key}"), "[^/]+"), dep)
+                for o in outs
             )
             assert produced, f"stage {name}: {dep} is neither code nor another stage's output"
 
