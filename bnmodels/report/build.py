@@ -21,14 +21,22 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from bnmodels.report import markdown, plots
+from bnmodels.report.claim_figures import claim_figures
 from bnmodels.report.claims_section import calibration_markdown, claims_markdown
 from bnmodels.report.dvc_outputs import curve_tables, headline_metrics
 from bnmodels.report.figures import figures as sweep_figures
 from bnmodels.report.mechanisms import mechanisms_markdown
-from bnmodels.study.calibration import CALIBRATION_COLUMNS, calibrate
+from bnmodels.report.record_section import (
+    changes_markdown,
+    limits_markdown,
+    sensitivity_markdown,
+)
+from bnmodels.study.calibration import CALIBRATION_COLUMNS
 from bnmodels.study.cells import cells_frame
 from bnmodels.study.claim import Claim
 from bnmodels.study.prepared import SweepData, prepare, summary
+from bnmodels.study.registry import Registry
+from bnmodels.study.sensitivity import sensitivity
 from bnmodels.study.verdicts import ClaimResult, evaluate
 
 __all__ = ["Report", "SweepData", "build_report", "claims_frame", "csv_bytes"]
@@ -43,8 +51,11 @@ CLAIM_COLUMNS = [
     "estimate",
     "ci_low",
     "ci_high",
+    "p",  # the exact p (kept under its first name: scripts read it)
     "p_exact",
     "p_holm",
+    "level",
+    "needed",
     "n",
     "k_agree",
     "mde",
@@ -90,7 +101,7 @@ class Report:
     summary: pd.DataFrame  # one row per sweep x configuration (seed excluded)
     claims: pd.DataFrame  # one row per judged claim
     cells: pd.DataFrame  # one row per claim and cell it averages over
-    calibration: pd.DataFrame  # the A/A control's false-supported rates
+    calibration: pd.DataFrame  # the calibrate stage's table (written by that stage)
     metrics: dict  # JSON-able headline numbers (DVC metrics)
     plots: dict[str, pd.DataFrame]  # path under plots/, no .csv -> table (DVC plots)
 
@@ -103,7 +114,6 @@ class Report:
             "summary.csv": csv_bytes(self.summary),
             "claims.csv": csv_bytes(self.claims),
             "claim_cells.csv": csv_bytes(self.cells),
-            "calibration.csv": csv_bytes(self.calibration),
             "metrics.json": (json.dumps(self.metrics, indent=2, sort_keys=True) + "\n").encode(),
         }
         out.update(
@@ -139,8 +149,11 @@ def claims_frame(results: Sequence[ClaimResult]) -> pd.DataFrame:
             "estimate": r.estimate,
             "ci_low": r.ci_low,
             "ci_high": r.ci_high,
+            "p": r.p,
             "p_exact": r.p,
             "p_holm": r.p_holm,
+            "level": r.level,
+            "needed": r.needed,
             "n": r.n,
             "k_agree": r.k_agree,
             "mde": r.mde,
@@ -166,22 +179,25 @@ def build_report(
     sweeps: Mapping[str, SweepData],
     claims: Sequence[Claim] = (),
     on_figures: Callable[[Figures], None] | None = None,
+    registry: Registry | None = None,
+    calibration: pd.DataFrame | None = None,
 ) -> Report:
     """The whole report from every sweep's tables and the claims judged on them; sections
     follow the mapping's order. A claim whose sweep is absent is listed as not judged.
-    `on_figures` gets the figures (not drawn yet) as soon as they are known, before the
-    claims are judged: the aggregate stage starts drawing them on its other cores."""
+    `on_figures` gets the sweeps' figures (not drawn yet) as soon as they are known, before
+    the claims are judged: the aggregate stage starts drawing them on its other cores.
+    `registry`: when each claim was fixed (study/registry.py); the claims' `primary` must
+    already be what it proves. `calibration`: the calibrate stage's table, shown."""
     prepared = {name: prepare(name, data) for name, data in sweeps.items()}
     per_sweep = {name: sweep_figures(sw) for name, sw in prepared.items()}
-    figures = Figures({k: f for figs in per_sweep.values() for k, f in figs.items()})
+    sweep_figs = {k: f for figs in per_sweep.values() for k, f in figs.items()}
     if on_figures is not None:
-        on_figures(figures)
+        on_figures(Figures(sweep_figs))
     summaries = {name: summary(sw) for name, sw in prepared.items()}
     summary_df = pd.concat(summaries.values(), ignore_index=True) if summaries else pd.DataFrame()
     results = evaluate(claims, prepared)
-    aa = [calibrate(sw, claims) for sw in prepared.values()]
-    aa = [a for a in aa if len(a)]
-    calibration_df = pd.concat(aa, ignore_index=True) if aa else calibrate_empty()
+    figures = Figures({**sweep_figs, **(claim_figures(results) if results else {})})
+    calibration_df = calibration if calibration is not None else calibrate_empty()
     not_judged = [c.id for c in claims if c.sweep not in prepared]
     sections = []
     for name, sw in prepared.items():
@@ -200,7 +216,13 @@ def build_report(
                 "",
                 "## Claims",
                 "",
+                limits_markdown(prepared),
+                "",
                 claims_markdown(results, not_judged),
+                "",
+                sensitivity_markdown(sensitivity(results, prepared)),
+                "",
+                changes_markdown(registry or Registry(), [c.id for c in claims]),
                 "",
                 "## Method",
                 "",

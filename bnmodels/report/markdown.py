@@ -29,10 +29,17 @@ VERDICT_MARK = {
     stats.SUPPORTED: "✅ supported",
     stats.NOT_SUPPORTED: "❌ not supported",
     stats.INCONCLUSIVE: "❔ inconclusive",
+    stats.UNDECIDABLE: "⛔ cannot be decided with these seeds",
+    stats.CONSISTENT: "consistent (exploratory)",
+    stats.INCONSISTENT: "inconsistent (exploratory)",
+    stats.UNDECIDED: "undecided (exploratory)",
 }
 VERDICT_HINT = {
     stats.NOT_SUPPORTED: "*Does not hold on this data. Variant to try:*",
     stats.INCONCLUSIVE: "*Not established on this data. Variant to try:*",
+    stats.UNDECIDABLE: "*Not decidable with these seeds. Variant to try:*",
+    stats.INCONSISTENT: "*Variant to try:*",
+    stats.UNDECIDED: "*Variant to try:*",
 }
 
 COURSE = {
@@ -69,6 +76,12 @@ def md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 METHODS = f"""\
+Rules chosen on these data: the run states' thresholds (5% change, 5% and 10% of the
+constant predictor, 1e6 for an explosion), the guard (80-100% of the budget, 30% of runs
+moving), the 25% and 10% margins and the per-claim cells were set or revised while
+looking at the earlier sweeps' results (the section above lists the claims' and sweeps'
+changes; the rules' own history is in git, `git log bnmodels/study`).
+
 Each configuration is trained with several seeds and compared by its distribution over
 seeds, never by one run (SPEC, Precision). Conventions:
 
@@ -88,8 +101,12 @@ seeds, never by one run (SPEC, Precision). Conventions:
   no effect each seed's difference is as likely to have either sign; all 2^n patterns are
   enumerated), so no p is below what n seeds can give: 2/2^n two-sided, shown as
   "<= 0.002" for 10 seeds. *Seeds agreeing* counts the seeds whose own number has the
-  claimed sign; *detectable* is the smallest true effect a test on these seeds, with this
-  spread, finds with 80% power at 5% (a t-test's; "none reachable" below 6 seeds).
+  claimed sign; *needed* is how many must agree for the test to reach the claim's level
+  at all; *detectable* is the smallest true effect the claim's own exact test finds with
+  80% power at the level the claim faces (alpha over its family's size, Holm's first
+  step), simulated on resamples of the seeds' own residuals ("no effect can reach it"
+  where n seeds cannot reach that level: the verdict is then *cannot be decided with
+  these seeds*).
 - **Epochs to a threshold** are censored (a run may never get there): such a comparison
   uses only the order of two paired runs (+1 later, -1 sooner, 0 for a tie or when
   neither gets there), and its effect is the net share of seeds; never is never averaged
@@ -98,21 +115,28 @@ seeds, never by one run (SPEC, Precision). Conventions:
 - **Optimum**: each edge level of the axis against the best level between them, that level
   chosen on the other seeds (choosing it on the same data would favour it); both edges
   must be worse, so p is the larger of the two edges' p-values.
-- **Two families**: the notes' claims (`primary: true` in params.yaml, fixed before any
-  data) and the exploratory ones (added after looking at runs) are corrected with Holm's
-  method each within its own family (family-wise error {stats.ALPHA:g} each) and shown in
-  two tables. *supported* when the corrected p < {stats.ALPHA:g} and the effect has the
-  sign the claim expects, *not supported* when it has the other sign, *inconclusive*
-  otherwise. For a *same* claim, p is the equivalence test's (two one-sided exact tests
-  against the margin): *supported* when its corrected p < {stats.ALPHA:g}, *not
-  supported* when the 95% interval lies wholly outside the margin (read off the interval,
-  uncorrected), inconclusive otherwise. The interval shown is the uncorrected 95% interval,
-  so it may exclude 0 where the corrected verdict is still inconclusive.
+- **Primary and exploratory**: a claim is primary only if `registry.yaml` (derived from
+  git by `bnmodels registry`) shows it was committed before its sweep first had results
+  on the seeds it is judged on, and params.yaml marks it `primary: true`. Holm's method
+  corrects the primary family (family-wise error {stats.ALPHA:g}); a primary claim is
+  *supported* when the corrected p < {stats.ALPHA:g} and the effect has the expected sign,
+  *not supported* when it has the other, *inconclusive* otherwise. A *same* claim has two
+  exact tests, equivalence (two one-sided tests against the margin) and difference (the
+  effect lies outside the margin); the smaller p is the claim's, corrected like any other,
+  and says which way: one rule for supported and not supported. A same-claim whose margin
+  is narrower than its seeds can show (a true zero would be shown within it less than
+  80% of the time at its level) *cannot be decided with these seeds*. Exploratory claims
+  keep their uncorrected p and get a reading, *consistent*, *inconsistent* or
+  *undecided*, never a verdict: Holm cannot undo choosing a claim after seeing the data.
+  The interval shown is the uncorrected 95% interval, so it may exclude 0 where the
+  corrected verdict is still inconclusive.
 - **Per cell** (reports/claim_cells.csv): a claim that averages over cells (depths,
   activations, a trend's levels, an interaction's groups) also gets its effect in each
-  cell, with each arm's state there; the table says in which cells the effect is clear,
-  in which it goes the other way, and when all of it comes from cells where one arm never
-  left the plateau.
+  cell, with each arm's state there and an interval simultaneous over the claim's cells
+  (Bonferroni: each at 1 - 0.05/k); the table says in which cells the effect is clear, in
+  which it goes the other way, and when all of it comes from cells where one arm ends on
+  the plateau. An interaction's cells are the pair's own effect in each group, the
+  comparison group named as such.
 - **Baseline**: the constant predictor, which predicts the train labels' mean (for
   classification, the train class frequencies; accuracy: the majority class), scored on
   the run's own test set. It is in every table and is the dotted line of every error
@@ -120,24 +144,35 @@ seeds, never by one run (SPEC, Precision). Conventions:
 - **Run states** (SPEC 5), each read against the run's own noise: over the last fifth of
   its epochs the log loss is fitted by a line, whose standard error comes from the
   residuals with the number of points shrunk for their lag-1 autocorrelation. A run is
-  *still falling* when the slope is negative at one-sided p < {convergence.TREND_ALPHA:g}
-  and the fitted fall over the fifth exceeds {pct(convergence.RELEVANT_CHANGE)}; *rising*
-  likewise upwards; *unstable* when the residual sd of the log loss exceeds
-  {convergence.UNSTABLE_NOISE:g} (the noise swamps the level); *on the plateau* when its
-  final loss is within {pct(convergence.PLATEAU_WITHIN)} of the constant predictor's;
-  *converged* otherwise. A configuration is in a state when more than half of its runs
-  are, else *mixed* (the counts are shown), which is never read as converged.
+  *converged* only when it is shown flat: an equivalence test (two one-sided tests at
+  {convergence.TREND_ALPHA:g}) puts its change over the fifth within
+  ±{pct(convergence.RELEVANT_CHANGE)}; *still falling* when the slope is negative at
+  one-sided p < {convergence.TREND_ALPHA:g} and the fitted fall exceeds
+  {pct(convergence.RELEVANT_CHANGE)}; *rising* likewise upwards; *undetermined* when
+  neither can be shown (too few epochs or too much noise); *unstable* when the residual
+  sd of the log loss exceeds {convergence.UNSTABLE_NOISE:g}. On the whole path: *on the
+  plateau* when its final loss is within {pct(convergence.PLATEAU_WITHIN)} of the constant
+  predictor's and no epoch was ever {pct(1 - convergence.LEFT_PLATEAU)} below it;
+  *collapsed* when it ends there after having been below (it left the plateau and came
+  back); *exploded* when its final loss exceeds {convergence.EXPLODED_TIMES:g} times the
+  constant predictor's. Collapsed, exploded and diverged runs are failures. A
+  configuration is in a state when more than half of its runs are, else *mixed* (the
+  counts are shown), which is never read as converged.
 - **What a claim can decide** (the verdict's qualifier), from the configurations its test
   contrasts (the two arms; an interaction's four cells; a trend's levels; an optimum's
   edges and chosen best levels), never others. A verdict on a final error is void (*not
   converged*, inconclusive whatever its p) only when more training could undo it: the
   claim's own estimate, followed at 80, 85, 90, 95 and 100% of every run's budget and
   carried on at its least-squares rate for another budget, would lose its sign (or leave
-  or enter a same-claim's margin), and a contrasted configuration still moves (at least
-  {pct(convergence.MOVING_SHARE)} of its runs still falling or rising). An effect that is
-  stable or growing while both arms still fall is decided; identical arms are never
-  void. Where some contrasted configurations stay on the plateau for the whole budget,
-  the verdict stands but is *about leaving the plateau* within the budget. Measures over
+  or enter a same-claim's margin), and a contrasted configuration may still move (at
+  least {pct(convergence.MOVING_SHARE)} of its runs not shown converged: falling, rising or
+  undetermined). An effect that is
+  stable or growing while both arms still fall is decided (a *stable effect*); identical
+  arms are never void. Where some contrasted configurations end the budget on the
+  plateau (never left it, or collapsed back), the verdict stands but is *about leaving
+  the plateau* within the budget. A landscape probe (the loss's variation along the
+  gradient) is *not testable* where most runs of a compared configuration sit on the
+  plateau: there the gradient vanishes, and the landscape looks flat by being stuck. Measures over
   the course of training (probes, gradient spread) and of one network evaluated two ways
   (precise BN's gap) are only qualified by a plateau (*measured on the plateau*); epochs
   to a threshold are *about speed*.

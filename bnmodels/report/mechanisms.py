@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from bnmodels.study.evaluate import ClaimResult
 
 SUPPORTED = "supported"
+FOR = (SUPPORTED, "consistent")  # a verdict, or an exploratory claim's reading
+AGAINST = ("not supported", "inconsistent")
 
 
 def _is_probe(r: ClaimResult) -> bool:
@@ -35,13 +37,13 @@ def _listing(results: Sequence[ClaimResult]) -> str:
 
 
 def _landscape(probes: Sequence[ClaimResult]) -> list[str]:
-    supported = [r for r in probes if r.verdict == SUPPORTED]
-    refuted = [r for r in probes if r.verdict == "not supported"]
+    supported = [r for r in probes if r.verdict in FOR]
+    refuted = [r for r in probes if r.verdict in AGAINST]
     lines = [
-        f"**Landscape smoothness (Santurkar et al. 2018).** {len(supported)} of the "
-        f"{len(probes)} landscape claims are supported after Holm's correction, "
-        f"{len(refuted)} are contradicted and {len(probes) - len(supported) - len(refuted)} "
-        "are inconclusive."
+        f"**Landscape smoothness (Santurkar et al. 2018).** Of the {len(probes)} landscape "
+        f"claims, {len(supported)} point the paper's way, {len(refuted)} the other way and "
+        f"{len(probes) - len(supported) - len(refuted)} cannot tell (see each one's verdict "
+        "or, for an exploratory claim, its reading)."
     ]
     if probes and len(supported) == len(probes):
         lines.append(
@@ -53,7 +55,7 @@ def _landscape(probes: Sequence[ClaimResult]) -> list[str]:
             "The paper's finding holds here only in part: smoother with BN in "
             + _listing(supported)
             + "; not shown in "
-            + _listing([r for r in probes if r.verdict != SUPPORTED])
+            + _listing([r for r in probes if r.verdict not in FOR])
             + "."
         )
     else:
@@ -69,16 +71,17 @@ def _precise(results: Sequence[ClaimResult]) -> list[str]:
     lines = ["**Running statistics (Wu and Johnson 2021; the notes' batch-size argument).**"]
     for r in results:
         if r.claim.expect == "same":  # an equivalence: the small-batch gap within a margin
-            verdict = {
-                SUPPORTED: f"the running averages cost no more at small batches than at large "
-                f"ones (within {100 * r.claim.margin:g}%): the argument does not hold here",
-                "not supported": "the running averages cost more at small batches, as argued",
-            }.get(r.verdict, "the numbers cannot tell")
+            same = (
+                f"the running averages cost no more at small batches than at large "
+                f"ones (within {100 * r.claim.margin:g}%): the argument does not hold here"
+            )
+            more = "the running averages cost more at small batches, as argued"
+            verdict = same if r.verdict in FOR else more if r.verdict in AGAINST else None
         else:
-            verdict = {
-                SUPPORTED: "the running averages cost accuracy at small batches, as argued",
-                "not supported": "the opposite of the argument holds",
-            }.get(r.verdict, "the numbers cannot tell")
+            costs = "the running averages cost accuracy at small batches, as argued"
+            opposite = "the opposite of the argument holds"
+            verdict = costs if r.verdict in FOR else opposite if r.verdict in AGAINST else None
+        verdict = verdict or "the numbers cannot tell"
         lines.append(f"`{r.claim.id}`: {r.effect}, {_qualified(r)}: {verdict}.")
     return lines
 

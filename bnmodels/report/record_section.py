@@ -1,0 +1,92 @@
+"""The report's record of itself: what was changed after seeing the data (from the
+registry, built from git), how each primary verdict depends on its choices, and what the
+study cannot tell."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from bnmodels.report.markdown import md_table
+from bnmodels.study.prepared import PreparedSweep, show
+from bnmodels.study.registry import Registry
+from bnmodels.study.sensitivity import COLUMNS, MARGINS
+
+
+def changes_markdown(registry: Registry, claim_ids: Sequence[str]) -> str:
+    """'Changed after seeing the data': every claim or sweep edited after its sweep had
+    results, by commit; then which of today's claims the registry proves were fixed
+    before their runs."""
+    out = ["## Changed after seeing the data", ""]
+    fixed = [cid for cid in claim_ids if cid in registry.claims]
+    pre = [cid for cid in fixed if registry.claims[cid].preregistered]
+    out.append(
+        "From `registry.yaml`, which `bnmodels registry` derives from git: a claim is primary "
+        "only if its definition (everything but its words) was committed before its sweep "
+        "first had results on any of the seeds it is judged on now. "
+        f"{len(pre)} of today's {len(claim_ids)} claims were; "
+        + (
+            f"{len(claim_ids) - len(fixed)} are not in the registry (written or edited "
+            "since it was made)"
+            if len(fixed) < len(claim_ids)
+            else "every claim is in the registry"
+        )
+        + "."
+    )
+    if registry.rules is not None:
+        out.append(
+            f"The verdict rules (bnmodels/study: run states, the guard, the tests) last "
+            f"changed at commit {registry.rules[0]} ({registry.rules[1]}); they were chosen "
+            "and revised while looking at the earlier sweeps' results (below), not before."
+        )
+    if not registry.changes:
+        return "\n".join([*out, "", "No claim or sweep was changed after its results existed."])
+    by_commit: dict[tuple[str, str], list[str]] = {}
+    for c in registry.changes:
+        by_commit.setdefault((c.commit, c.date), []).append(f"{c.subject}: {c.what}")
+    rows = [[f"`{commit}`", date, "; ".join(items)] for (commit, date), items in by_commit.items()]
+    out += ["", md_table(["Commit", "Date", "Changed after the sweep had results"], rows)]
+    return "\n".join(out)
+
+
+def sensitivity_markdown(rows: Sequence[Mapping[str, str]]) -> str:
+    if not rows:
+        return ""
+    header = ["Claim", *COLUMNS, *(f"margin x{f:g}" for f in MARGINS)]
+    body = [[f"`{r['claim']}`", *(r[h] for h in header[1:])] for r in rows]
+    return "\n".join(
+        [
+            "### How each primary verdict depends on its choices",
+            "",
+            "The verdict (before its scope's qualifier) at 80% of every run's budget, with "
+            "every claim of the report as one Bonferroni family, with no correction at all, "
+            "and for a same-claim with its margin halved or doubled:",
+            "",
+            md_table(header, body),
+        ]
+    )
+
+
+def limits_markdown(sweeps: Mapping[str, PreparedSweep]) -> str:
+    """'What this study cannot tell': the nets' widths, the data, the budgets, the seeds,
+    read from the runs themselves."""
+    widths, datasets, budgets, seeds = set(), set(), set(), set()
+    for sw in sweeps.values():
+        widths |= set(sw.runs["width"]) if "width" in sw.runs else set()
+        datasets |= set(sw.runs["dataset"]) if "dataset" in sw.runs else set()
+        budgets.add(sw.budget)
+        seeds.add(len(sw.seeds))
+    w = ", ".join(map(show, sorted(widths)))
+    return "\n".join(
+        [
+            "> **What this study cannot tell.** Every net here is "
+            f"{w} unit{'s' if widths != {1} else ''} wide "
+            f"(width {'is' if len(widths) == 1 else 'takes the values'} {w}), trained on "
+            f"small generated data sets ({', '.join(sorted(map(str, datasets)))}: 2-5 "
+            "features, 500-1000 rows), with plain SGD at fixed budgets "
+            f"({', '.join(sorted(budgets))}) and {', '.join(map(str, sorted(seeds)))} seeds "
+            "a configuration. A verdict holds for these nets, data and budgets; whether it "
+            "holds for wide nets, real data or longer training is not tested here. Where a "
+            "verdict says *about leaving the plateau*, it is about whether a net trains at all "
+            "within the budget, not about the error it would reach.",
+        ]
+    )
