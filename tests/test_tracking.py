@@ -80,8 +80,12 @@ def make_results(split):
     base = RunConfig("tiny", "none", "sigmoid", "pre", 1, 4, "default", 0.1, 10, 0.03, EPOCHS, 0)
     runs = [
         train_reference(base, split),
-        train_reference(replace(base, activation="relu", bn="post", depth=2, seed=1), split),
-        train_reference(replace(base, activation="tanh", bn="none", lr=0.1, seed=2), split),
+        train_reference(
+            replace(base, activation="relu", bn="post", norm=None, depth=2, seed=1), split
+        ),
+        train_reference(
+            replace(base, activation="tanh", bn="none", norm=None, lr=0.1, seed=2), split
+        ),
     ]
     first = runs[0]
     history = {
