@@ -446,17 +446,22 @@ def _norm_keys(d: dict, p: str, err: ErrorList) -> bool:
 
 
 def _group_problems(runs, p: str, err: ErrorList) -> bool:
-    """Group normalization needs `groups` dividing the width: reported once per pair."""
+    """Group normalization needs `groups` dividing the width into groups of at least two
+    units (a group of one unit normalizes to 0: the layer's output would be its shift
+    alone): reported once per (width, groups)."""
     bad = sorted(
-        {(r.width, r.groups) for r in runs if r.norm == "group" and r.width % max(r.groups, 1)}
-        | {(r.width, 0) for r in runs if r.norm == "group" and not r.groups}
+        {
+            (r.width, r.groups)
+            for r in runs
+            if r.norm == "group" and (not r.groups or r.width % r.groups or r.width < 2 * r.groups)
+        }
     )
     for width, groups in bad:
         what = "no groups" if not groups else f"groups: {groups}"
         err.raw(
             p,
             f"norm: group with {what} at width {width}; expected groups: a divisor of "
-            "the width (units per hidden layer)",
+            "the width (units per hidden layer) that leaves at least 2 units per group",
         )
     return not bad
 
