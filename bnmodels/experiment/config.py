@@ -44,6 +44,9 @@ CONFIG_KEYS = (
     "epochs",
     "seed",
 )
+# The keys that describe a run to a person (a sweep's parent params in MLflow and the
+# UI view's groups): CONFIG_KEYS with the normalization spelled out instead of `bn`.
+DESCRIBE_KEYS = tuple(k for c in CONFIG_KEYS for k in (NORM_KEYS if c == "bn" else (c,)))
 # The training budget: a run trains whole `epochs`, or exactly `steps` SGD steps.
 BUDGET_KEYS = ("epochs", "steps")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # also a file and DVC key name
