@@ -30,11 +30,19 @@ from bnmodels.training.precise_bn import precise_group_metrics
 from bnmodels.training.result import RunMetrics, RunResult, batch_slices, history_columns
 
 RUN_PAD = 32  # CPU groups are padded to a multiple of this many runs (see train_group)
+# From this width on, runs of different norms train in separate groups. A group computes
+# every norm its runs use for all of its runs (and selects per run): at width 4 a step is
+# per-op overhead and one mixed group is cheapest; at width 64 and more the wasted
+# arithmetic costs more than the extra groups' ops (benchmarks/widths.py). A run's
+# numbers do not depend on its group, so this changes speed only.
+SPLIT_NORMS_WIDTH = 32
 
 
 def group_key(cfg: RunConfig, data: Split) -> tuple:
     """Runs with equal keys share the shape of their computation and train as one group."""
+    norm = (cfg.norm, cfg.norm_at, cfg.groups) if cfg.width >= SPLIT_NORMS_WIDTH else ()
     return (
+        *norm,
         cfg.depth,
         cfg.width,
         cfg.batch_size,
