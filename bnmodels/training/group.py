@@ -17,6 +17,7 @@ tests check that bit for bit.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -192,8 +193,7 @@ class Group:
 
             return wrap(layer, apply) if wrap else apply
 
-        W, b = self.weights[j], self.biases[j]
-        linear = lambda x: self.affine(x, W, b)  # noqa: E731
+        linear = functools.partial(self.affine, W=self.weights[j], b=self.biases[j])
         out, a = block.forward(
             h, linear, self.act_forward, norm_at("pre", pre), norm_at("post", post)
         )
