@@ -618,6 +618,7 @@ def test_a_sweep_over_every_norm_gives_each_its_own_run_and_key(raw_params):
     assert "-norm_group2_pre-" in runs[3].run_key and "-bn_pre-" in runs[1].run_key
     assert runs[3].as_dict()["groups"] == 2 and "groups" not in runs[2].as_dict()
     assert {"norm", "norm_at"} <= runs[0].as_dict().keys()  # what MLflow logs as params
+    assert all(RunConfig(**r.as_dict()) == r for r in runs)  # what a plan stores
 
 
 def test_a_placement_axis_does_not_duplicate_the_runs_without_a_norm(raw_params):
