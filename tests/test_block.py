@@ -13,7 +13,7 @@ from bnmodels.training.model import build_model
 from bnmodels.training.precise_bn import precise_model
 
 ACT = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU}
-KINDS = [("batch", 0), ("layer", 0), ("group", 2)]
+KINDS = [("batch", 0), ("layer", 0), ("group", 2), ("rms", 0)]
 
 
 def _norm_module(kind: str, groups: int, width: int) -> nn.Module:
@@ -21,6 +21,8 @@ def _norm_module(kind: str, groups: int, width: int) -> nn.Module:
         return nn.BatchNorm1d(width)
     if kind == "layer":
         return nn.LayerNorm(width)
+    if kind == "rms":
+        return nn.RMSNorm(width, eps=1e-5)
     return nn.GroupNorm(groups, width)
 
 
@@ -75,6 +77,8 @@ def test_norm_kinds_build_torchs_modules_with_their_eps_and_groups():
     assert isinstance(ln, nn.LayerNorm) and ln.normalized_shape == (4,) and ln.eps == 1e-5
     gn = Norm("group", "pre", 2).module(4, 0.1)
     assert isinstance(gn, nn.GroupNorm) and gn.num_groups == 2 and gn.eps == 1e-5
+    rms = Norm("rms", "pre").module(4, 0.1)
+    assert isinstance(rms, nn.RMSNorm) and rms.eps == 1e-5 and rms.normalized_shape == (4,)
 
 
 def test_precise_statistics_leave_a_model_without_batchnorm_as_it_is():

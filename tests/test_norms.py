@@ -21,13 +21,15 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 # (kind, groups) of every norm without batch statistics, at width 8: one group of 8
 # units, groups of 4 and groups of 2. Groups of two units normalize to +-1 and amplify
 # rounding (their gradients grow as 1/|a - b|): trained runs with them agree to 1e-8.
-NORMS = [("layer", 0), ("group", 2), ("group", 4)]
+NORMS = [("layer", 0), ("group", 2), ("group", 4), ("rms", 0)]
 WIDTH = 8
 
 
 def _torch_norm(kind: str, groups: int, width: int) -> torch.nn.Module:
     if kind == "layer":
         return torch.nn.LayerNorm(width).double()
+    if kind == "rms":  # eps as the other norms' (RMSNorm's default follows the dtype)
+        return torch.nn.RMSNorm(width, eps=1e-5).double()
     return torch.nn.GroupNorm(groups, width).double()
 
 
@@ -42,7 +44,8 @@ def test_forward_and_gradients_equal_torch_layer_and_group_norm_in_float64(kind,
     lr = torch.full((R, 1, 1), 0.1, dtype=torch.float64)
     st = norms.init_state(Norm(kind, "pre", groups), R, w, None, lr, dict(dtype=torch.float64))
     st["weight"].copy_(torch.rand(R, 1, w, generator=gen, dtype=torch.float64) + 0.5)
-    st["bias"].copy_(torch.randn(R, 1, w, generator=gen, dtype=torch.float64))
+    if kind != "rms":  # RMS normalization has no shift
+        st["bias"].copy_(torch.randn(R, 1, w, generator=gen, dtype=torch.float64))
     forward, backward, _ = norms.KINDS[kind]
     y, cache = forward(x, st, True)
     grad_x, grad_gamma, grad_beta = backward(grad_y, st, cache, update=False)
@@ -50,14 +53,16 @@ def test_forward_and_gradients_equal_torch_layer_and_group_norm_in_float64(kind,
         m = _torch_norm(kind, groups, w)
         with torch.no_grad():
             m.weight.copy_(st["weight"][r, 0])
-            m.bias.copy_(st["bias"][r, 0])
+            if kind != "rms":
+                m.bias.copy_(st["bias"][r, 0])
         xr = x[r].clone().requires_grad_(True)
         yr = m(xr)
         yr.backward(grad_y[r])
         torch.testing.assert_close(y[r], yr.detach(), rtol=1e-10, atol=1e-10)
         torch.testing.assert_close(grad_x[r], xr.grad, rtol=1e-10, atol=1e-10)
         torch.testing.assert_close(grad_gamma[r, 0], m.weight.grad, rtol=1e-10, atol=1e-10)
-        torch.testing.assert_close(grad_beta[r, 0], m.bias.grad, rtol=1e-10, atol=1e-10)
+        if kind != "rms":
+            torch.testing.assert_close(grad_beta[r, 0], m.bias.grad, rtol=1e-10, atol=1e-10)
     # eval mode computes the same (no running statistics)
     torch.testing.assert_close(forward(x, st, False)[0], y, rtol=0, atol=0)
 

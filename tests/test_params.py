@@ -607,14 +607,15 @@ def test_bn_is_the_shorthand_of_norm_batch_at_its_placement(raw_params):
 
 
 def test_a_sweep_over_every_norm_gives_each_its_own_run_and_key(raw_params):
-    runs = _runs(raw_params, norm=["none", "batch", "layer", "group"], groups=2, width=4)
+    runs = _runs(raw_params, norm=["none", "batch", "layer", "group", "rms"], groups=2, width=4)
     assert [(r.norm, r.norm_at, r.groups, r.bn) for r in runs] == [
         ("none", "none", 0, "none"),
         ("batch", "pre", 0, "pre"),  # norm_at defaults to pre
         ("layer", "pre", 0, "none"),
         ("group", "pre", 2, "none"),
+        ("rms", "pre", 0, "none"),
     ]
-    assert len({r.run_key for r in runs}) == 4
+    assert len({r.run_key for r in runs}) == 5
     assert "-norm_group2_pre-" in runs[3].run_key and "-bn_pre-" in runs[1].run_key
     assert runs[3].as_dict()["groups"] == 2 and "groups" not in runs[2].as_dict()
     assert {"norm", "norm_at"} <= runs[0].as_dict().keys()  # what MLflow logs as params
@@ -648,32 +649,19 @@ def test_widths_up_to_256_and_depth_8_are_valid(raw_params):
 
 
 @pytest.mark.parametrize(
-    ("sweep", "words"),
+    ("sweep", "where", "words"),
     [
-        ({"bn": "pre", "norm": "layer"}, ["bn and norm", "shorthand"]),
-        ({"norm": "group", "width": 4}, ["norm: group with no groups", "divisor"]),
-        ({"norm": "group", "groups": 3, "width": 4}, ["groups: 3 at width 4", "divisor"]),
-        ({"norm": "group", "groups": 4, "width": 4}, ["groups: 4 at width 4", "2 units"]),
-        ({"norm": "batchh"}, ["one of none, batch, layer, group"]),
-        ({"norm": "layer", "norm_at": "mid"}, ["one of pre, post"]),
+        ({"bn": "pre", "norm": "layer"}, "", ["bn and norm", "shorthand"]),
+        ({"norm": "group", "width": 4}, "", ["norm: group with no groups", "divisor"]),
+        ({"norm": "group", "groups": 3, "width": 4}, "", ["groups: 3 at width 4", "divisor"]),
+        ({"norm": "group", "groups": 4, "width": 4}, "", ["groups: 4 at width 4", "2 units"]),
+        ({"norm": "batchh"}, ".norm", ["one of none, batch, layer, group, rms"]),
+        ({"norm": "layer", "norm_at": "mid"}, ".norm_at", ["one of pre, post"]),
     ],
 )
 def test_a_bad_normalization_is_a_clean_error_naming_the_sweep(
-    write_params, raw_params, sweep, words
+    write_params, raw_params, sweep, where, words
 ):
     raw_params["sweeps"] = {"s": sweep}
     path, errors = problems(write_params, raw_params)
-    assert_reported(
-        path,
-        errors,
-        "sweeps.s"
-        + (
-            ""
-            if "batchh" not in str(sweep) and "mid" not in str(sweep)
-            else ".norm"
-            if "batchh" in str(sweep)
-            else ".norm_at"
-        ),
-        None,
-        words,
-    )
+    assert_reported(path, errors, "sweeps.s" + where, None, words)

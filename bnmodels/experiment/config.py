@@ -16,7 +16,7 @@ BN_MODES = ("none", "pre", "post")  # `bn`: the shorthand for norm: batch at a p
 # A hidden block's normalization (extension): its kind, its placement (before or after
 # the activation), and for group normalization its number of groups. What each kind
 # computes is bnmodels.training.block's.
-NORMS = ("none", "batch", "layer", "group")
+NORMS = ("none", "batch", "layer", "group", "rms")
 NORM_PLACES = ("pre", "post")
 # The normalization spelled out, after CONFIG_KEYS in runs.csv and in every run's
 # configuration: implied by `bn` for the runs that CONFIG_KEYS describe (`bn` alone

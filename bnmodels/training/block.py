@@ -10,9 +10,12 @@ from one Layer:
   with running statistics (eval mode), as torch.nn.BatchNorm1d(width); "layer"
   normalizes each row over the layer's units, as torch.nn.LayerNorm(width); "group"
   normalizes each row over each of `groups` equal groups of consecutive units, as
-  torch.nn.GroupNorm(groups, width). Each has a learned scale and shift per unit and
-  eps = 1e-5. Only "batch" uses batch statistics, so only it has running statistics,
-  precise statistics (precise_bn.py) and a train/eval difference.
+  torch.nn.GroupNorm(groups, width); "rms" divides each row by the root mean square of
+  its units, as torch.nn.RMSNorm(width, eps=1e-5) (no centring, no shift). Each has a
+  learned scale per unit, and all but "rms" a learned shift; eps = 1e-5 throughout
+  (RMSNorm's own default would follow the dtype). Only "batch" uses batch statistics,
+  so only it has running statistics, precise statistics (precise_bn.py) and a train/eval
+  difference.
 """
 
 from __future__ import annotations
@@ -28,10 +31,10 @@ POSITIONS = ("pre", "post")  # where a norm may sit: before or after the activat
 
 @dataclass(frozen=True)
 class Norm:
-    """One run's normalization: kind ("none", "batch", "layer", "group"), placement
+    """One run's normalization: kind (config.NORMS), placement
     ("pre", "post", "none") and groups (group normalization's; 0 otherwise)."""
 
-    kind: str
+    kind: str  # "none", "batch", "layer", "group" or "rms"
     at: str
     groups: int = 0
 
@@ -57,6 +60,8 @@ class Norm:
             return nn.LayerNorm(width, eps=EPS)
         if self.kind == "group":
             return nn.GroupNorm(self.groups, width, eps=EPS)
+        if self.kind == "rms":
+            return nn.RMSNorm(width, eps=EPS)
         return None
 
 

@@ -1,5 +1,6 @@
 """The batched engine's normalization layers: a forward returning (out, cache) and a
-backward taking the cache, side by side, for each kind of `bnmodels.training.block`.
+backward taking the cache, side by side, for each kind of `bnmodels.training.block`
+(batch, layer and group, RMS).
 
 Shapes: x (R, B, w) for R runs, B rows, w units; per-run state tensors (R, 1, w). Each
 op reduces within one run's lanes (BatchNorm over a run's own rows, layer and group
@@ -16,6 +17,7 @@ from bnmodels.training.block import EPS, POSITIONS, Norm
 
 BN_KEYS = ("weight", "bias", "running_mean", "running_var")  # BatchNorm's per-run state
 AFFINE_KEYS = ("weight", "bias")  # the state of a norm without batch statistics
+SCALE_KEYS = ("weight",)  # RMS normalization's: a scale, no shift
 
 
 def _bn_forward(x, st: dict, training: bool):
@@ -84,11 +86,30 @@ def _gn_backward(grad_y, st: dict, cache, update: bool = True):
     return _step(st, grad_x, grad_gamma, grad_beta, update)
 
 
+def _rms_forward(x, st: dict, training: bool):
+    """RMS normalization of each row over its units, as torch.nn.RMSNorm(w, eps): x (R, B,
+    w), no shift. The same in train and eval mode. Returns (y, cache for the backward)."""
+    inv = torch.rsqrt((x * x).mean(dim=2, keepdim=True) + EPS)  # (R, B, 1)
+    xhat = x * inv
+    return xhat * st["weight"], (xhat, inv)
+
+
+def _rms_backward(grad_y, st: dict, cache, update: bool = True):
+    """dL/dy (R, B, w) -> dL/dx (R, B, w) (RMS normalization; no shift: dL/dbeta None)."""
+    xhat, inv = cache
+    grad_gamma = (grad_y * xhat).sum(dim=1, keepdim=True)  # (R, 1, w)
+    # dL/dx = inv * (g - xhat * mean(g * xhat)), g = gamma dL/dy
+    g = grad_y * st["weight"]
+    grad_x = (g - xhat * (g * xhat).mean(dim=2, keepdim=True)) * inv
+    return _step(st, grad_x, grad_gamma, None, update)
+
+
 def _step(st: dict, grad_x, grad_gamma, grad_beta, update: bool):
     if not update:
         return grad_x, grad_gamma, grad_beta
     st["weight"].addcmul_(grad_gamma, st["lr"], value=-1)
-    st["bias"].addcmul_(grad_beta, st["lr"], value=-1)
+    if grad_beta is not None:
+        st["bias"].addcmul_(grad_beta, st["lr"], value=-1)
     return grad_x
 
 
@@ -97,14 +118,17 @@ KINDS = {
     "batch": (_bn_forward, _bn_backward, BN_KEYS),
     "layer": (_gn_forward, _gn_backward, AFFINE_KEYS),
     "group": (_gn_forward, _gn_backward, AFFINE_KEYS),
+    "rms": (_rms_forward, _rms_backward, SCALE_KEYS),
 }
 
 
 def init_state(norm: Norm, R: int, width: int, momentum, lr, kw) -> dict:
-    """A fresh norm's state for R runs: gamma 1, beta 0 (and running mean 0, variance 1
-    for BatchNorm), as torch initializes its modules; `momentum`, `lr` (R, 1, 1)."""
-    st = {"weight": torch.ones(R, 1, width, **kw), "bias": torch.zeros(R, 1, width, **kw)}
-    st["lr"] = lr
+    """A fresh norm's state for R runs: gamma 1, beta 0 (no beta for RMS normalization;
+    running mean 0, variance 1 for BatchNorm), as torch initializes its modules;
+    `momentum`, `lr` (R, 1, 1)."""
+    st = {"weight": torch.ones(R, 1, width, **kw), "lr": lr}
+    if "bias" in KINDS[norm.kind][2]:
+        st["bias"] = torch.zeros(R, 1, width, **kw)
     if norm.batch_statistics:
         st["running_mean"] = torch.zeros(R, 1, width, **kw)
         st["running_var"] = torch.ones(R, 1, width, **kw)
@@ -158,11 +182,9 @@ class Masked:
             grad_x, grad_gamma, grad_beta = self._backward(grad_y, self.state, cache, False)
             if self.runs is not None:
                 grad_x = torch.where(self.runs, grad_x, grad_y)
-            st = self.state
-            return grad_x, [
-                (st["weight"], grad_gamma, self.runs),
-                (st["bias"], grad_beta, self.runs),
-            ]
+            grads = {"weight": grad_gamma, "bias": grad_beta}
+            params = (k for k in AFFINE_KEYS if k in self.state)  # gamma, and beta if any
+            return grad_x, [(self.state[k], grads[k], self.runs) for k in params]
         grad_x = self._backward(grad_y, self.state, cache)
         return grad_x if self.runs is None else torch.where(self.runs, grad_x, grad_y)
 
