@@ -63,13 +63,15 @@ def tiny_sweeps() -> dict[str, tuple]:
     """{sweep: (data spec, its run configurations)}, 12 runs in all."""
     base = RunConfig("quad", "none", "relu", "none", 1, 8, "default", 0.1, 10, 0.03, EPOCHS, 1)
     regression = [
-        replace(base, bn=bn, depth=depth, seed=seed)
+        replace(base, bn=bn, norm=None, depth=depth, seed=seed)
         for bn in ("none", "pre")
         for depth in (1, 2)
         for seed in (1, 2)
     ]
     cla = replace(base, dataset="blobs", lr=0.1)
-    classification = [replace(cla, bn=bn, seed=seed) for bn in ("none", "pre") for seed in (1, 2)]
+    classification = [
+        replace(cla, bn=bn, norm=None, seed=seed) for bn in ("none", "pre") for seed in (1, 2)
+    ]
     return {"regression": (REGRESSION, regression), "classification": (CLASSES, classification)}
 
 

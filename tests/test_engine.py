@@ -289,3 +289,27 @@ def test_cuda_classification_probes_and_precise_bn_match_the_cpu_reference(split
         assert b.precise_bn.keys() == r.precise_bn.keys()
         for k, v in r.precise_bn.items():
             assert b.precise_bn[k] == pytest.approx(v, rel=1e-8), (c.run_key, k)
+
+
+def test_width_64_depth_8_of_every_norm_matches_the_reference_in_float64(split):
+    """The widest settings params allow in practice, with runs of each norm in a group of
+    their own (batched.SPLIT_NORMS_WIDTH), 2 epochs."""
+    from bnmodels.training.batched import SPLIT_NORMS_WIDTH, group_key
+
+    norms = [
+        dict(bn="none"),
+        dict(bn="pre"),
+        dict(norm="layer", norm_at="post"),
+        dict(norm="group", groups=4),
+        dict(norm="rms", norm_at="post"),
+    ]
+    cfgs = [cfg(width=64, depth=8, epochs=2, activation="relu", **n) for n in norms]
+    assert 64 >= SPLIT_NORMS_WIDTH and len({group_key(c, split) for c in cfgs}) == len(cfgs)
+    batched = train_runs(cfgs, [split] * len(cfgs), dtype=torch.float64)
+    for c, b in zip(cfgs, batched, strict=True):
+        r = train_reference(c, split, dtype=torch.float64)
+        assert not r.diverged and not b.diverged
+        for col, ref_values in r.history.items():
+            np.testing.assert_allclose(
+                b.history[col], ref_values, rtol=1e-8, atol=1e-12, err_msg=f"{c.run_key} {col}"
+            )

@@ -585,3 +585,83 @@ def test_probes_must_be_true_or_false(write_params, raw_params):
     raw_params["sweeps"]["depth"]["probes"] = "yes"
     path, errors = problems(write_params, raw_params)
     assert f"{path}: sweeps.depth.probes: 'yes' is not allowed; expected true or false" in errors
+
+
+# -- the normalization: norm, norm_at, groups, and bn as their shorthand ----------------
+
+
+def _runs(raw_params, **sweep):
+    raw_params["sweeps"] = {"s": sweep}
+    return validate(raw_params).sweeps["s"].runs
+
+
+def test_bn_is_the_shorthand_of_norm_batch_at_its_placement(raw_params):
+    for bn in ("pre", "post"):
+        (short,) = _runs(raw_params, bn=bn)
+        (spelled,) = _runs(raw_params, norm="batch", norm_at=bn)
+        assert short == spelled and short.run_key == spelled.run_key
+        assert (short.bn, short.norm, short.norm_at, short.groups) == (bn, "batch", bn, 0)
+    (none,) = _runs(raw_params, bn="none")
+    assert none == _runs(raw_params, norm="none")[0]
+    assert (none.norm, none.norm_at) == ("none", "none")
+
+
+def test_a_sweep_over_every_norm_gives_each_its_own_run_and_key(raw_params):
+    runs = _runs(raw_params, norm=["none", "batch", "layer", "group", "rms"], groups=2, width=4)
+    assert [(r.norm, r.norm_at, r.groups, r.bn) for r in runs] == [
+        ("none", "none", 0, "none"),
+        ("batch", "pre", 0, "pre"),  # norm_at defaults to pre
+        ("layer", "pre", 0, "none"),
+        ("group", "pre", 2, "none"),
+        ("rms", "pre", 0, "none"),
+    ]
+    assert len({r.run_key for r in runs}) == 5
+    assert "-norm_group2_pre-" in runs[3].run_key and "-bn_pre-" in runs[1].run_key
+    assert runs[3].as_dict()["groups"] == 2 and "groups" not in runs[2].as_dict()
+    assert {"norm", "norm_at"} <= runs[0].as_dict().keys()  # what MLflow logs as params
+    assert all(RunConfig(**r.as_dict()) == r for r in runs)  # what a plan stores
+
+
+def test_a_placement_axis_does_not_duplicate_the_runs_without_a_norm(raw_params):
+    runs = _runs(raw_params, norm=["none", "layer"], norm_at=["pre", "post"])
+    assert [(r.norm, r.norm_at) for r in runs] == [
+        ("none", "none"),
+        ("layer", "pre"),
+        ("layer", "post"),
+    ]
+
+
+def test_a_sweeps_norm_replaces_the_defaults_bn_and_its_bn_the_defaults_norm(raw_params):
+    raw_params["defaults"]["bn"] = "post"
+    (layer,) = _runs(raw_params, norm="layer")  # at the defaults' placement
+    assert (layer.norm, layer.norm_at, layer.bn) == ("layer", "post", "none")
+    (placed,) = _runs(raw_params, norm_at="pre")  # the defaults' BatchNorm, moved
+    assert (placed.norm, placed.bn) == ("batch", "pre")
+    del raw_params["defaults"]["bn"]
+    raw_params["defaults"].update(norm="group", groups=2)
+    (short,) = _runs(raw_params, bn="pre")
+    assert (short.norm, short.groups) == ("batch", 0)
+
+
+def test_widths_up_to_256_and_depth_8_are_valid(raw_params):
+    runs = _runs(raw_params, width=[4, 16, 64, 256], depth=8)
+    assert [(r.width, r.depth) for r in runs] == [(4, 8), (16, 8), (64, 8), (256, 8)]
+
+
+@pytest.mark.parametrize(
+    ("sweep", "where", "words"),
+    [
+        ({"bn": "pre", "norm": "layer"}, "", ["bn and norm", "shorthand"]),
+        ({"norm": "group", "width": 4}, "", ["norm: group with no groups", "divisor"]),
+        ({"norm": "group", "groups": 3, "width": 4}, "", ["groups: 3 at width 4", "divisor"]),
+        ({"norm": "group", "groups": 4, "width": 4}, "", ["groups: 4 at width 4", "2 units"]),
+        ({"norm": "batchh"}, ".norm", ["one of none, batch, layer, group, rms"]),
+        ({"norm": "layer", "norm_at": "mid"}, ".norm_at", ["one of pre, post"]),
+    ],
+)
+def test_a_bad_normalization_is_a_clean_error_naming_the_sweep(
+    write_params, raw_params, sweep, where, words
+):
+    raw_params["sweeps"] = {"s": sweep}
+    path, errors = problems(write_params, raw_params)
+    assert_reported(path, errors, "sweeps.s" + where, None, words)

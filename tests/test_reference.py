@@ -133,7 +133,7 @@ def test_batchnorm_running_statistics_equal_pytorchs_module_driven_the_same_way(
     model.load_state_dict(result.state_dict)
     for mine, theirs in [
         *zip(model.linears(), lins, strict=True),
-        *zip(model.norms(), norms, strict=True),
+        *zip(model.batch_norms(), norms, strict=True),
     ]:
         for name, t in theirs.state_dict().items():
             got = mine.state_dict()[name]

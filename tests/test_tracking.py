@@ -80,8 +80,12 @@ def make_results(split):
     base = RunConfig("tiny", "none", "sigmoid", "pre", 1, 4, "default", 0.1, 10, 0.03, EPOCHS, 0)
     runs = [
         train_reference(base, split),
-        train_reference(replace(base, activation="relu", bn="post", depth=2, seed=1), split),
-        train_reference(replace(base, activation="tanh", bn="none", lr=0.1, seed=2), split),
+        train_reference(
+            replace(base, activation="relu", bn="post", norm=None, depth=2, seed=1), split
+        ),
+        train_reference(
+            replace(base, activation="tanh", bn="none", norm=None, lr=0.1, seed=2), split
+        ),
     ]
     first = runs[0]
     history = {
@@ -116,7 +120,7 @@ def test_every_run_is_logged_with_its_configuration_and_one_metric_per_epoch(uri
         run = client.get_run(run_ids[r.config.run_key])
         assert run.info.run_name == r.config.run_key
         assert run.data.params == {k: str(v) for k, v in r.config.as_dict().items()}
-        assert set(run.data.params) == set(CONFIG_KEYS)
+        assert set(run.data.params) == {*CONFIG_KEYS, "norm", "norm_at"}
         assert {k: run.data.tags[k] for k in TAGS} == TAGS
         assert run.data.tags["sweep"] == "tiny" and run.data.tags["run_key"] == r.config.run_key
         for col, values in r.history.items():
@@ -227,7 +231,7 @@ def test_the_sweep_logs_a_landing_view_of_its_latest_execution(uri, results, log
     parent_id, _ = logged
     assert state["searchFilter"] == f"tags.`mlflow.parentRunId` = '{parent_id}'"
     keys = [k["groupByData"] for k in state["groupBy"]["groupByKeys"]]
-    assert keys == ["activation", "bn", "depth", "lr"]
+    assert keys == ["activation", "norm", "norm_at", "depth", "lr"]
     assert [c["metricKey"] for c in state["compareRunCharts"]] == ["test_mse", "train_mse"]
     name = json.loads(exp.tags["mlflow.sharedViewState.compare"])["name"]
     assert name == "tiny: 3 configurations, 4 runs (latest execution)"
@@ -239,7 +243,7 @@ def test_children_point_to_one_finished_parent_that_holds_the_sweep(uri, results
     parent = client.get_run(parent_id)
     assert parent.info.status == "FINISHED"
     assert {k: parent.data.tags[k] for k in TAGS} == TAGS
-    assert parent.data.params["varying"] == "activation,bn,depth,lr,seed"
+    assert parent.data.params["varying"] == "activation,norm,norm_at,depth,lr,seed"
     assert parent.data.params["depth"] == "1,2"
     assert {"history.csv", "diagnostics.json"} <= {a.path for a in client.list_artifacts(parent_id)}
     children = client.search_runs(
@@ -458,8 +462,9 @@ def test_experiment_url_opens_the_runs_table_of_the_ml_view():
 
 def test_varying_params_name_the_keys_that_vary(results):
     params = sweep_run.varying_params([r.config for r in results])
-    assert params["varying"] == "activation,bn,depth,lr,seed"
+    assert params["varying"] == "activation,norm,norm_at,depth,lr,seed"
     assert params["activation"] == "sigmoid,relu,tanh" and "dataset" not in params
+    assert params["norm"] == "batch,none" and params["norm_at"] == "pre,post,none"
     assert sweep_run.varying_params([results[0].config])["varying"] == "-"
 
 
@@ -600,3 +605,19 @@ def test_a_logged_classifier_loads_back_with_its_classes_and_final_test_accuracy
     with torch.no_grad():
         accuracy = (model(blobs.x_test).argmax(1) == blobs.y_test).double().mean().item()
     assert accuracy == result.final_test_accuracy
+
+
+def test_varying_params_tell_every_norm_and_placement_apart():
+    """bn alone would call layer-normalized runs and runs without a norm the same."""
+    from configs import run_config
+
+    cfgs = [
+        run_config(),
+        run_config(bn="pre"),
+        run_config(norm="layer", norm_at="post"),
+        run_config(norm="group", groups=2),
+    ]
+    params = sweep_run.varying_params(cfgs)
+    assert params["varying"] == "norm,norm_at,groups"
+    assert params["norm"] == "none,batch,layer,group"
+    assert params["norm_at"] == "none,pre,post" and params["groups"] == "0,2"

@@ -12,14 +12,24 @@ from typing import Any
 
 NORMALIZATIONS = ("none", "zscore", "minmax")
 ACTIVATIONS = ("sigmoid", "relu", "tanh")
-BN_MODES = ("none", "pre", "post")
+BN_MODES = ("none", "pre", "post")  # `bn`: the shorthand for norm: batch at a placement
+# A hidden block's normalization (extension): its kind, its placement (before or after
+# the activation), and for group normalization its number of groups. What each kind
+# computes is bnmodels.training.block's.
+NORMS = ("none", "batch", "layer", "group", "rms")
+NORM_PLACES = ("pre", "post")
+# The normalization spelled out, after CONFIG_KEYS in runs.csv and in every run's
+# configuration: implied by `bn` for the runs that CONFIG_KEYS describe (`bn` alone
+# varies in a sweep of BatchNorm placements), so not among them.
+NORM_KEYS = ("norm", "norm_at", "groups")
 INITS = ("default", "xavier", "kaiming")
 ENGINES = ("batched", "reference")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "float64")
 CLUSTERS = ("local", "ray")
 
-# Column order of runs.csv and of every configuration dump (SPEC 5).
+# Column order of runs.csv and of every configuration dump (SPEC 5); the keys that tell
+# configurations apart (the claims' axes), none implied by another.
 CONFIG_KEYS = (
     "dataset",
     "normalization",
@@ -34,6 +44,9 @@ CONFIG_KEYS = (
     "epochs",
     "seed",
 )
+# The keys that describe a run to a person (a sweep's parent params in MLflow and the
+# UI view's groups): CONFIG_KEYS with the normalization spelled out instead of `bn`.
+DESCRIBE_KEYS = tuple(k for c in CONFIG_KEYS for k in (NORM_KEYS if c == "bn" else (c,)))
 # The training budget: a run trains whole `epochs`, or exactly `steps` SGD steps.
 BUDGET_KEYS = ("epochs", "steps")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # also a file and DVC key name
@@ -133,6 +146,25 @@ class RunConfig:
     # Which draw of its data set the run trains on (`run_draw`), set by params.py; None
     # when the data set has a single draw.
     draw: int | None = None
+    # The normalization (extension): `norm` is its kind, `norm_at` its placement and
+    # `groups` group normalization's groups. None: taken from `bn`, the shorthand (bn: pre
+    # is norm: batch, norm_at: pre). Canonical after construction (`__post_init__`):
+    # norm_at is "none" without a normalization, groups is 0 except for norm: group, and
+    # bn is the BatchNorm placement ("none" for any other kind).
+    norm: str | None = None
+    norm_at: str | None = None
+    groups: int | None = None
+
+    def __post_init__(self):
+        norm, at, groups = canonical_norm(self.bn, self.norm, self.norm_at, self.groups)
+        bn = at if norm == "batch" else "none"
+        if self.norm is not None and self.bn != bn:
+            raise ValueError(
+                f"bn: {self.bn} contradicts norm: {norm}, norm_at: {at}; give norm=None "
+                "to set the normalization by bn (dataclasses.replace(cfg, bn=..., norm=None))"
+            )
+        for k, v in (("norm", norm), ("norm_at", at), ("groups", groups), ("bn", bn)):
+            object.__setattr__(self, k, v)
 
     @property
     def run_key(self) -> str:
@@ -140,19 +172,30 @@ class RunConfig:
         (a steps budget replaces the epochs it implies)."""
         budget = f"e{self.epochs}" if self.steps is None else f"steps{self.steps}"
         draw = "" if self.draw is None else f"-draw{self.draw}"
+        # BatchNorm or none: the key runs had before other norms existed
+        norm = f"bn_{self.bn}" if self.norm in ("none", "batch") else self._norm_key
         return (
-            f"{self.dataset}-{self.normalization}-{self.activation}-bn_{self.bn}"
+            f"{self.dataset}-{self.normalization}-{self.activation}-{norm}"
             f"-d{self.depth}-w{self.width}-{self.init}-m{self.momentum!r}"
             f"-b{self.batch_size}-lr{self.lr!r}-{budget}-s{self.seed}{draw}"
         )
 
+    @property
+    def _norm_key(self) -> str:
+        groups = str(self.groups) if self.norm == "group" else ""
+        return f"norm_{self.norm}{groups}_{self.norm_at}"
+
     def as_dict(self) -> dict[str, Any]:
-        """Every configuration key; `steps` only with a steps budget and `draw` only on a
-        data set of several draws (so that the plans and logged params of other runs are
-        as they were)."""
+        """Every configuration key, then `norm` and `norm_at` (and `groups` for group
+        normalization); `steps` only with a steps budget and `draw` only on a data set of
+        several draws (so that the plans and logged params of other runs are as they
+        were)."""
         d = {k: getattr(self, k) for k in CONFIG_KEYS}
+        norm = {"norm": self.norm, "norm_at": self.norm_at}
+        if self.norm == "group":
+            norm["groups"] = self.groups
         extra = {k: getattr(self, k) for k in ("steps", "draw") if getattr(self, k) is not None}
-        return {**d, **extra}
+        return {**d, **norm, **extra}
 
     @property
     def data_key(self) -> tuple[str, str, int]:
@@ -164,6 +207,19 @@ class RunConfig:
         if self.steps is not None:
             return self.steps
         return self.epochs * batches_per_epoch(n_train, self.batch_size)
+
+
+def canonical_norm(
+    bn: str, norm: str | None, norm_at: str | None, groups: int | None
+) -> tuple[str, str, int]:
+    """(norm, norm_at, groups) of a run given `bn` (the shorthand) or `norm`: norm_at is
+    "none" without a normalization and "pre" when not given; groups 0 unless norm: group."""
+    if norm is None:
+        norm, norm_at = ("none", "none") if bn == "none" else ("batch", bn)
+    if norm == "none":
+        return "none", "none", 0
+    at = norm_at if norm_at in NORM_PLACES else "pre"
+    return norm, at, (groups or 0) if norm == "group" else 0
 
 
 def batches_per_epoch(n_train: int, batch_size: int) -> int:

@@ -28,7 +28,10 @@ from bnmodels.experiment.config import (
     ENGINES,
     INITS,
     NAME_RE,
+    NORM_KEYS,
+    NORM_PLACES,
     NORMALIZATIONS,
+    NORMS,
     ClusterSpec,
     DatasetSpec,
     DataSpec,
@@ -36,6 +39,7 @@ from bnmodels.experiment.config import (
     Params,
     RunConfig,
     Sweep,
+    canonical_norm,
     epochs_for_steps,
     run_draw,
 )
@@ -149,6 +153,9 @@ RUN_CHECKS = {
     "normalization": _choice(NORMALIZATIONS),
     "activation": _choice(ACTIVATIONS),
     "bn": _choice(BN_MODES),
+    "norm": _choice(NORMS),
+    "norm_at": _choice(NORM_PLACES),
+    "groups": _int_at_least(1),
     "depth": _int_at_least(1),
     "width": _int_at_least(1),
     "init": _choice(INITS),
@@ -159,7 +166,10 @@ RUN_CHECKS = {
     "seed": _seed,
     "steps": _int_at_least(1),  # the other budget (BUDGET_KEYS): optional
 }
-RUN_KEYS = (*CONFIG_KEYS, "steps")  # every key a run's configuration may give
+# every key a run's configuration may give; the normalization by `bn` (the shorthand)
+# or by NORM_KEYS, never both in one section (of these only `norm` is needed: norm_at
+# defaults to pre)
+RUN_KEYS = (*CONFIG_KEYS, *NORM_KEYS, "steps")
 
 
 class ErrorList:
@@ -417,7 +427,43 @@ def _run(values: dict, datasets: dict[str, DataSpec]) -> RunConfig:
         fits = ds is not None and bs <= ds.n_train
         values["epochs"] = epochs_for_steps(steps, ds.n_train, bs) if fits else steps
     values["draw"] = run_draw(values["seed"], ds.draws) if ds is not None else None
+    if values.get("norm") is not None:  # bn follows from the norm keys
+        norm, at, _ = canonical_norm("none", values["norm"], values.get("norm_at"), None)
+        values["bn"] = at if norm == "batch" else "none"
     return RunConfig(**values)
+
+
+def _norm_keys(d: dict, p: str, err: ErrorList) -> bool:
+    """`bn` (the shorthand) or the norm keys in one section, never both."""
+    if "bn" in d and any(k in d for k in NORM_KEYS):
+        err.raw(
+            p,
+            "bn and norm/norm_at/groups are both given; bn is the shorthand for norm: "
+            "batch, norm_at: <bn> (bn: none for norm: none): give one of them",
+        )
+        return False
+    return True
+
+
+def _group_problems(runs, p: str, err: ErrorList) -> bool:
+    """Group normalization needs `groups` dividing the width into groups of at least two
+    units (a group of one unit normalizes to 0: the layer's output would be its shift
+    alone): reported once per (width, groups)."""
+    bad = sorted(
+        {
+            (r.width, r.groups)
+            for r in runs
+            if r.norm == "group" and (not r.groups or r.width % r.groups or r.width < 2 * r.groups)
+        }
+    )
+    for width, groups in bad:
+        what = "no groups" if not groups else f"groups: {groups}"
+        err.raw(
+            p,
+            f"norm: group with {what} at width {width}; expected groups: a divisor of "
+            "the width (units per hidden layer) that leaves at least 2 units per group",
+        )
+    return not bad
 
 
 def _check_defaults(raw: dict, datasets: dict[str, DataSpec], known_ds: set[str], file: str):
@@ -427,9 +473,15 @@ def _check_defaults(raw: dict, datasets: dict[str, DataSpec], known_ds: set[str]
     err = ErrorList(file)
     d = _section(raw, "defaults", err) or {}
     _unknown(d, RUN_KEYS, "defaults", err)
-    ok = bool(d) and _budget(d, "defaults", err)
+    ok = bool(d) and _budget(d, "defaults", err) and _norm_keys(d, "defaults", err)
     budget = next((k for k in BUDGET_KEYS if k in d), None)
+    by_norm = "norm" in d  # the normalization by NORM_KEYS, else by bn (required then)
+    for k in NORM_KEYS if by_norm else ():
+        if k in d:
+            ok &= _check_value(k, d[k], f"defaults.{k}", known_ds, err)
     for k in (*(k for k in CONFIG_KEYS if k != "epochs"), budget or "epochs"):
+        if k == "bn" and by_norm:
+            continue
         if k not in d:
             if d:
                 what = "epochs or steps: the training budget" if k == "epochs" else "key"
@@ -439,7 +491,9 @@ def _check_defaults(raw: dict, datasets: dict[str, DataSpec], known_ds: set[str]
             ok = False
     if not ok:
         return None, err.items
-    defaults = _run({k: _coerce(k, d[k]) for k in RUN_KEYS if k in d}, datasets)
+    defaults = _run({"bn": "none", **{k: _coerce(k, d[k]) for k in RUN_KEYS if k in d}}, datasets)
+    if not _group_problems([defaults], "defaults", err):
+        return None, err.items
     if defaults.dataset in datasets and defaults.batch_size > datasets[defaults.dataset].n_train:
         n_train = datasets[defaults.dataset].n_train
         err.raw(
@@ -481,6 +535,7 @@ def _check_sweep(name: str, s: dict, defaults: RunConfig | None, ctx: dict, err:
     _unknown(s, (*RUN_KEYS, *SWEEP_SETTINGS), p, err)
     axes, fixed, ok = {}, {}, all(k in RUN_KEYS or k in SWEEP_SETTINGS for k in s)
     ok &= _budget(s, p, err)
+    ok &= _norm_keys(s, p, err)
     probes = s.get("probes", False)
     if not isinstance(probes, bool):
         err.add(f"{p}.probes", probes, "true or false")
@@ -506,15 +561,24 @@ def _check_sweep(name: str, s: dict, defaults: RunConfig | None, ctx: dict, err:
         return None
     # A sweep's budget replaces the defaults' (epochs or steps); a steps budget sets
     # each run's epochs from its own data set and batch size (`_run`).
-    base = {**defaults.as_dict(), **fixed}
+    base = defaults.as_dict()
+    if "bn" in s:  # the shorthand replaces the defaults' normalization
+        base = {k: v for k, v in base.items() if k not in NORM_KEYS}
+    base.update(fixed)
     if "epochs" in s:
         base.pop("steps", None)
     if "steps" in base:
         base.pop("epochs")
+    # dict.fromkeys: without a normalization norm_at and groups mean nothing, so
+    # norm: none runs of a norm_at axis are one run
     runs = tuple(
-        _run({**base, **dict(zip(axes, combo, strict=True))}, ctx["datasets"])
-        for combo in itertools.product(*axes.values())
+        dict.fromkeys(
+            _run({**base, **dict(zip(axes, combo, strict=True))}, ctx["datasets"])
+            for combo in itertools.product(*axes.values())
+        )
     )
+    if not _group_problems(runs, p, err):
+        return None
     # Batch sizes larger than a data set's train rows, reported once per value, where
     # the clash is written (a default clashing with the defaults' own data set is
     # reported once, at defaults.batch_size).

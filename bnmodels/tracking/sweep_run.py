@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bnmodels.experiment.config import CONFIG_KEYS, RunConfig
+from bnmodels.experiment.config import DESCRIBE_KEYS, RunConfig
 from bnmodels.experiment.layout import data_name
 from bnmodels.tracking.store import (
     TrackingError,
@@ -59,8 +59,9 @@ DVC_EXP_TAGS = {"DVC_EXP_NAME": "dvc_exp_name", "DVC_EXP_BASELINE_REV": "dvc_exp
 
 def varying_params(configs: Sequence[RunConfig]) -> dict[str, str]:
     """The parent run's params: each configuration key whose value differs across the
-    sweep, with its values in order of first appearance (`depth: "1,3"`), and `varying`."""
-    values = {k: list(dict.fromkeys(getattr(c, k) for c in configs)) for k in CONFIG_KEYS}
+    sweep, with its values in order of first appearance (`depth: "1,3"`), and `varying`.
+    The normalization by its kind, placement and groups (`bn` is their shorthand)."""
+    values = {k: list(dict.fromkeys(getattr(c, k) for c in configs)) for k in DESCRIBE_KEYS}
     varying = {k: v for k, v in values.items() if len(v) > 1}
     return {
         "varying": ",".join(varying) or "-",

@@ -1,7 +1,7 @@
 """Child runs as records, and the two ways of writing them into an MLflow store.
 
-What a child run holds (`child_run`): the 12 configuration keys as params; `train_mse`
-and `test_mse` at every epoch as step metrics (the curves of the UI); each per-layer
+What a child run holds (`child_run`): its configuration (`RunConfig.as_dict`) as params;
+`train_mse` and `test_mse` at every epoch as step metrics (the curves of the UI); each per-layer
 diagnostic (`weight_std_l<i>`, `grad_std_l<i>`, `dead_fraction`) once, its final value at
 its epoch (sortable and comparable in the runs table; every epoch of them is in the
 parent's `history.csv`); tags; the real start and end of its training; its data sets as

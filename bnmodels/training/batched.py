@@ -22,17 +22,27 @@ import torch
 from bnmodels.experiment.config import RunConfig
 from bnmodels.experiment.data import Split
 from bnmodels.training.baseline import baselines
-from bnmodels.training.group import BN_KEYS, Group, Init
+from bnmodels.training.block import Norm
+from bnmodels.training.group import Group, Init
 from bnmodels.training.landscape import probe_group
+from bnmodels.training.norms import BN_KEYS
 from bnmodels.training.precise_bn import precise_group_metrics
 from bnmodels.training.result import RunMetrics, RunResult, batch_slices, history_columns
 
 RUN_PAD = 32  # CPU groups are padded to a multiple of this many runs (see train_group)
+# From this width on, runs of different norms train in separate groups. A group computes
+# every norm its runs use for all of its runs (and selects per run): at width 4 a step is
+# per-op overhead and one mixed group is cheapest; at width 64 and more the wasted
+# arithmetic costs more than the extra groups' ops (benchmarks/widths.py). A run's
+# numbers do not depend on its group, so this changes speed only.
+SPLIT_NORMS_WIDTH = 32
 
 
 def group_key(cfg: RunConfig, data: Split) -> tuple:
     """Runs with equal keys share the shape of their computation and train as one group."""
+    norm = (cfg.norm, cfg.norm_at, cfg.groups) if cfg.width >= SPLIT_NORMS_WIDTH else ()
     return (
+        *norm,
         cfg.depth,
         cfg.width,
         cfg.batch_size,
@@ -65,8 +75,7 @@ class _GraphedStep:
     """
 
     def __init__(self, group: Group, xb, yb):
-        bn = [st[k] for layers in group.bn_state.values() for st in layers for k in BN_KEYS]
-        state = group.weights + group.biases + bn
+        state = group.state_tensors()
         saved = [t.clone() for t in state]
         self.x, self.y = xb.clone(), yb.clone()
         side = torch.cuda.Stream()
@@ -182,7 +191,8 @@ def _group_results(group: Group, n, hist, ok, last_grads, total, x_train, x_test
     bad epoch on (SPEC 4), and has no precise-BN numbers then."""
     bad = (~ok).cumsum(dim=1) > 0
     hist = {c: torch.where(bad, math.nan, v).double().cpu() for c, v in hist.items()}
-    precise = precise_group_metrics(group, x_train, x_test, y_test) if group.bn_state else {}
+    with_bn = group.batch_norm_state
+    precise = precise_group_metrics(group, x_train, x_test, y_test) if with_bn else {}
     precise = {k: torch.where(bad[:, -1], math.nan, v).double().cpu() for k, v in precise.items()}
     return _GroupResults(group, n, hist, bad[:, -1].cpu(), last_grads, total, precise)
 
@@ -254,9 +264,10 @@ class _GroupResults:
         self.B = [t[:n, 0].cpu() for t in group.biases]
         self.grads = [t[:n].transpose(1, 2).reshape(n, -1).cpu().numpy() for t in last_grads]
         self.hist = {c: v[:n].numpy() for c, v in hist.items()}
-        self.bn = {
-            pos: [{k: st[k][:n, 0].cpu() for k in BN_KEYS} for st in layers]
-            for pos, layers in group.bn_state.items()
+        # (position, kind, groups) -> per layer, {state key: (n, w)}
+        self.norm = {
+            key: [{k: st[k][:n, 0].cpu() for k in BN_KEYS if k in st} for st in layers]
+            for key, layers in group.norm_state.items()
         }
         self.steps = torch.tensor(steps)
         self.diverged = diverged[:n].tolist()
@@ -272,7 +283,7 @@ class BatchedRunResult(RunMetrics):
 
     @functools.cached_property
     def precise_bn(self) -> dict[str, float]:
-        if self.config.bn == "none":
+        if not Norm.of(self.config).batch_statistics:
             return {}
         return {k: v[self._r] for k, v in self._group.precise.items()}
 
@@ -284,22 +295,24 @@ class BatchedRunResult(RunMetrics):
     def state_dict(self) -> dict[str, torch.Tensor]:
         """In the reference model's layout; clone a tensor before saving it alone (these
         are views of the group's stacked tensors)."""
-        res, r, bn = self._group, self._r, self.config.bn
+        res, r, cfg = self._group, self._r, self.config
+        norm = res.norm.get((cfg.norm_at, cfg.norm, cfg.groups))
         state = {}
         for j in range(res.depth):
             state[f"blocks.{j}.linear.weight"] = res.W[j][r]
             state[f"blocks.{j}.linear.bias"] = res.B[j][r]
-            if bn != "none":
-                for name, t in res.bn[bn][j].items():
+            if norm is not None:
+                for name, t in norm[j].items():
                     state[f"blocks.{j}.norm.{name}"] = t[r]
-                state[f"blocks.{j}.norm.num_batches_tracked"] = res.steps
+                if cfg.norm == "batch":
+                    state[f"blocks.{j}.norm.num_batches_tracked"] = res.steps
         state["out.weight"], state["out.bias"] = res.W[-1][r], res.B[-1][r]
         return state
 
     @functools.cached_property
     def final(self) -> dict[str, list]:
         res, r = self._group, self._r
-        layers = res.bn.get(self.config.bn, [])
+        layers = res.norm.get((self.config.bn, "batch", 0), [])
         return {
             "bn_running_mean": [st["running_mean"][r].tolist() for st in layers],
             "bn_running_var": [st["running_var"][r].tolist() for st in layers],

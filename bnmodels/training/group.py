@@ -1,75 +1,32 @@
 """One group of runs as stacked tensors: its state, its layers, an SGD step, evaluation.
 
 Runs that share the shape of the computation (depth, width, batch size, features, rows,
-classes) are one `Group`: weights stacked as (R, in, out), biases as (R, 1, out), BN
-state per position and layer as (R, 1, w). Every layer is a forward that returns
-(out, cache) and a backward that takes the cache, side by side.
+classes) are one `Group`: weights stacked as (R, in, out), biases as (R, 1, out), norm
+state per position, kind and layer as (R, 1, w). Every layer is a forward that returns
+(out, cache) and a backward that takes the cache, side by side (norms: norms.py).
 
-Within a group, runs may differ in activation, BN mode, init, lr, momentum, seed, data
-set and normalization: BatchNorm (before or after the activation) and the activations
-are computed for the whole group and selected per run with `torch.where`; a run
-without BN at a position simply ignores that position's result. Every op acts on each
-run's lanes independently (batched matmul per run, batch norm over each run's own rows,
-elementwise ops, reductions over one run's rows), so a run's arithmetic does not depend
-on what else is in its group; tests check that bit for bit.
+Within a group, runs may differ in activation, norm (kind and placement), init, lr,
+momentum, seed, data set and input scaling: each norm in use (before or after the
+activation) and each activation are computed for the whole group and selected per run
+with `torch.where`; a run without a norm at a position simply ignores that position's
+result. Every op acts on each run's lanes independently (batched matmul per run, batch
+norm over each run's own rows, layer and group norm over each row's own units,
+elementwise ops), so a run's arithmetic does not depend on what else is in its group;
+tests check that bit for bit.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
 
 from bnmodels.experiment.config import RunConfig
 from bnmodels.experiment.data import Split
+from bnmodels.training import block, norms
+from bnmodels.training.block import Norm
 from bnmodels.training.model import build_model
-
-BN_EPS = 1e-5
-BN_KEYS = ("weight", "bias", "running_mean", "running_var")  # per-run BN state
-
-
-def _bn_forward(x, st: dict, training: bool):
-    """BatchNorm1d over each run's own rows: x (R, B, w), state tensors (R, 1, w).
-
-    Written out rather than `F.batch_norm` over (B, R*w) channels: that kernel's backward
-    reduces differently depending on the channel count, so a run's gradients would depend
-    on how many runs share its group. Means and sums over dim 1 reduce one run's rows in
-    the same order whatever R is. Returns (y, cache for the backward pass).
-    """
-    if not training:
-        return torch.addcmul(
-            st["bias"],
-            (x - st["running_mean"]) * torch.rsqrt(st["running_var"] + BN_EPS),
-            st["weight"],
-        ), None
-    n = x.shape[1]
-    mean = x.mean(dim=1, keepdim=True)  # (R, 1, w)
-    xc = x - mean
-    var = (xc * xc).mean(dim=1, keepdim=True)  # biased: what BatchNorm normalizes with
-    inv = torch.rsqrt(var + BN_EPS)
-    xhat = xc * inv  # (R, B, w)
-    # Running statistics use the unbiased variance, like PyTorch.
-    st["running_mean"].lerp_(mean, st["momentum"])
-    st["running_var"].lerp_(var * (n / (n - 1)), st["momentum"])
-    return torch.addcmul(st["bias"], xhat, st["weight"]), (xhat, inv)
-
-
-def _bn_backward(grad_y, st: dict, cache, update: bool = True):
-    """dL/dy (R, B, w) -> dL/dx (R, B, w); SGD-updates gamma and beta, or with
-    `update=False` returns (dL/dx, dL/dgamma, dL/dbeta) and changes nothing."""
-    xhat, inv = cache
-    n = grad_y.shape[1]
-    grad_gamma = (grad_y * xhat).sum(dim=1, keepdim=True)  # (R, 1, w)
-    grad_beta = grad_y.sum(dim=1, keepdim=True)
-    # dL/dx = gamma * inv * (dL/dy - mean(dL/dy) - xhat * mean(dL/dy * xhat))
-    centered = torch.sub(grad_y, torch.addcmul(grad_beta, xhat, grad_gamma), alpha=1 / n)
-    grad_x = centered * (inv * st["weight"])
-    if not update:
-        return grad_x, grad_gamma, grad_beta
-    st["weight"].addcmul_(grad_gamma, st["lr"], value=-1)
-    st["bias"].addcmul_(grad_beta, st["lr"], value=-1)
-    return grad_x
-
 
 _ACT = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}
 # Derivatives from the activation's output a: sigmoid a(1-a), tanh 1-a^2, relu [a > 0].
@@ -95,53 +52,6 @@ class Init:
                 t.detach() for lin in model.linears() for t in (lin.weight.T, lin.bias)
             ]
         return self.cache[key]
-
-
-class _Identity:
-    """A BN position that no run of the group uses: nothing to compute."""
-
-    @staticmethod
-    def forward(x, training: bool):
-        return x, None
-
-    @staticmethod
-    def backward(cache, grad_y, update: bool = True):
-        return grad_y if update else (grad_y, [])
-
-
-class _MaskedBN:
-    """BatchNorm at one position (before or after the activation) of one hidden layer, for
-    the runs of the group that have BN there; the other runs pass their input through.
-
-    `runs` is an (R, 1, 1) bool mask of those runs, or None when every run of the group
-    has BN here (then the select is skipped: `torch.where` costs a kernel per call).
-    """
-
-    def __init__(self, state: dict, runs: torch.Tensor | None):
-        self.state, self.runs = state, runs
-
-    def forward(self, x, training: bool):
-        """x (R, B, w) -> (y (R, B, w), cache for `backward`; None in eval mode)."""
-        y, cache = _bn_forward(x, self.state, training)
-        return (y if self.runs is None else torch.where(self.runs, y, x)), cache
-
-    def backward(self, cache, grad_y, update: bool = True):
-        """dL/dy (R, B, w) -> dL/dx (R, B, w); SGD-updates gamma and beta of BN runs.
-
-        With `update=False` changes nothing and returns (dL/dx, [(parameter, gradient,
-        runs)] for gamma and beta).
-        """
-        if not update:
-            grad_x, grad_gamma, grad_beta = _bn_backward(grad_y, self.state, cache, False)
-            if self.runs is not None:
-                grad_x = torch.where(self.runs, grad_x, grad_y)
-            st = self.state
-            return grad_x, [
-                (st["weight"], grad_gamma, self.runs),
-                (st["bias"], grad_beta, self.runs),
-            ]
-        grad_x = _bn_backward(grad_y, self.state, cache)
-        return grad_x if self.runs is None else torch.where(self.runs, grad_x, grad_y)
 
 
 class Group:
@@ -191,19 +101,14 @@ class Group:
             self.biases.append(torch.stack([p[2 * j + 1] for p in per_run]).unsqueeze(1).to(**kw))
         self.lr = torch.tensor([c.lr for c in cfgs], **kw).view(R, 1, 1)  # (R, 1, 1)
 
-        # BatchNorm per position and hidden layer: a run uses the layer of its own
-        # position; a position that no run uses is an identity.
+        # Norms per position and hidden layer: a run uses the norm of its own kind at its
+        # own position; a position that no run uses is an identity.
         momentum = torch.tensor([c.momentum for c in cfgs], **kw).view(R, 1, 1)
-        self.bn_state: dict[str, list[dict]] = {}  # position -> per layer, (R, 1, w) each
-        self.bn: dict[str, list] = {}  # position -> per layer, _MaskedBN or _Identity
-        for pos in ("pre", "post"):
-            on = [c.bn == pos for c in cfgs]
-            if not any(on):
-                self.bn[pos] = [_Identity] * self.depth
-                continue
-            runs = None if all(on) else torch.tensor(on, device=device).view(R, 1, 1)
-            self.bn_state[pos] = [self._bn_init(momentum, kw) for _ in range(self.depth)]
-            self.bn[pos] = [_MaskedBN(st, runs) for st in self.bn_state[pos]]
+        # self.norms: position -> per layer, a norms.Masked, Chain or Identity;
+        # self.norm_state: (position, kind, groups) -> per layer, (R, 1, w) tensors each
+        self.norms, self.norm_state = norms.position_layers(
+            [Norm.of(c) for c in cfgs], self.depth, self.width, momentum, self.lr, kw, device
+        )
 
         # Activations in use, each with its (R, 1, 1) mask; the last needs no mask.
         acts = [c.activation for c in cfgs]
@@ -212,17 +117,6 @@ class Group:
             (a, torch.tensor([x == a for x in acts], device=device).view(R, 1, 1)) for a in used
         ]
         self.relu_runs = torch.tensor([a == "relu" for a in acts], device=device)  # (R,)
-
-    def _bn_init(self, momentum, kw) -> dict:
-        R, w = self.R, self.width
-        return {
-            "weight": torch.ones(R, 1, w, **kw),
-            "bias": torch.zeros(R, 1, w, **kw),
-            "running_mean": torch.zeros(R, 1, w, **kw),
-            "running_var": torch.ones(R, 1, w, **kw),
-            "momentum": momentum,
-            "lr": self.lr,
-        }
 
     # -- layers: each a forward returning (out, cache) and a backward taking the cache --
     # Autograd would record ~3x more ops per step; these networks are so small that op
@@ -282,31 +176,44 @@ class Group:
         self.biases[j].sub_(step.sum(dim=1, keepdim=True))
         return grad_h, grad_W
 
-    def _block_forward(self, j: int, h, training: bool):
-        """Hidden layer j: Linear -> [BN pre] -> activation -> [BN post], per run.
+    def block_forward(self, j: int, h, training: bool, pre=None, post=None):
+        """Hidden layer j (`block.forward`): Linear -> [norm pre] -> activation -> [norm
+        post], per run. `pre`, `post`: a wrapper of each position's layer (precise BN).
 
         h (R, B, in) -> (out (R, B, w), activation (R, B, w), cache for the backward).
         """
-        z = self.affine(h, self.weights[j], self.biases[j])
-        z, pre_cache = self.bn["pre"][j].forward(z, training)
-        a = self.act_forward(z)
-        out, post_cache = self.bn["post"][j].forward(a, training)
-        return out, a, (h, a, pre_cache, post_cache)
+        caches = {}
+
+        def norm_at(pos: str, wrap):
+            layer = self.norms[pos][j]
+
+            def apply(x):
+                y, caches[pos] = layer.forward(x, training)
+                return y
+
+            return wrap(layer, apply) if wrap else apply
+
+        linear = functools.partial(self.affine, W=self.weights[j], b=self.biases[j])
+        out, a = block.forward(
+            h, linear, self.act_forward, norm_at("pre", pre), norm_at("post", post)
+        )
+        return out, a, (h, a, caches["pre"], caches["post"])
 
     def _block_backward(self, j: int, cache, grad_out, want_grad: bool):
-        """dL/d(block output) -> dL/d(block input), updating the block's parameters."""
+        """dL/d(block output) -> dL/d(block input), updating the block's parameters: the
+        block's layers in reverse."""
         h, a, pre_cache, post_cache = cache
-        grad_a = self.bn["post"][j].backward(post_cache, grad_out)
-        grad_z = self.bn["pre"][j].backward(pre_cache, self._act_backward(a, grad_a))
+        grad_a = self.norms["post"][j].backward(post_cache, grad_out)
+        grad_z = self.norms["pre"][j].backward(pre_cache, self._act_backward(a, grad_a))
         return self._linear_backward(j, h, grad_z, want_grad)
 
     def _block_gradients(self, j: int, cache, grad_out):
         """`_block_backward` without the update: (dL/d(block input), [(parameter, its
         gradient, runs that use it or None for all)])."""
         h, a, pre_cache, post_cache = cache
-        grad_a, post = self.bn["post"][j].backward(post_cache, grad_out, update=False)
+        grad_a, post = self.norms["post"][j].backward(post_cache, grad_out, update=False)
         grad_act = self._act_backward(a, grad_a)
-        grad_z, pre = self.bn["pre"][j].backward(pre_cache, grad_act, update=False)
+        grad_z, pre = self.norms["pre"][j].backward(pre_cache, grad_act, update=False)
         grad_h, linear = self._linear_backward(j, h, grad_z, True, update=False)
         return grad_h, linear + pre + post
 
@@ -324,11 +231,22 @@ class Group:
             params += block
         return self._loss(out, yb), params
 
+    def state_tensors(self) -> list[torch.Tensor]:
+        """Every parameter and running statistic: what training changes."""
+        norm = [
+            t for layers in self.norm_state.values() for st in layers for t in norms.tensors(st)
+        ]
+        return self.weights + self.biases + norm
+
+    @property
+    def batch_norm_state(self) -> dict[str, list[dict]]:
+        """position -> per layer, the BatchNorm state there (positions with BatchNorm)."""
+        return {pos: sts for (pos, kind, _), sts in self.norm_state.items() if kind == "batch"}
+
     def snapshot(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """(tensor, copy) of every parameter and BN running statistic; `restore` puts the
+        """(tensor, copy) of every parameter and running statistic; `restore` puts the
         copies back, bit for bit."""
-        bn = [st[k] for layers in self.bn_state.values() for st in layers for k in BN_KEYS]
-        return [(t, t.clone()) for t in self.weights + self.biases + bn]
+        return [(t, t.clone()) for t in self.state_tensors()]
 
     @staticmethod
     def restore(snapshot) -> None:
@@ -341,7 +259,7 @@ class Group:
         caches of every layer for `sgd_step` (the output layer's is its input)."""
         h, acts, caches = x, [], []
         for j in range(self.depth):
-            h, a, cache = self._block_forward(j, h, training)
+            h, a, cache = self.block_forward(j, h, training)
             acts.append(a)
             caches.append(cache)
         caches.append(h)

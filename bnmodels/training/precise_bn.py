@@ -14,6 +14,9 @@ import copy
 import torch
 from torch import nn
 
+from bnmodels.training import block
+from bnmodels.training.block import POSITIONS
+
 
 def _exact_stats(x: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and unbiased variance over the rows of x (dimension `dim`)."""
@@ -33,17 +36,22 @@ def precise_model(model: nn.Module, x_train: torch.Tensor) -> nn.Module:
     """A copy of a trained `bnmodels.training.model.MLP` with precise BN statistics."""
     m = copy.deepcopy(model).eval()
     h = x_train
-    for block in m.blocks:
-        z = block.linear(h)
-        if block.bn == "pre":
-            _set_stats(block.norm, z)
-            z = block.norm(z)
-        a = block.act(z)
-        if block.bn == "post":
-            _set_stats(block.norm, a)
-            a = block.norm(a)
-        h = a
+    for b in m.blocks:
+        pre, post = (_precise(b.norm_at(pos)) for pos in POSITIONS)
+        h, _ = block.forward(h, b.linear, b.act, pre, post)
     return m
+
+
+def _precise(norm: nn.Module | None):
+    """The norm, its statistics first set from its input's (BatchNorm only)."""
+    if not isinstance(norm, nn.BatchNorm1d):
+        return norm
+
+    def apply(x):
+        _set_stats(norm, x)
+        return norm(x)
+
+    return apply
 
 
 def _set_group_stats(state: dict, x: torch.Tensor) -> None:
@@ -57,18 +65,26 @@ def _set_group_stats(state: dict, x: torch.Tensor) -> None:
 @torch.no_grad()
 def precise_group_metrics(group, x_train, x_test, y_test) -> dict[str, torch.Tensor]:
     """Eval-mode test metrics of every run of a batched group ((R,) each, as
-    `Group.evaluate`) with precise BN statistics; the group's state is left unchanged."""
+    `Group.evaluate`) with precise BN statistics; the group's state is left unchanged.
+    Runs without BatchNorm get the metrics of their model as it is."""
     saved = group.snapshot()
     h = x_train  # (R, n_train, F)
     for j in range(group.depth):
-        z = group.affine(h, group.weights[j], group.biases[j])
-        if "pre" in group.bn_state:
-            _set_group_stats(group.bn_state["pre"][j], z)
-        z, _ = group.bn["pre"][j].forward(z, training=False)
-        a = group.act_forward(z)
-        if "post" in group.bn_state:
-            _set_group_stats(group.bn_state["post"][j], a)
-        h, _ = group.bn["post"][j].forward(a, training=False)
+        h, _, _ = group.block_forward(j, h, False, _precise_position, _precise_position)
     metrics, _ = group.evaluate(x_test, y_test)
     group.restore(saved)
     return metrics
+
+
+def _precise_position(layer, apply):
+    """A position's layer, the statistics of its BatchNorm members first set from its
+    input's (the members' runs are disjoint: each run's BatchNorm sees its own input)."""
+    members = getattr(layer, "layers", [layer])  # a norms.Chain, or one layer
+
+    def precise(x):
+        for m in members:
+            if getattr(m, "kind", None) == "batch":
+                _set_group_stats(m.state, x)
+        return apply(x)
+
+    return precise

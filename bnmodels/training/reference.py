@@ -37,12 +37,8 @@ def evaluate(model: MLP, x: torch.Tensor, y: torch.Tensor, num_class: int = 0):
     model.eval()
     acts, h = [], x
     for block in model.blocks:
-        z = block.linear(h)
-        if block.bn == "pre":
-            z = block.norm(z)
-        a = block.act(z)
+        h, a = block.forward_with_activation(h)
         acts.append(a)
-        h = block.norm(a) if block.bn == "post" else a
     out = model.out(h)
     if not num_class:
         return {"mse": float(nn.functional.mse_loss(out, y))}, acts
@@ -119,8 +115,8 @@ def _record_epoch(model: MLP, data: Split, hist: dict, epoch: int, relu: bool) -
 
 def _final(model: MLP) -> dict[str, list]:
     return {
-        "bn_running_mean": [n.running_mean.tolist() for n in model.norms()],
-        "bn_running_var": [n.running_var.tolist() for n in model.norms()],
+        "bn_running_mean": [n.running_mean.tolist() for n in model.batch_norms()],
+        "bn_running_var": [n.running_var.tolist() for n in model.batch_norms()],
         "weight_grad": [
             (lin.weight.grad.flatten().tolist() if lin.weight.grad is not None else [])
             for lin in model.linears()
@@ -133,8 +129,9 @@ def _state(model: MLP) -> dict[str, torch.Tensor]:
 
 
 def _precise(model: MLP, data: Split, diverged: bool) -> dict[str, float]:
-    """Test metrics with precise BN statistics (precise_bn.py); none without BN."""
-    if not model.norms():
+    """Test metrics with precise BN statistics (precise_bn.py); none without BatchNorm
+    (a norm without batch statistics has no statistics to make precise)."""
+    if not model.batch_norms():
         return {}
     if diverged:
         return dict.fromkeys(("ce", "accuracy") if data.num_class else ("mse",), math.nan)

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from bnmodels.atomic import replace_dir
-from bnmodels.experiment.config import CONFIG_KEYS
+from bnmodels.experiment.config import CONFIG_KEYS, NORM_KEYS
 from bnmodels.training.baseline import CLASSIFICATION_BASELINES, REGRESSION_BASELINES
 from bnmodels.training.result import (
     CLASSIFICATION_METRICS,
@@ -51,13 +51,23 @@ def run_columns(results: Sequence[RunResult]) -> list[str]:
     summary = (REGRESSION_SUMMARY if regression else ()) + (
         CLASSIFICATION_SUMMARY if classification else ()
     )
-    return [*CONFIG_KEYS, "steps", "draw", "run_key", "mlflow_run_id", *summary, "diverged"]
+    return [
+        *CONFIG_KEYS,
+        *NORM_KEYS,
+        "steps",
+        "draw",
+        "run_key",
+        "mlflow_run_id",
+        *summary,
+        "diverged",
+    ]
 
 
 def runs_frame(results: Sequence[RunResult], run_ids: dict[str, str] | None = None):
     """One row per run, in the given order; `mlflow_run_id` empty when not logged, a
     summary column of the other kind (a regression run's accuracy) empty, `steps` empty
-    for a run of the epochs budget, `draw` for a data set of a single draw."""
+    for a run of the epochs budget, `draw` for a data set of a single draw, `groups`
+    but for group normalization."""
     run_ids = run_ids or {}
     rows = [
         {
@@ -70,7 +80,7 @@ def runs_frame(results: Sequence[RunResult], run_ids: dict[str, str] | None = No
         for r in results
     ]
     frame = pd.DataFrame(rows, columns=run_columns(results))
-    return frame.astype({"steps": "Int64", "draw": "Int64"})  # integers or empty
+    return frame.astype({"steps": "Int64", "draw": "Int64", "groups": "Int64"})  # or empty
 
 
 def history_frame(results: Sequence[RunResult]) -> pd.DataFrame:
