@@ -96,8 +96,8 @@ def test_float64_engines_agree_except_where_the_reference_itself_is_chaotic(spli
     relative (a last-step gradient's spread, a derivative of the trajectory, to 1e-6).
 
     A run whose reference is chaotic -- it parts from *itself* when its inputs are scaled
-    by 1 + 1e-12 -- may part too, but never by more than 10x what that perturbation
-    causes (the engines differ by rounding, ~1e-16, far below 1e-12); such runs must stay
+    by 1 +- 1e-12 or 1 + 1e-11 -- may part too, but never by more than 10x what those
+    perturbations cause (the engines differ by rounding, ~1e-16, far below 1e-12); such runs must stay
     a small minority, and their first 5 epochs must still agree to 1e-8."""
     cfgs, batched, refs = float64_pairs
     chaotic = []
@@ -109,7 +109,13 @@ def test_float64_engines_agree_except_where_the_reference_itself_is_chaotic(spli
         over = {k: v for k, v in d.items() if v > tol[k]}
         if not over:
             continue
-        p = differences(r, train_reference(c, perturbed(split, 1e-12), dtype=torch.float64))
+        # how far the reference parts from itself: the largest of three perturbations (one
+        # can leave a chaotic run close by chance; on some CPUs 1e-12 alone did)
+        parted = [
+            differences(r, train_reference(c, perturbed(split, eps), dtype=torch.float64))
+            for eps in (1e-12, -1e-12, 1e-11)
+        ]
+        p = {k: max(q[k] for q in parted) for k in parted[0]}
         for k, v in over.items():
             assert v <= 10 * p[k], (c.run_key, k, v, p[k])
         for col in ("train_mse", "test_mse"):

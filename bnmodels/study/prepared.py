@@ -18,12 +18,13 @@ import numpy as np
 import pandas as pd
 
 from bnmodels import columns
-from bnmodels.experiment.config import CONFIG_KEYS
+from bnmodels.experiment.config import CONFIG_KEYS, NORM_KEYS
 from bnmodels.study import stats
 from bnmodels.study.convergence import run_states, state_words
 from bnmodels.study.metrics import epochs_to
 
-GROUP_KEYS = tuple(k for k in CONFIG_KEYS if k != "seed")  # a configuration without seed
+# a configuration without seed; the normalization keys too (layer, group, rms: `bn` none)
+GROUP_KEYS = tuple(k for k in (*CONFIG_KEYS, *NORM_KEYS) if k != "seed")
 THRESHOLD_FRACTION = (
     0.5  # convergence threshold: this fraction of the constant predictor's train MSE
 )
@@ -195,9 +196,18 @@ def _read_runs(name: str, data: SweepData) -> pd.DataFrame:
 def _group_keys(runs: pd.DataFrame) -> tuple[str, ...]:
     """The keys that tell configurations apart: with a steps budget, `steps` instead of
     the `epochs` it implies (which follow the batch size)."""
+    keys = tuple(k for k in GROUP_KEYS if k in runs)  # older tables lack the norm columns
     if "steps" in runs and runs["steps"].notna().any():
-        return tuple("steps" if k == "epochs" else k for k in GROUP_KEYS)
-    return GROUP_KEYS
+        return tuple("steps" if k == "epochs" else k for k in keys)
+    return keys
+
+
+def _implied(runs: pd.DataFrame, axes: Sequence[str], k: str) -> bool:
+    """Whether normalization key k is a function of the axes chosen so far (`bn: pre`
+    implies `norm: batch`): not an axis of its own."""
+    if k not in ("bn", *NORM_KEYS) or not axes:
+        return False
+    return bool((runs.groupby(list(axes), dropna=False)[k].nunique(dropna=False) <= 1).all())
 
 
 def _axes(runs: pd.DataFrame, given: Mapping[str, Sequence]) -> dict[str, list]:
@@ -213,7 +223,7 @@ def _axes(runs: pd.DataFrame, given: Mapping[str, Sequence]) -> dict[str, list]:
         order = [_norm(v, numeric) for v in given.get(k, [])]
         values = [v for v in dict.fromkeys(order) if v in present]
         values += [v for v in present if v not in values]
-        if len(values) > 1:
+        if len(values) > 1 and not _implied(runs, list(axes), k):
             axes[k] = values
     return axes
 
@@ -401,7 +411,7 @@ def summary(sw: PreparedSweep) -> pd.DataFrame:
         ok = r[~r["diverged"]]
         first = r.iloc[0]
         row: dict[str, Any] = {"sweep": sw.name, "config": label(cfg) or sw.name}
-        row.update({k: _cast(first[k]) for k in GROUP_KEYS})
+        row.update({k: _cast(first[k]) for k in GROUP_KEYS if k in first})
         row.update({"n_seeds": len(r), "n_diverged": int(r["diverged"].sum())})
         for task in sw.tasks:
             cols = (
