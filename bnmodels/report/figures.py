@@ -31,8 +31,13 @@ from bnmodels.study.prepared import (
     show,
 )
 
-HUE_ORDER = ("bn", "normalization", "activation", "init", "dataset")  # line colors
-FINAL_AXES = {"depth": "hidden layers", "lr": "learning rate", "batch_size": "batch size"}
+HUE_ORDER = ("norm", "bn", "normalization", "activation", "init", "dataset")  # line colors
+FINAL_AXES = {
+    "depth": "hidden layers",
+    "lr": "learning rate",
+    "batch_size": "batch size",
+    "width": "units per hidden layer",
+}
 ACCURACY_LIM = (0.0, 1.0)
 MAX_PANELS = 24  # per figure; more configurations are listed in the table only
 SMALL_BATCH, LARGE_BATCH = 15, 30  # the notes: BN needs batches of 15-30 or more (shaded)
@@ -451,6 +456,8 @@ def _regression_figures(sw: PreparedSweep) -> dict[str, Callable[[], Figure]]:
         figs.update(_final_by(sw, "lr", "lr_curve", "learning rate"))
     if "batch_size" in sw.axes:
         figs.update(_final_by(sw, "batch_size", "batch_size_curve", "batch size"))
+    if "width" in sw.axes:
+        figs.update(_final_by(sw, "width", "width_curve", "units per hidden layer"))
     return figs
 
 
