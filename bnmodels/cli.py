@@ -51,6 +51,18 @@ def sweep_links(uri: str, ui: str) -> dict[str, str]:
 
 
 SWEEP_SECTION = re.compile(r"^## Sweep `([^`]+)`", re.M)
+SEEDS_LINE = re.compile(r"Seeds \(\d+\): ([^.\n]+)\.")
+
+
+def report_results(text: str) -> dict[str, frozenset | None]:
+    """Each sweep section of a committed report, with the seeds it lists (None: an older
+    report that lists none)."""
+    out: dict[str, frozenset | None] = {}
+    parts = SWEEP_SECTION.split(text)  # [before, name, body, name, body, ...]
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
+        m = SEEDS_LINE.search(body)
+        out[name] = frozenset(x.strip() for x in m.group(1).split(",")) if m else None
+    return out
 
 
 def _git(*args: str, cwd: Path) -> str:
@@ -88,7 +100,7 @@ def git_history(repo: Path, params: str = "params.yaml", report: str = "reports/
                 date=date,
                 claims={str(k): v for k, v in claims.items() if isinstance(v, dict)},
                 sweeps=raw.get("sweeps") if isinstance(raw.get("sweeps"), dict) else {},
-                results=frozenset(SWEEP_SECTION.findall(text)),
+                results=report_results(text),
                 default_seed=(raw.get("defaults") or {}).get("seed")
                 if isinstance(raw.get("defaults"), dict)
                 else None,

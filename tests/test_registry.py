@@ -40,7 +40,7 @@ def history(tmp_path):
     added after them; `before` then narrowed; a rerun on fresh seeds with `fresh`
     committed before its results."""
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
-    report = "# r\n\n## Sweep `s`\n"
+    report = "# r\n\n## Sweep `s`\n"  # an older report: no seeds listed
     _commit(tmp_path, {"sweeps": {"s": SWEEP}, "claims": {"before": CLAIM}}, "", "a", "2026-01-01")
     _commit(
         tmp_path, {"sweeps": {"s": SWEEP}, "claims": {"before": CLAIM}}, report, "b", "2026-01-02"
@@ -53,7 +53,7 @@ def history(tmp_path):
     sweeps = {"s": SWEEP, "s2": fresh_sweep}
     claims = {**narrowed, "fresh": {**CLAIM, "says": "fresh seeds", "sweep": "s2"}}
     _commit(tmp_path, {"sweeps": sweeps, "claims": claims}, report, "e", "2026-01-05")
-    report2 = report + "## Sweep `s2`\n"
+    report2 = report + "## Sweep `s2`\n\nAxes: bn. Seeds (3): 7, 8, 9.\n"
     _commit(tmp_path, {"sweeps": sweeps, "claims": claims}, report2, "f", "2026-01-06")
     return tmp_path
 
@@ -66,6 +66,25 @@ def test_a_claim_is_primary_only_if_committed_before_its_results(history):
     assert not e["after"].preregistered and not e["before"].preregistered
     assert e["fresh"].preregistered and e["fresh"].fixed[1] == "2026-01-05"
     assert e["fresh"].results[1] == "2026-01-06"
+
+
+def test_results_are_read_on_the_seeds_the_report_lists_not_params(tmp_path):
+    """A commit that moves a sweep to fresh seeds still has the old report: its results are
+    of the old seeds, so a claim committed with the move precedes its runs."""
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    old = "## Sweep `s`\n\nSeeds (3): 1, 2, 3.\n"
+    _commit(tmp_path, {"sweeps": {"s": SWEEP}, "claims": {}}, old, "a", "2026-01-01")
+    moved = {"sweeps": {"s": {**SWEEP, "seed": [7, 8, 9]}}, "claims": {"c": CLAIM}}
+    _commit(tmp_path, moved, old, "b", "2026-01-02")
+    assert reg.derive(git_history(tmp_path)).claims["c"].preregistered
+    new = "## Sweep `s`\n\nSeeds (3): 7, 8, 9.\n"
+    _commit(tmp_path, moved, new, "c", "2026-01-03")
+    e = reg.derive(git_history(tmp_path)).claims["c"]
+    assert e.preregistered and e.results[1] == "2026-01-03"
+    # and the same claim on the old seeds would not have been
+    back = {"sweeps": {"s": SWEEP}, "claims": {"c": CLAIM}}
+    _commit(tmp_path, back, old, "d", "2026-01-04")
+    assert not reg.derive(git_history(tmp_path)).claims["c"].preregistered
 
 
 def test_the_changes_after_seeing_the_data_are_listed_from_git(history):

@@ -39,8 +39,16 @@ class Snapshot:
     date: str  # ISO date (YYYY-MM-DD)
     claims: Mapping[str, Mapping[str, Any]]
     sweeps: Mapping[str, Any]
-    results: frozenset[str] = frozenset()
+    # sweep -> the seeds its report section lists (None: not listed, read params.yaml's)
+    results: Mapping[str, frozenset | None] = field(default_factory=dict)
     default_seed: Any = None  # defaults.seed, for a sweep that sets no seed
+
+    def result_seeds(self, sweep: str) -> frozenset:
+        """The seeds the committed report has results of for `sweep` (empty: none)."""
+        if sweep not in self.results:
+            return frozenset()
+        listed = self.results[sweep]
+        return self.seeds(sweep) if listed is None else listed
 
     def seeds(self, sweep: str) -> frozenset:
         """The seeds the sweep trains on in this commit (empty: no such sweep)."""
@@ -120,10 +128,9 @@ def _diff(old: Mapping, new: Mapping) -> str:
 
 
 def _first_results(history: Sequence[Snapshot], sweep: str, seeds: frozenset) -> int | None:
-    """Index of the first snapshot with results of `sweep` on any of `seeds`."""
-    return next(
-        (i for i, s in enumerate(history) if sweep in s.results and s.seeds(sweep) & seeds), None
-    )
+    """Index of the first snapshot whose report has results of `sweep` on any of `seeds`
+    (the seeds its section lists: params.yaml may have moved on before the report)."""
+    return next((i for i, s in enumerate(history) if s.result_seeds(sweep) & seeds), None)
 
 
 def _defined_since(history: Sequence[Snapshot], i: int, get) -> int:
@@ -162,7 +169,7 @@ def _changes(history: Sequence[Snapshot]) -> Iterable[Change]:
     """Every edit of a claim or sweep made after that sweep had results."""
     had: set[str] = set()  # sweeps with results so far
     for prev, snap in zip(history, history[1:], strict=False):
-        had |= prev.results
+        had |= set(prev.results)
         for name in dict.fromkeys([*prev.sweeps, *snap.sweeps]):
             old, new = prev.sweeps.get(name), snap.sweeps.get(name)
             if name in had and old != new and old is not None and new is not None:
