@@ -168,7 +168,13 @@ def _curves_figures(
                     lo, hi = np.clip(lo, 0, 1), np.clip(hi, 0, 1)
                 series.append(
                     plots.Series(
-                        label({hue: hv}) if hue else sw.name, epochs, c, lo, hi, plots.color(j)
+                        label({hue: hv}) if hue else sw.name,
+                        epochs,
+                        c,
+                        lo,
+                        hi,
+                        plots.color(j),
+                        runs=m,
                     )
                 )
                 nd = int(r["diverged"].sum())
@@ -191,9 +197,11 @@ def _curves_figures(
             "median": "median and IQR",
             "geomean": "geometric mean and IQR",
         }.get(center, "mean and 95% CI")
-        title = f"{sw.name}: {ylabel.split(' (')[0]} per epoch ({spread} over seeds)"
+        title = (
+            f"{sw.name}: {ylabel.split(' (')[0]} per epoch ({spread} over seeds; each seed faint)"
+        )
         if group:
-            title = f"{sw.name}, {label(group)}: {ylabel.split(' (')[0]} ({spread})"
+            title = f"{sw.name}, {label(group)}: {ylabel.split(' (')[0]} ({spread}; seeds faint)"
         ncols = _layout(sw, panel_keys) if panel_keys else 1
         fig = partial(
             plots.grid_figure,

@@ -56,6 +56,7 @@ class Series:
     color: str = PALETTE[0]
     style: str = "band"
     linestyle: str = "-"
+    runs: np.ndarray | None = None  # (runs, x): every seed's own line, drawn faint
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,10 @@ def _draw_series(ax, s: Series) -> bool:
             linestyle=s.linestyle,
         )
     else:
+        if s.runs is not None:  # each seed faint, so a collapse a median hides still shows
+            for row in np.atleast_2d(np.asarray(s.runs, dtype=float)):
+                fine = np.isfinite(x) & np.isfinite(row)
+                ax.plot(x[fine], row[fine], color=s.color, linewidth=0.4, alpha=0.25)
         ax.plot(
             x[ok],
             y[ok],

@@ -69,24 +69,22 @@ def sensitivity_markdown(rows: Sequence[Mapping[str, str]]) -> str:
 def limits_markdown(sweeps: Mapping[str, PreparedSweep]) -> str:
     """'What this study cannot tell': the nets' widths, the data, the budgets, the seeds,
     read from the runs themselves."""
-    widths, datasets, budgets, seeds = set(), set(), set(), set()
+    datasets, budgets, seeds, wide = set(), set(), set(), {}
     for sw in sweeps.values():
-        widths |= set(sw.runs["width"]) if "width" in sw.runs else set()
         datasets |= set(sw.runs["dataset"]) if "dataset" in sw.runs else set()
         budgets.add(sw.budget)
         seeds.add(len(sw.seeds))
-    w = ", ".join(map(show, sorted(widths)))
-    return "\n".join(
-        [
-            "> **What this study cannot tell.** Every net here is "
-            f"{w} unit{'s' if widths != {1} else ''} wide "
-            f"(width {'is' if len(widths) == 1 else 'takes the values'} {w}), trained on "
-            f"small generated data sets ({', '.join(sorted(map(str, datasets)))}: 2-5 "
-            "features, 500-1000 rows), with plain SGD at fixed budgets "
-            f"({', '.join(sorted(budgets))}) and {', '.join(map(str, sorted(seeds)))} seeds "
-            "a configuration. A verdict holds for these nets, data and budgets; whether it "
-            "holds for wide nets, real data or longer training is not tested here. Where a "
-            "verdict says *about leaving the plateau*, it is about whether a net trains at all "
-            "within the budget, not about the error it would reach.",
-        ]
+        widths = sorted(set(sw.runs["width"])) if "width" in sw.runs else []
+        if widths != [4]:
+            wide[sw.name] = widths
+    others = "; ".join(f"`{n}`: {', '.join(map(show, w))}" for n, w in wide.items())
+    width = "4 units wide" + (f", except in {others}" if others else "")
+    return (
+        f"> **What this study cannot tell.** The nets here are {width}, trained on small "
+        f"generated data sets ({', '.join(sorted(map(str, datasets)))}: 2-5 features, "
+        f"500-1000 rows), with plain SGD at fixed budgets ({', '.join(sorted(budgets))}) and "
+        f"{' or '.join(map(str, sorted(seeds)))} seeds a configuration. A verdict holds for "
+        "these nets, data and budgets; whether it holds for other data or longer training is "
+        "not tested here. Where a verdict says *about leaving the plateau*, it is about "
+        "whether a net trains at all within the budget, not about the error it would reach."
     )

@@ -46,7 +46,7 @@ from scipy import stats as sps
 from bnmodels import pools
 from bnmodels.experiment.config import CONFIG_KEYS
 from bnmodels.study import stats
-from bnmodels.study.claim import validate_claims
+from bnmodels.study.claim import Problems, validate_claims
 from bnmodels.study.prepared import PreparedSweep, _axes, _configs
 from bnmodels.study.verdicts import decide, detectable
 
@@ -207,17 +207,9 @@ def _claims(w: World, grid: PreparedSweep, line: PreparedSweep, equiv: PreparedS
             "expect": "lower",
         }
     runs = {s.name: s.runs[list(CONFIG_KEYS)].to_dict("records") for s in (grid, line, equiv)}
-    errors = []
-
-    class Collect:
-        def add(self, path, value, allowed):
-            errors.append(f"{path}: {value!r}; expected {allowed}")
-
-        def raw(self, path, message):
-            errors.append(f"{path}: {message}")
-
+    errors = Problems()
     raw = {k: {"says": k, "primary": True, **v} for k, v in specs.items()}
-    claims = validate_claims(raw, runs, Collect())
+    claims = validate_claims(raw, runs, errors)
     if errors:
         raise ValueError("; ".join(errors))
     return claims

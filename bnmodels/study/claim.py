@@ -60,6 +60,17 @@ class Errors(Protocol):
     def raw(self, path: str, message: str) -> None: ...
 
 
+class Problems(list):
+    """An `Errors` collector that keeps each problem as a line (for callers that build
+    claims themselves: the calibration, tests)."""
+
+    def add(self, path: str, value: Any, allowed: str) -> None:
+        self.append(f"{path}: {value!r}; expected {allowed}")
+
+    def raw(self, path: str, message: str) -> None:
+        self.append(f"{path}: {message}")
+
+
 @dataclass(frozen=True)
 class Threshold:
     """Where `epochs_to_<column>` stops the clock: an absolute value, a fraction of the
