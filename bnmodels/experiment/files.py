@@ -1,0 +1,255 @@
+"""Data sets read from a CSV or Parquet file (extension, SPEC 2c): checked, then split.
+
+`count_rows` runs when params are validated (the split sizes follow from the row count);
+`read_table` checks every column the data set uses and reports every problem at once,
+each naming the file, the column and the first bad row, before anything is written;
+`split_draw` makes draw d of the data set: a random train/test split from seed + d,
+stratified by class for a classification data set, so that runs of one seed stay paired.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from bnmodels.experiment.config import FileSpec
+
+if TYPE_CHECKING:  # params validation counts rows without torch (1.3 s to import)
+    from bnmodels.experiment.data import Split
+
+PARQUET_MAGIC = b"PAR1"
+
+
+class DataFileError(ValueError):
+    """Every problem of one data file, one readable line each."""
+
+    def __init__(self, file: str, problems: list[str]):
+        self.problems = [f"{file}: {p}" for p in problems]
+        n = len(problems)
+        head = f"{n} problem{'s' if n > 1 else ''} in data file {file}:"
+        super().__init__("\n".join([head, *(f"  - {p}" for p in self.problems)]))
+
+
+@dataclass(frozen=True)
+class Table:
+    """The checked columns of a data file: features as float32, labels as numbers."""
+
+    x: np.ndarray  # (rows, features) float32
+    y: np.ndarray  # (rows,) float32, or int64 class ids
+    features: tuple[str, ...]
+    classes: tuple | None  # class id i is classes[i] (sorted labels); None: regression
+
+
+def _kind(path: Path) -> str:
+    """The file's format from its name; what it holds is checked as it is read."""
+    return "parquet" if path.suffix.lower() == ".parquet" else "csv"
+
+
+def _not_a(path: Path) -> str | None:
+    """Why a file is not what its extension says, or None."""
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    if _kind(path) == "parquet":
+        ok = head[:4] == PARQUET_MAGIC
+        return None if ok else "is not a Parquet file (it does not start with PAR1)"
+    if head[:4] == PARQUET_MAGIC:
+        return "is not a CSV file: it holds Parquet data (name it .parquet)"
+    if b"\0" in head:
+        return "is not a CSV file: it holds binary data"
+    return None
+
+
+def _check_file(spec: FileSpec) -> None:
+    path = Path(spec.path)
+    if not path.is_file():
+        raise DataFileError(spec.file, ["file not found" + _cwd_note(path)])
+    if why := _not_a(path):
+        raise DataFileError(spec.file, [why])
+
+
+def _read(spec: FileSpec, columns: list | None = None, nrows: int | None = None):
+    path = Path(spec.path)
+    try:
+        if _kind(path) == "parquet":
+            return pd.read_parquet(path, columns=columns)
+        return pd.read_csv(path, usecols=columns, nrows=nrows)
+    except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        why = f"cannot be read as {_kind(path).upper()}: {first}"
+        raise DataFileError(spec.file, [why]) from None
+
+
+def _cwd_note(path: Path) -> str:
+    return "" if path.is_absolute() else f" (looked for {path.resolve()})"
+
+
+def count_rows(spec: FileSpec) -> int:
+    """The data rows of the file (Parquet: from its metadata; CSV: its first column read)."""
+    path = Path(spec.path)
+    _check_file(spec)
+    if _kind(path) == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.ParquetFile(path).metadata.num_rows
+        except Exception as e:  # noqa: BLE001 - pyarrow's errors have no common base
+            raise DataFileError(spec.file, [f"cannot be read as PARQUET: {e}"]) from None
+    return len(_read(spec, columns=[0]).index)
+
+
+def _row(i: int, kind: str) -> str:
+    """Where row i (0-based) is: 1-based data row, and the line of a CSV (header line 1)."""
+    return f"row {i + 1}" + (f" (line {i + 2})" if kind == "csv" else "")
+
+
+def _first(mask: np.ndarray) -> int:
+    return int(np.flatnonzero(mask)[0])
+
+
+def _numeric(col: pd.Series, name: str, what: str, kind: str, problems: list) -> np.ndarray:
+    """A column as float64, with its first non-numeric, missing or infinite value reported."""
+    if pd.api.types.is_bool_dtype(col) or not pd.api.types.is_numeric_dtype(col):
+        as_num = pd.to_numeric(col, errors="coerce")
+        bad = as_num.isna().to_numpy() & col.notna().to_numpy()
+        if bad.any():
+            i = _first(bad)
+            problems.append(
+                f"{what} column {name!r}: non-numeric value {col.iloc[i]!r} at {_row(i, kind)}"
+            )
+            return np.zeros(len(col))
+        col = as_num
+    v = col.to_numpy(dtype=np.float64, na_value=np.nan)
+    if (nan := np.isnan(v)).any():
+        problems.append(f"{what} column {name!r}: missing value (NaN) at {_row(_first(nan), kind)}")
+    elif (inf := np.isinf(v)).any():
+        problems.append(f"{what} column {name!r}: infinite value at {_row(_first(inf), kind)}")
+    return v
+
+
+def _labels(col: pd.Series, name: str, kind: str, problems: list):
+    """Class ids in the order of the sorted distinct labels (any type), and that order."""
+    if (miss := col.isna().to_numpy()).any():
+        problems.append(f"target column {name!r}: missing label at {_row(_first(miss), kind)}")
+        return None, None
+    values = col.to_numpy()
+    try:
+        classes = np.unique(values)
+    except TypeError:  # labels of mixed types: ordered by their text
+        classes = np.array(sorted(set(values.tolist()), key=str), dtype=object)
+    if len(classes) < 2:
+        problems.append(
+            f"target column {name!r}: a single class ({classes[0]!r}) in every row; "
+            "a classification data set needs two or more"
+        )
+        return None, None
+    ids = {v: i for i, v in enumerate(classes.tolist())}
+    y = np.fromiter((ids[v] for v in values.tolist()), dtype=np.int64, count=len(values))
+    return y, tuple(classes.tolist())
+
+
+def read_table(spec: FileSpec) -> Table:
+    """Read and check the columns of a file data set; DataFileError lists every problem.
+
+    A feature must be numeric, finite and not constant (z-score and min-max would divide
+    by zero); a regression target numeric and finite; a classification target (labels of
+    any type) complete, with two classes or more. The file must still hold the rows it
+    held when params were validated."""
+    kind = _kind(Path(spec.path))
+    _check_file(spec)
+    columns = _header(spec)
+    wanted = [spec.target, *(spec.features or [])]
+    missing = [c for c in dict.fromkeys(wanted) if c not in columns]
+    if missing:
+        have = ", ".join(map(repr, columns))
+        raise DataFileError(
+            spec.file,
+            [
+                f"no column {c!r} (the {'target' if c == spec.target else 'feature'}); "
+                f"the file has {have}"
+                for c in missing
+            ],
+        )
+    features = tuple(spec.features or (c for c in columns if c != spec.target))
+    if not features:
+        raise DataFileError(spec.file, [f"no feature column besides the target {spec.target!r}"])
+    df = _read(spec, columns=[spec.target, *features])
+    problems: list[str] = []
+    if len(df.index) != spec.rows:
+        problems.append(f"holds {len(df.index)} rows, {spec.rows} when params were read")
+    x = np.empty((len(df.index), len(features)), dtype=np.float32)
+    for j, c in enumerate(features):
+        v = _numeric(df[c], c, "feature", kind, problems)
+        if len(v) and np.all(v == v[0]) and np.isfinite(v[0]):
+            problems.append(
+                f"feature column {c!r}: constant ({v[0]!r} in every row); z-score and "
+                "min-max scaling divide by its spread, which is 0: drop the column"
+            )
+        x[:, j] = v
+    if spec.task == "classification":
+        y, classes = _labels(df[spec.target], spec.target, kind, problems)
+    else:
+        y, classes = _numeric(df[spec.target], spec.target, "target", kind, problems), None
+    if problems:
+        raise DataFileError(spec.file, problems)
+    y = y if classes is not None else y.astype(np.float32)
+    return Table(x=x, y=y, features=features, classes=classes)
+
+
+def _header(spec: FileSpec) -> list[str]:
+    """The file's column names, read without its rows."""
+    if _kind(Path(spec.path)) == "parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.ParquetFile(spec.path).schema_arrow.names)
+    return [str(c) for c in _read(spec, nrows=0).columns]
+
+
+def _stratified(y: np.ndarray, n_train: int, g) -> tuple[list, list]:
+    """Train and test rows with each class in proportion: class c keeps floor(n_c * f)
+    train rows, and the rows left to reach n_train go to the classes with the largest
+    remainders (the lower class id first on a tie)."""
+    import torch
+
+    n = len(y)
+    counts = np.bincount(y)
+    quota = counts * (n_train / n)
+    take = np.floor(quota).astype(np.int64)
+    extra = n_train - int(take.sum())
+    order = sorted(range(len(counts)), key=lambda c: (-(quota[c] - take[c]), c))
+    for c in order[:extra]:
+        take[c] += 1
+    train, test = [], []
+    for c, k in enumerate(take.tolist()):
+        rows = torch.from_numpy(np.flatnonzero(y == c))
+        rows = rows[torch.randperm(len(rows), generator=g)]
+        train.append(rows[:k])
+        test.append(rows[k:])
+    return train, test
+
+
+def split_draw(table: Table, spec: FileSpec, draw: int = 0) -> Split:
+    """Draw d: a random train/test split from seed + d (stratified by class for a
+    classification data set); `spec.n_train` train rows, the rest test rows."""
+    import torch
+
+    from bnmodels.experiment.data import Split
+
+    g = torch.Generator().manual_seed(spec.seed + draw)
+    x = torch.from_numpy(table.x)
+    n = x.shape[0]
+    if table.classes is None:
+        perm = torch.randperm(n, generator=g)
+        tr, te = perm[: spec.n_train], perm[spec.n_train :]
+        y = torch.from_numpy(table.y).reshape(-1, 1)
+        return Split(x[tr], y[tr], x[te], y[te])
+    train, test = _stratified(table.y, spec.n_train, g)
+    tr, te = torch.cat(train), torch.cat(test)
+    # shuffle the classes together: a split's row order says nothing about the labels
+    tr = tr[torch.randperm(len(tr), generator=g)]
+    te = te[torch.randperm(len(te), generator=g)]
+    y = torch.from_numpy(table.y)
+    return Split(x[tr], y[tr], x[te], y[te], num_class=len(table.classes))
