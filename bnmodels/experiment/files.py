@@ -185,7 +185,7 @@ def read_table(spec: FileSpec) -> Table:
         v = _numeric(df[c], c, "feature", kind, problems)
         if len(v) and np.all(v == v[0]) and np.isfinite(v[0]):
             problems.append(
-                f"feature column {c!r}: constant ({v[0]!r} in every row); z-score and "
+                f"feature column {c!r}: constant ({float(v[0])!r} in every row); z-score and "
                 "min-max scaling divide by its spread, which is 0: drop the column"
             )
         x[:, j] = v
