@@ -15,7 +15,7 @@ from bnmodels.atomic import atomic_write_text
 from bnmodels.errors import StageError, clean_errors
 from bnmodels.experiment.config import NORMALIZATIONS, FileSpec
 from bnmodels.experiment.data import NormalizationError, normalize, save_split
-from bnmodels.experiment.files import DataFileError, read_table, split_draw
+from bnmodels.experiment.files import DataFileError, file_md5, read_table, split_draw
 from bnmodels.experiment.layout import columns_file, data_file, error_file
 from bnmodels.experiment.params import load_params
 from bnmodels.shutdown import fast_exit
@@ -56,7 +56,12 @@ def main(dataset: str, params_file: str, processed: str):
                 save_split(data, data_file(processed, dataset, method, draw))
             except NormalizationError as e:
                 atomic_write_text(error_file(processed, dataset, method, draw), f"{e}\n")
-    labels = {"file": spec.file, "target": spec.target, "features": list(table.features)}
+    labels = {
+        "file": spec.file,
+        "md5": file_md5(spec.path),  # the version read: each run's lineage in MLflow
+        "target": spec.target,
+        "features": list(table.features),
+    }
     if table.classes is not None:
         labels["classes"] = [str(c) if not isinstance(c, int | float) else c for c in table.classes]
         click.echo(f"{dataset}: class ids 0..{len(table.classes) - 1} = {labels['classes']}")

@@ -9,6 +9,7 @@ stratified by class for a classification data set, so that runs of one seed stay
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -206,6 +207,15 @@ def _header(spec: FileSpec) -> list[str]:
 
         return list(pq.ParquetFile(spec.path).schema_arrow.names)
     return [str(c) for c in _read(spec, nrows=0).columns]
+
+
+def file_md5(path: str | Path) -> str:
+    """The md5 of a file (as DVC's), read in chunks."""
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _stratified(y: np.ndarray, n_train: int, g) -> tuple[list, list]:
