@@ -22,6 +22,7 @@ PARAMS = """\
 datasets:
   tiny: {num_examples: 60, w: [2, -1], bias: false, delta: 0.01, deg: 2, seed: 420,
          train_fraction: 0.7}
+file_datasets: {}
 defaults: {dataset: tiny, normalization: none, activation: sigmoid, bn: none, depth: 1,
            width: 4, init: default, momentum: 0.1, batch_size: 10, lr: 0.03, epochs: 3,
            seed: 24}

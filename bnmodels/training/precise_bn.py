@@ -72,3 +72,41 @@ def precise_group_metrics(group, x_train, x_test, y_test) -> dict[str, torch.Ten
     metrics, _ = group.evaluate(x_test, y_test)
     group.restore(saved)
     return metrics
+
+
+@torch.no_grad()
+def precise_shared_metrics(group, train, test) -> dict[str, torch.Tensor]:
+    """`precise_group_metrics` on rows held once (`SharedRows`): each statistic summed over
+    chunks of rows, in two passes (the mean, then the unbiased variance about it)."""
+    from bnmodels.training.shared_rows import evaluate_shared
+
+    saved = group.snapshot()
+
+    def inputs(j: int, x):
+        """Layer j's pre-BN output z and its BN-pre-normalized activation a, eval mode."""
+        h = x
+        for i in range(j + 1):
+            z = group.affine(h, group.weights[i], group.biases[i])
+            zn, _ = group.bn["pre"][i].forward(z, training=False)
+            a = group.act_forward(zn)
+            h, _ = group.bn["post"][i].forward(a, training=False)
+        return z, a
+
+    for j in range(group.depth):
+        for pos, which in (("pre", 0), ("post", 1)):
+            if pos not in group.bn_state:
+                continue
+            total = None
+            for xc, _ in train.chunks(group.width):
+                v = inputs(j, xc)[which].sum(dim=1, keepdim=True)
+                total = v if total is None else total + v
+            mean = total / train.n
+            sq = None
+            for xc, _ in train.chunks(group.width):
+                v = ((inputs(j, xc)[which] - mean) ** 2).sum(dim=1, keepdim=True)
+                sq = v if sq is None else sq + v
+            group.bn_state[pos][j]["running_mean"].copy_(mean)
+            group.bn_state[pos][j]["running_var"].copy_(sq / (train.n - 1))
+    metrics, _ = evaluate_shared(group, test)
+    group.restore(saved)
+    return metrics
