@@ -59,6 +59,7 @@ def main(dataset: str, params_file: str, processed: str):
     labels = {
         "file": spec.file,
         "md5": file_md5(spec.path),  # the version read: each run's lineage in MLflow
+        "rows": spec.rows,
         "target": spec.target,
         "features": list(table.features),
     }

@@ -54,8 +54,8 @@ def main(sweep: str, plan_file: str, processed: str, out: str, params_file: str)
     sources = {}  # where each data set comes from: a run's lineage in MLflow
     for name in {key.split("/")[0] for key in plan["data_md5"]}:
         recorded = columns_file(processed, name)  # a file data set's, by its read stage
-        md5 = json.loads(recorded.read_text())["md5"] if recorded.exists() else None
-        sources[name] = source_input(params.datasets[name], md5)
+        columns = json.loads(recorded.read_text()) if recorded.exists() else None
+        sources[name] = source_input(params.datasets[name], columns)
     done = train_and_log(
         sweep,
         plan_runs(plan),

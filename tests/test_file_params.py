@@ -83,3 +83,12 @@ def test_a_file_data_set_may_not_reuse_a_generated_data_sets_name(raw_params, tm
         ParamsError, match="file_datasets.quad2: a data set of this name is under datasets too"
     ):
         validate(raw_params)
+
+
+def test_datasets_may_be_empty_when_every_data_set_is_read_from_a_file(raw_params, tmp_path):
+    raw_params["datasets"] = {}
+    spec = spec_of(raw_params, write(frame(), tmp_path / "d.csv"))
+    assert spec.rows == 40
+    raw_params["file_datasets"] = {}
+    with pytest.raises(ParamsError, match="datasets: {} is not allowed"):
+        validate(raw_params)

@@ -2,6 +2,7 @@
 data set each train a sweep with a claim judged on it; editing one file reruns exactly
 what it feeds; a bad file stops the pipeline before any training or logging."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -98,6 +99,9 @@ def test_a_csv_and_a_parquet_data_set_train_their_sweeps_and_their_claims_are_ju
     source = inputs["cla"]
     assert source.digest == digest(repo / "tables")["cla.parquet"]
     assert "tables/cla.parquet" in source.source
+    profile = json.loads(source.profile)  # what the UI shows beside it
+    assert profile["rows"] == 80 and profile["classes"] == ["down", "up"]
+    assert profile["features"] == ["a", "b", "c"] and profile["target"] == "label"
 
 
 def test_editing_one_file_reruns_exactly_what_it_feeds(repo):

@@ -379,8 +379,11 @@ def _execution(d: Any, err: ErrorList) -> Execution:
 
 
 def _check_datasets(raw: dict, file: str) -> tuple[dict[str, DataSpec], list[str]]:
-    """The `datasets` section: one DatasetSpec per valid entry."""
+    """The `datasets` section: one DatasetSpec per valid entry (`{}` when every data set
+    is read from a file: `file_datasets`)."""
     err, datasets = ErrorList(file), {}
+    if raw.get("datasets") == {} and raw.get("file_datasets"):
+        return datasets, err.items
     for name, d in (_section(raw, "datasets", err) or {}).items():
         if (spec := _dataset(name, d, err)) is not None:
             datasets[str(name)] = spec

@@ -59,8 +59,9 @@ class DataInput:
     name: str  # "quad2/zscore/train"
     digest: str  # md5 of the processed file: the plan's data_md5
     source: str  # MLflow's JSON of a local file source
-    context: str  # "train" or "test"
+    context: str  # "train" or "test" (or "source": where the data set comes from)
     source_type: str = "local"
+    profile: str | None = None  # JSON shown in the UI beside the data set (a file's columns)
 
 
 def data_inputs(
@@ -84,12 +85,17 @@ def data_inputs(
 GENERATOR = "bnmodels.experiment.data.generate"
 
 
-def source_input(spec: DataSpec, file_md5: str | None = None) -> DataInput:
+def source_input(spec: DataSpec, recorded: Mapping[str, Any] | None = None) -> DataInput:
     """Where a data set comes from, as a run input named for the data set (context
-    `source`): a file data set's file as params.yaml names it, with the md5 the read stage
-    recorded (`file_md5`); a generated one's generator and its params, digested."""
+    `source`): a file data set's file as params.yaml names it, with the md5 and columns the
+    read stage recorded (`recorded`, its columns.json); a generated one's generator and
+    its params, digested."""
     if isinstance(spec, FileSpec):
-        return DataInput(spec.name, file_md5 or "", json.dumps({"uri": spec.file}), "source")
+        recorded = recorded or {}
+        keys = ("rows", "target", "features", "classes")
+        profile = json.dumps({k: recorded[k] for k in keys if k in recorded})
+        source = json.dumps({"uri": spec.file})
+        return DataInput(spec.name, recorded.get("md5", ""), source, "source", profile=profile)
     recipe = json.dumps({"generator": GENERATOR, "params": spec.as_dict()}, sort_keys=True)
     digest = hashlib.md5(recipe.encode()).hexdigest()
     return DataInput(spec.name, digest, recipe, "source", source_type="code")
@@ -175,7 +181,8 @@ def dataset_inputs(inputs: Sequence[DataInput]) -> list:
 
     return [
         DatasetInput(
-            Dataset(i.name, i.digest, i.source_type, i.source), [InputTag(CONTEXT_TAG, i.context)]
+            Dataset(i.name, i.digest, i.source_type, i.source, profile=i.profile),
+            [InputTag(CONTEXT_TAG, i.context)],
         )
         for i in inputs
     ]
