@@ -23,7 +23,8 @@ import torch
 
 from bnmodels.experiment.config import FileSpec, RunConfig
 from bnmodels.experiment.data import normalize
-from bnmodels.experiment.files import count_rows, read_table, split_draw
+from bnmodels.experiment.file_params import count_rows
+from bnmodels.experiment.files import read_table, split_draw
 from bnmodels.training.batched import RUN_PAD, train_runs
 
 

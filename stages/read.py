@@ -15,7 +15,8 @@ from bnmodels.atomic import atomic_write_text
 from bnmodels.errors import StageError, clean_errors
 from bnmodels.experiment.config import NORMALIZATIONS, FileSpec
 from bnmodels.experiment.data import NormalizationError, normalize, save_split
-from bnmodels.experiment.files import DataFileError, file_md5, read_table, split_draw
+from bnmodels.experiment.file_params import DataFileError
+from bnmodels.experiment.files import file_md5, read_table, split_draw
 from bnmodels.experiment.layout import columns_file, data_file, error_file
 from bnmodels.experiment.params import load_params
 from bnmodels.shutdown import fast_exit

@@ -92,3 +92,15 @@ def test_datasets_may_be_empty_when_every_data_set_is_read_from_a_file(raw_param
     raw_params["file_datasets"] = {}
     with pytest.raises(ParamsError, match="datasets: {} is not allowed"):
         validate(raw_params)
+
+
+def test_rows_are_counted_as_pandas_reads_them(raw_params, tmp_path):
+    # a quoted label holding a line break, blank lines: the standard library's count
+    # (no pandas in params validation) agrees with pandas', which the read stage uses
+    import pandas as pd
+
+    path = tmp_path / "d.csv"
+    path.write_text('a,b,y\n1,2,"x\ny"\n\n3,4,z\n5,6,z\n\n7,8,"x\ny"\n')
+    raw_params["defaults"]["batch_size"] = 2
+    spec = spec_of(raw_params, path, task="classification", train_fraction=0.5)
+    assert spec.rows == len(pd.read_csv(path)) == 4

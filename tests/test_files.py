@@ -15,7 +15,8 @@ import torch
 from click.testing import CliRunner
 
 from bnmodels.errors import ParamsError
-from bnmodels.experiment.files import DataFileError, read_table, split_draw
+from bnmodels.experiment.file_params import DataFileError
+from bnmodels.experiment.files import read_table, split_draw
 from bnmodels.experiment.params import validate
 
 STAGES = Path(__file__).resolve().parents[1] / "stages"

@@ -1,10 +1,11 @@
 """Data sets read from a CSV or Parquet file (extension, SPEC 2c): checked, then split.
 
-`count_rows` runs when params are validated (the split sizes follow from the row count);
-`read_table` checks every column the data set uses and reports every problem at once,
-each naming the file, the column and the first bad row, before anything is written;
-`split_draw` makes draw d of the data set: a random train/test split from seed + d,
-stratified by class for a classification data set, so that runs of one seed stay paired.
+The file's existence, format and row count are checked when params are validated
+(`bnmodels.experiment.file_params`, without pandas); `read_table` checks every column the
+data set uses and reports every problem at once, each naming the file, the column and
+the first bad row, before anything is written; `split_draw` makes draw d of the data
+set: a random train/test split from seed + d, stratified by class for a classification
+data set, so that runs of one seed stay paired.
 """
 
 from __future__ import annotations
@@ -18,21 +19,10 @@ import numpy as np
 import pandas as pd
 
 from bnmodels.experiment.config import FileSpec
+from bnmodels.experiment.file_params import DataFileError, check_file, file_kind
 
 if TYPE_CHECKING:  # params validation counts rows without torch (1.3 s to import)
     from bnmodels.experiment.data import Split
-
-PARQUET_MAGIC = b"PAR1"
-
-
-class DataFileError(ValueError):
-    """Every problem of one data file, one readable line each."""
-
-    def __init__(self, file: str, problems: list[str]):
-        self.problems = [f"{file}: {p}" for p in problems]
-        n = len(problems)
-        head = f"{n} problem{'s' if n > 1 else ''} in data file {file}:"
-        super().__init__("\n".join([head, *(f"  - {p}" for p in self.problems)]))
 
 
 @dataclass(frozen=True)
@@ -45,61 +35,16 @@ class Table:
     classes: tuple | None  # class id i is classes[i] (sorted labels); None: regression
 
 
-def _kind(path: Path) -> str:
-    """The file's format from its name; what it holds is checked as it is read."""
-    return "parquet" if path.suffix.lower() == ".parquet" else "csv"
-
-
-def _not_a(path: Path) -> str | None:
-    """Why a file is not what its extension says, or None."""
-    with open(path, "rb") as f:
-        head = f.read(1 << 16)
-    if _kind(path) == "parquet":
-        ok = head[:4] == PARQUET_MAGIC
-        return None if ok else "is not a Parquet file (it does not start with PAR1)"
-    if head[:4] == PARQUET_MAGIC:
-        return "is not a CSV file: it holds Parquet data (name it .parquet)"
-    if b"\0" in head:
-        return "is not a CSV file: it holds binary data"
-    return None
-
-
-def _check_file(spec: FileSpec) -> None:
-    path = Path(spec.path)
-    if not path.is_file():
-        raise DataFileError(spec.file, ["file not found" + _cwd_note(path)])
-    if why := _not_a(path):
-        raise DataFileError(spec.file, [why])
-
-
 def _read(spec: FileSpec, columns: list | None = None, nrows: int | None = None):
     path = Path(spec.path)
     try:
-        if _kind(path) == "parquet":
+        if file_kind(path) == "parquet":
             return pd.read_parquet(path, columns=columns)
         return pd.read_csv(path, usecols=columns, nrows=nrows)
     except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        why = f"cannot be read as {_kind(path).upper()}: {first}"
+        why = f"cannot be read as {file_kind(path).upper()}: {first}"
         raise DataFileError(spec.file, [why]) from None
-
-
-def _cwd_note(path: Path) -> str:
-    return "" if path.is_absolute() else f" (looked for {path.resolve()})"
-
-
-def count_rows(spec: FileSpec) -> int:
-    """The data rows of the file (Parquet: from its metadata; CSV: its first column read)."""
-    path = Path(spec.path)
-    _check_file(spec)
-    if _kind(path) == "parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            return pq.ParquetFile(path).metadata.num_rows
-        except Exception as e:  # noqa: BLE001 - pyarrow's errors have no common base
-            raise DataFileError(spec.file, [f"cannot be read as PARQUET: {e}"]) from None
-    return len(_read(spec, columns=[0]).index)
 
 
 def _row(i: int, kind: str) -> str:
@@ -159,8 +104,8 @@ def read_table(spec: FileSpec) -> Table:
     by zero); a regression target numeric and finite; a classification target (labels of
     any type) complete, with two classes or more. The file must still hold the rows it
     held when params were validated."""
-    kind = _kind(Path(spec.path))
-    _check_file(spec)
+    kind = file_kind(Path(spec.path))
+    check_file(spec)
     columns = _header(spec)
     wanted = [spec.target, *(spec.features or [])]
     missing = [c for c in dict.fromkeys(wanted) if c not in columns]
@@ -202,7 +147,7 @@ def read_table(spec: FileSpec) -> Table:
 
 def _header(spec: FileSpec) -> list[str]:
     """The file's column names, read without its rows."""
-    if _kind(Path(spec.path)) == "parquet":
+    if file_kind(Path(spec.path)) == "parquet":
         import pyarrow.parquet as pq
 
         return list(pq.ParquetFile(spec.path).schema_arrow.names)
