@@ -110,7 +110,7 @@ def read_table(spec: FileSpec) -> Table:
     wanted = [spec.target, *(spec.features or [])]
     missing = [c for c in dict.fromkeys(wanted) if c not in columns]
     if missing:
-        have = ", ".join(map(repr, columns))
+        have = ", ".join(map(repr, columns[:20])) + (", ..." if len(columns) > 20 else "")
         raise DataFileError(
             spec.file,
             [
