@@ -60,7 +60,9 @@ def main(full: bool, sweep: str):
         for name in ("bnmodels", "stages"):
             shutil.copytree(ROOT / name, d / name, ignore=shutil.ignore_patterns("__pycache__"))
         shutil.copy(ROOT / "dvc.yaml", d)
-        (d / "params.yaml").write_text(f"{HEAD}  {sweep}: {SWEEPS[sweep]}\nclaims: {{}}\n")
+        (d / "params.yaml").write_text(
+            f"{HEAD}  {sweep}: {SWEEPS[sweep]}\nclaims: {{}}\nfile_datasets: {{}}\n"
+        )
         for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "repro", "-q", "plan"]):
             subprocess.run(cmd, cwd=d, env=env, check=True, capture_output=True)
         stage = [

@@ -3,7 +3,7 @@
 Five parts, each a subpackage and each a set of DVC stages; a part imports only the parts
 above it in this list (tests/test_layers.py keeps that true):
 
-    experiment   params.yaml -> typed records; data sets; plans      (generate, normalize, plan)
+    experiment   params.yaml -> records; data sets; plans  (generate, normalize, read, plan)
         |
     training     a plan's runs -> results: model, engines, probes    (train)
         |
@@ -17,6 +17,7 @@ Beside them, leaves that any part may use: `errors` (expected failures), `atomic
 processes that stop at once), `shutdown` (a stage's quick exit), and `cli` (the
 `bnmodels` command, at the very top).
 
-Data flows one way: data/raw -> data/processed -> data/plans -> runs/<sweep> (+ MLflow)
--> reports/. `study` reads what `training` wrote as tables, never its code.
+Data flows one way: data/raw (or a file under datasets/) -> data/processed -> data/plans
+-> runs/<sweep> (+ MLflow) -> reports/. `study` reads what `training` wrote as tables,
+never its code.
 """

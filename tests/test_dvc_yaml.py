@@ -127,8 +127,9 @@ def test_every_data_dependency_is_another_stages_output_or_params():
     }
     for name, stage in spec.items():
         for dep in dep_paths(stage):
-            # params.yaml and registry.yaml (bnmodels registry, from git) are committed inputs
-            if is_code(dep) or dep in ("params.yaml", "registry.yaml"):
+            # params.yaml, registry.yaml (bnmodels registry, from git) and a file data set's
+            # own file are committed (or dvc-added) inputs
+            if is_code(dep) or dep in ("params.yaml", "registry.yaml", FILE_DEP):
                 continue
             # the output itself, a file inside an output folder, or a folder of outputs;
             # a foreach stage's `${key}` stands for any of its items
@@ -140,6 +141,18 @@ def test_every_data_dependency_is_another_stages_output_or_params():
                 for o in outs
             )
             assert produced, f"stage {name}: {dep} is neither code nor another stage's output"
+
+
+FILE_DEP = "${item.file}"  # a file data set's own file (params.yaml's file_datasets)
+
+
+def test_a_file_data_set_is_a_dependency_of_its_own_read_stage_only():
+    # foreach over file_datasets: read@<name> depends on <name>'s file, and no other
+    # stage names a file of params.yaml (editing one file reruns what it feeds)
+    spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert spec["read"]["foreach"] == "${file_datasets}"
+    users = [name for name, st in stages().items() if FILE_DEP in dep_paths(st)]
+    assert users == ["read"]
 
 
 def test_the_import_reader_follows_function_level_and_package_imports(tmp_path):

@@ -35,6 +35,7 @@ sweeps:
          7, 8, 9, 10]}
 execution: {workers: 2}
 claims: {}
+file_datasets: {}
 """
 N_RUNS = 150
 

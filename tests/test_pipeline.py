@@ -22,6 +22,7 @@ PARAMS = """\
 datasets:
   tiny: {num_examples: 60, w: [2, -1], bias: false, delta: 0.01, deg: 2, seed: 420,
          train_fraction: 0.7}
+file_datasets: {}
 defaults: {dataset: tiny, normalization: none, activation: sigmoid, bn: none, depth: 1,
            width: 4, init: default, momentum: 0.1, batch_size: 10, lr: 0.03, epochs: 3,
            seed: 24}
@@ -146,10 +147,17 @@ def test_each_sweep_links_to_its_landing_view_and_runs_log_their_plans_data(repo
     for run_id in runs["mlflow_run_id"]:
         inputs = client.get_run(run_id).inputs.dataset_inputs
         got = sorted((d.dataset.name, d.dataset.digest, d.tags[0].value) for d in inputs)
+        recipe = next(d.dataset for d in inputs if d.dataset.name == "tiny")
         assert got == [
+            ("tiny", recipe.digest, "source"),
             ("tiny/zscore/test", md5["tiny/zscore"], "test"),
             ("tiny/zscore/train", md5["tiny/zscore"], "train"),
         ]
+        # a generated data set's source: its generator and params, digested
+        assert recipe.source_type == "code"
+        source = json.loads(recipe.source)
+        assert source["params"]["num_examples"] == 60
+        assert recipe.digest == hashlib.md5(recipe.source.encode()).hexdigest()
     parent = client.get_run(runs["mlflow_run_id"].iloc[0]).data.tags["mlflow.parentRunId"]
     exp = client.get_experiment_by_name("bnmodels/beta")
     view = read_view_tag(exp.tags["mlflow.sharedViewState.compare"])

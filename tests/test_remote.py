@@ -25,6 +25,7 @@ defaults: {dataset: tiny, normalization: none, activation: sigmoid, bn: none, de
 sweeps:
   alpha: {bn: [none, pre], seed: [24, 25]}
 claims: {}
+file_datasets: {}
 """
 
 

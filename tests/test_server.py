@@ -43,6 +43,7 @@ sweeps:
   big: {bn: [none, pre, post], depth: [1, 2], seed: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}
 execution: {log_retry_s: 3}
 claims: {}
+file_datasets: {}
 """
 
 

@@ -25,13 +25,13 @@ import torch
 from configs import quad2_spec
 from mlflow import MlflowClient
 
-from bnmodels.experiment.config import CONFIG_KEYS, Execution, RunConfig
+from bnmodels.experiment.config import CONFIG_KEYS, Execution, FileSpec, RunConfig
 from bnmodels.experiment.data import generate
 from bnmodels.tracking import store, sweep_run
 from bnmodels.tracking.store import TrackingError
 from bnmodels.tracking.train_and_log import train_and_log
 from bnmodels.tracking.workers import ForkedLogger, log_workers
-from bnmodels.tracking.writers import data_inputs
+from bnmodels.tracking.writers import data_inputs, source_input
 from bnmodels.training.reference import train_reference
 
 EPOCHS = 3
@@ -161,7 +161,16 @@ def _inputs(run):
 def _comparable(run):
     """What a user sees of a run, without its ids."""
     tags = {k: v for k, v in run.data.tags.items() if k not in ("model_uri", "mlflow.parentRunId")}
-    return run.info.run_name, run.info.status, run.data.params, run.data.metrics, tags, _inputs(run)
+    profiles = tuple(sorted((d.dataset.name, d.dataset.profile) for d in run.inputs.dataset_inputs))
+    return (
+        run.info.run_name,
+        run.info.status,
+        run.data.params,
+        run.data.metrics,
+        tags,
+        _inputs(run),
+        profiles,
+    )
 
 
 def bulk_vs_client(uris: dict[str, str], results) -> None:
@@ -181,7 +190,11 @@ def bulk_vs_client(uris: dict[str, str], results) -> None:
         with sweep_run.open_sweep_run("same", uri=uri, tags=TAGS, inputs=INPUTS) as run:
             children = run.child_runs(results, IN_FEATURES, 1_000, 2_000)
             run_ids = make(run).write(children[:2])
-            run.inputs = data_inputs({"tiny/none": "f" * 32}, "elsewhere")  # new data sets
+            # new data sets, and where they come from: a file, with its columns as profile
+            file = FileSpec("tiny", "t.csv", "t.csv", "y", "regression", 1, 0.5, rows=9)
+            recorded = {"md5": "a" * 32, "rows": 9, "target": "y", "features": ["u", "v"]}
+            source = {"tiny": source_input(file, recorded)}
+            run.inputs = data_inputs({"tiny/none": "f" * 32}, "elsewhere", source)
             children = run.child_runs(results, IN_FEATURES, 1_000, 2_000)
             run_ids |= make(run).write(children[2:])
         client = MlflowClient(uri)
@@ -195,6 +208,7 @@ def bulk_vs_client(uris: dict[str, str], results) -> None:
         with engine.connect() as con:
             rows = con.execute(text("SELECT name, digest FROM datasets ORDER BY name, digest"))
             assert [(n, d[:1]) for n, d in rows] == [
+                ("tiny", "a"),
                 ("tiny/none/test", "0"),
                 ("tiny/none/test", "f"),
                 ("tiny/none/train", "0"),
@@ -202,7 +216,9 @@ def bulk_vs_client(uris: dict[str, str], results) -> None:
             ]
         engine.dispose()
     assert got["bulk"] == got["client"]
-    assert [len(v[5]) for v in got["bulk"].values()] == [2, 2, 2, 2]  # train and test
+    assert [len(v[5]) for v in got["bulk"].values()] == [2, 2, 3, 3]  # train, test, source
+    last = list(got["bulk"].values())[-1][6]
+    assert dict(last)["tiny"] == json.dumps({"rows": 9, "target": "y", "features": ["u", "v"]})
 
 
 def test_the_bulk_sql_writer_stores_what_mlflows_own_client_stores(tmp_path, results):

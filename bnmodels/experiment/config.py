@@ -27,6 +27,8 @@ ENGINES = ("batched", "reference")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "float64")
 CLUSTERS = ("local", "ray")
+TASKS = ("regression", "classification")  # of a data set read from a file
+FILE_SUFFIXES = (".csv", ".parquet")
 
 # Column order of runs.csv and of every configuration dump (SPEC 5); the keys that tell
 # configurations apart (the claims' axes), none implied by another.
@@ -121,7 +123,37 @@ class ClusterSpec:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
-DataSpec = DatasetSpec | ClusterSpec
+@dataclass(frozen=True)
+class FileSpec:
+    """A data set read from a CSV or Parquet file (extension: `file_datasets`, SPEC 2c).
+
+    `path` is `file` resolved against the params file's folder; `rows` is the file's data
+    rows, counted when params are validated (the split sizes follow from it)."""
+
+    name: str
+    file: str  # as written in params.yaml (and tracked by DVC)
+    path: str
+    target: str
+    task: str  # regression | classification
+    seed: int
+    train_fraction: float
+    rows: int
+    features: tuple[str, ...] | None = None  # None: every column but the target
+    draws: int = 1  # independent train/test splits, draw d from seed + d
+
+    @property
+    def n_train(self) -> int:
+        # A stratified split keeps exactly this many (bnmodels.experiment.files)
+        return int(self.rows * self.train_fraction)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in ("file", "target", "task", "seed", "train_fraction")}
+        if self.features is not None:
+            d["features"] = list(self.features)
+        return {**d, "draws": self.draws}
+
+
+DataSpec = DatasetSpec | ClusterSpec | FileSpec
 
 
 @dataclass(frozen=True)

@@ -78,8 +78,11 @@ def generate_clusters(spec: ClusterSpec, draw: int = 0) -> Split:
     return Split(x[tr], y[tr], x[te], y[te], num_class=spec.num_class)
 
 
-def normalize(split: Split, method: str, name: str = "data set") -> Split:
-    """Normalize features per column with train-row statistics only (SPEC 3)."""
+def normalize(
+    split: Split, method: str, name: str = "data set", columns: tuple[str, ...] = ()
+) -> Split:
+    """Normalize features per column with train-row statistics only (SPEC 3); `columns`
+    names the features in an error (their indices when not given)."""
     if method == "none":
         return split
     xt = split.x_train
@@ -94,9 +97,10 @@ def normalize(split: Split, method: str, name: str = "data set") -> Split:
         raise ValueError(f"unknown normalization {method!r}")
     zero = (scale == 0).nonzero().flatten().tolist()
     if zero:
+        which = ", ".join(repr(columns[i]) if columns else str(i) for i in zero)
         raise NormalizationError(
             f"{method} normalization of data set {name!r}: feature column(s) "
-            f"{', '.join(map(str, zero))} have zero {what} on the train rows"
+            f"{which} have zero {what} on the train rows"
         )
     x_train, x_test = (xt - shift) / scale, (split.x_test - shift) / scale
     return Split(x_train, split.y_train, x_test, split.y_test, num_class=split.num_class)

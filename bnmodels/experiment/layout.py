@@ -28,3 +28,8 @@ def data_name(dataset: str, normalization: str, draw: int) -> str:
     """A split's key in a plan's data_md5: `dataset/normalization`, and `/draw<d>` after
     it for a draw d > 0 (so that plans of single-draw data sets are as they were)."""
     return f"{dataset}/{normalization}" + (f"/draw{draw}" if draw else "")
+
+
+def columns_file(processed: str | Path, dataset: str) -> Path:
+    """Where the read stage records a file data set's columns and class order."""
+    return Path(processed) / dataset / "columns.json"

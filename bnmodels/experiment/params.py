@@ -46,7 +46,7 @@ from bnmodels.experiment.config import (
 
 # `claims` is read by bnmodels.study.load (the plan and aggregate stages), not here: a stage
 # that trains never depends on how claims are judged.
-TOP_KEYS = ("datasets", "defaults", "sweeps", "execution", "claims")
+TOP_KEYS = ("datasets", "file_datasets", "defaults", "sweeps", "execution", "claims")
 # Keys of a sweep that say what it records rather than which runs it holds.
 SWEEP_SETTINGS = ("probes",)
 
@@ -144,7 +144,7 @@ def _momentum(v):
     return None if _is_num(v) and 0 < v <= 1 else "a number in (0, 1]"
 
 
-def _seed(v):
+def check_seed(v):
     return None if _is_int(v) and 0 <= v < 2**63 else "an integer in [0, 2**63)"
 
 
@@ -163,7 +163,7 @@ RUN_CHECKS = {
     "batch_size": _int_at_least(2),
     "lr": _lr,
     "epochs": _int_at_least(1),
-    "seed": _seed,
+    "seed": check_seed,
     "steps": _int_at_least(1),  # the other budget (BUDGET_KEYS): optional
 }
 # every key a run's configuration may give; the normalization by `bn` (the shorthand)
@@ -204,13 +204,17 @@ def _section(raw: dict, key: str, err: ErrorList, required=True) -> dict | None:
     return v
 
 
-def _unknown(d: dict, allowed, path: str, err: ErrorList):
+def unknown_keys(d: dict, allowed, path: str, err: ErrorList):
     for k in d:
         if k not in allowed:
             err.raw(
                 f"{path}.{k}" if path else str(k),
                 f"unknown key; expected one of {', '.join(allowed)}",
             )
+
+
+def check_train_fraction(v):
+    return None if _is_num(v) and 0 < v < 1 else "a number in (0, 1)"
 
 
 DATASET_CHECKS = {  # the required fields of a data set, in DATASET_KEYS order
@@ -223,8 +227,8 @@ DATASET_CHECKS = {  # the required fields of a data set, in DATASET_KEYS order
     "bias": lambda v: None if isinstance(v, bool) else "true or false",
     "delta": lambda v: None if _is_num(v) and v >= 0 else "a finite number >= 0",
     "deg": _int_at_least(1),
-    "seed": _seed,
-    "train_fraction": lambda v: None if _is_num(v) and 0 < v < 1 else "a number in (0, 1)",
+    "seed": check_seed,
+    "train_fraction": check_train_fraction,
 }
 
 
@@ -246,13 +250,13 @@ CLUSTER_CHECKS = {  # the required fields of a classification data set (SPEC 2b)
     "num_inputs": _int_at_least(1),
     "mean": lambda v: None if _is_num(v) and v >= 0 else "a finite number >= 0",
     "std": lambda v: None if _is_num(v) and v > 0 else "a finite number > 0",
-    "seed": _seed,
+    "seed": check_seed,
     "train_fraction": DATASET_CHECKS["train_fraction"],
 }
 OPTIONAL_DATASET_KEYS = ("feature_scale", "feature_shift", "draws")
 
 
-def _draws(d: dict, p: str, err: ErrorList) -> dict[str, int]:
+def check_draws(d: dict, p: str, err: ErrorList) -> dict[str, int]:
     """`draws` (default 1): how many draws of the data set, draw k from seed + k."""
     v = d.get("draws", 1)
     if allowed := _int_at_least(1)(v):
@@ -263,7 +267,7 @@ def _draws(d: dict, p: str, err: ErrorList) -> dict[str, int]:
     return {"draws": v}
 
 
-def _split_rows(p: str, rows: int, train_fraction: float, what: str, err: ErrorList) -> None:
+def check_split_rows(p: str, rows: int, train_fraction: float, what: str, err: ErrorList) -> None:
     n_train = int(rows * train_fraction)
     if n_train < 2 or rows - n_train < 1:
         err.raw(
@@ -275,7 +279,7 @@ def _split_rows(p: str, rows: int, train_fraction: float, what: str, err: ErrorL
 
 def _fields(d: dict, checks: dict, p: str, err: ErrorList) -> None:
     """Unknown, missing and invalid fields of one data set entry."""
-    _unknown(d, (*checks, *OPTIONAL_DATASET_KEYS), p, err)
+    unknown_keys(d, (*checks, *OPTIONAL_DATASET_KEYS), p, err)
     for k, check in checks.items():
         if k not in d:
             err.raw(f"{p}.{k}", "missing key")
@@ -303,8 +307,9 @@ def _dataset(name: str, d: Any, err: ErrorList) -> DatasetSpec | ClusterSpec | N
         allowed = "at least 2 numbers when bias is true (the last is the intercept)"
         err.add(f"{p}.w", d["w"], allowed)
         return None
-    per_feature = {**_per_feature(d, nf, p, err), **_draws(d, p, err)}
-    _split_rows(p, d["num_examples"], d["train_fraction"], f"num_examples {d['num_examples']}", err)
+    per_feature = {**_per_feature(d, nf, p, err), **check_draws(d, p, err)}
+    what = f"num_examples {d['num_examples']}"
+    check_split_rows(p, d["num_examples"], d["train_fraction"], what, err)
     if len(err.items) > n0:
         return None
     return DatasetSpec(
@@ -326,10 +331,10 @@ def _cluster_dataset(name: str, d: dict, err: ErrorList) -> ClusterSpec | None:
     _fields(d, CLUSTER_CHECKS, p, err)
     if len(err.items) > n0:
         return None
-    per_feature = {**_per_feature(d, d["num_inputs"], p, err), **_draws(d, p, err)}
+    per_feature = {**_per_feature(d, d["num_inputs"], p, err), **check_draws(d, p, err)}
     rows = d["num_class"] * d["num_examples"]
     what = f"num_class {d['num_class']} x num_examples {d['num_examples']}"
-    _split_rows(p, rows, d["train_fraction"], what, err)
+    check_split_rows(p, rows, d["train_fraction"], what, err)
     if len(err.items) > n0:
         return None
     return ClusterSpec(
@@ -356,7 +361,7 @@ def _execution(d: Any, err: ErrorList) -> Execution:
         err.add("execution", d, "a mapping")
         return Execution()
     names = [f.name for f in fields(Execution)]
-    _unknown(d, names, "execution", err)
+    unknown_keys(d, names, "execution", err)
     checks = {
         "engine": _choice(ENGINES),
         "device": _choice(DEVICES),
@@ -384,8 +389,11 @@ def _execution(d: Any, err: ErrorList) -> Execution:
 
 
 def _check_datasets(raw: dict, file: str) -> tuple[dict[str, DataSpec], list[str]]:
-    """The `datasets` section: one DatasetSpec per valid entry."""
+    """The `datasets` section: one DatasetSpec per valid entry (`{}` when every data set
+    is read from a file: `file_datasets`)."""
     err, datasets = ErrorList(file), {}
+    if raw.get("datasets") == {} and raw.get("file_datasets"):
+        return datasets, err.items
     for name, d in (_section(raw, "datasets", err) or {}).items():
         if (spec := _dataset(name, d, err)) is not None:
             datasets[str(name)] = spec
@@ -472,7 +480,7 @@ def _check_defaults(raw: dict, datasets: dict[str, DataSpec], known_ds: set[str]
     Every key is required, with exactly one budget: epochs or steps."""
     err = ErrorList(file)
     d = _section(raw, "defaults", err) or {}
-    _unknown(d, RUN_KEYS, "defaults", err)
+    unknown_keys(d, RUN_KEYS, "defaults", err)
     ok = bool(d) and _budget(d, "defaults", err) and _norm_keys(d, "defaults", err)
     budget = next((k for k in BUDGET_KEYS if k in d), None)
     by_norm = "norm" in d  # the normalization by NORM_KEYS, else by bn (required then)
@@ -532,7 +540,7 @@ def _axis(k: str, v: list, path: str, known_ds: set[str], err: ErrorList) -> boo
 def _check_sweep(name: str, s: dict, defaults: RunConfig | None, ctx: dict, err: ErrorList):
     """One sweep: its axes and fixed values, expanded into runs; None when invalid."""
     p = f"sweeps.{name}"
-    _unknown(s, (*RUN_KEYS, *SWEEP_SETTINGS), p, err)
+    unknown_keys(s, (*RUN_KEYS, *SWEEP_SETTINGS), p, err)
     axes, fixed, ok = {}, {}, all(k in RUN_KEYS or k in SWEEP_SETTINGS for k in s)
     ok &= _budget(s, p, err)
     ok &= _norm_keys(s, p, err)
@@ -619,11 +627,19 @@ def check(raw: Any, file: str = "params.yaml") -> tuple[Params, list[str]]:
     if not isinstance(raw, dict):
         raise ParamsError([f"{file}: expected a mapping with datasets, defaults, sweeps"])
     err = ErrorList(file)
-    _unknown(raw, TOP_KEYS, "", err)
+    unknown_keys(raw, TOP_KEYS, "", err)
     datasets, ds_errors = _check_datasets(raw, file)
     raw_ds = raw.get("datasets")
     # Sweeps may name a data set whose own entry is invalid: that error is reported once.
     known_ds = set(datasets) | ({str(n) for n in raw_ds} if isinstance(raw_ds, dict) else set())
+    if "file_datasets" in raw:  # read from files (file_params.py; pandas only when used)
+        from bnmodels.experiment.file_params import check_file_datasets
+
+        files, file_errors = check_file_datasets(raw, Path(file).parent, known_ds, file)
+        raw_files = raw["file_datasets"]
+        datasets = {**datasets, **files}
+        known_ds |= {str(n) for n in raw_files} if isinstance(raw_files, dict) else set()
+        ds_errors += file_errors
     defaults, default_errors = _check_defaults(raw, datasets, known_ds, file)
     execution, exec_errors = _check_execution(raw, file)
     ctx = {"datasets": datasets, "known_ds": known_ds, "execution": execution}

@@ -237,7 +237,7 @@ class SqlBulkWriter:
                 dataset_source_type=i.source_type,
                 dataset_source=i.source,
                 dataset_schema=None,
-                dataset_profile=None,
+                dataset_profile=i.profile,
             )
             for key, i in inputs.items()
             if key not in uuids

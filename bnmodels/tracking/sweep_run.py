@@ -196,7 +196,9 @@ class SweepRun:
         (MLflow reads, then inserts); the second try finds them and links them."""
         from bnmodels.tracking.writers import dataset_inputs
 
-        every = dataset_inputs([i for pair in self.inputs.values() for i in pair])
+        # a data set's source input is shared by all its splits: once (MLflow's key)
+        unique = {(i.name, i.digest): i for pair in self.inputs.values() for i in pair}
+        every = dataset_inputs(list(unique.values()))
         try:
             self._try(lambda: self.client.log_inputs(self.run_id, every), "logging the data sets")
         except TrackingError:

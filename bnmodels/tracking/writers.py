@@ -20,6 +20,7 @@ takes one run per request).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import tempfile
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bnmodels import columns
-from bnmodels.experiment.config import RunConfig
+from bnmodels.experiment.config import DataSpec, FileSpec, RunConfig
 from bnmodels.experiment.layout import data_file
 from bnmodels.tracking.store import env, retrying
 
@@ -58,20 +59,46 @@ class DataInput:
     name: str  # "quad2/zscore/train"
     digest: str  # md5 of the processed file: the plan's data_md5
     source: str  # MLflow's JSON of a local file source
-    context: str  # "train" or "test"
+    context: str  # "train" or "test" (or "source": where the data set comes from)
     source_type: str = "local"
+    profile: str | None = None  # JSON shown in the UI beside the data set (a file's columns)
 
 
-def data_inputs(data_md5: Mapping[str, str], processed: str | Path) -> dict[str, tuple]:
+def data_inputs(
+    data_md5: Mapping[str, str],
+    processed: str | Path,
+    sources: Mapping[str, DataInput] | None = None,
+) -> dict[str, tuple]:
     """Each split of a plan's `data_md5` (`<data set>/<normalization>`, and `/draw<d>` for
-    a draw d > 0: `plan.data_name`), by that name: its train and test inputs."""
+    a draw d > 0: `plan.data_name`), by that name: its train and test inputs, and the
+    input its data set came from (`source_input`), when `sources` has it."""
     out = {}
     for name, md5 in data_md5.items():
         ds, norm, *draw = name.split("/")
         d = int(draw[0].removeprefix("draw")) if draw else 0
         source = json.dumps({"uri": data_file(processed, ds, norm, d).as_posix()})
-        out[name] = tuple(DataInput(f"{name}/{c}", md5, source, c) for c in ("train", "test"))
+        pair = tuple(DataInput(f"{name}/{c}", md5, source, c) for c in ("train", "test"))
+        out[name] = pair + ((sources[ds],) if sources and ds in sources else ())
     return out
+
+
+GENERATOR = "bnmodels.experiment.data.generate"
+
+
+def source_input(spec: DataSpec, recorded: Mapping[str, Any] | None = None) -> DataInput:
+    """Where a data set comes from, as a run input named for the data set (context
+    `source`): a file data set's file as params.yaml names it, with the md5 and columns the
+    read stage recorded (`recorded`, its columns.json); a generated one's generator and
+    its params, digested."""
+    if isinstance(spec, FileSpec):
+        recorded = recorded or {}
+        keys = ("rows", "target", "features", "classes")
+        profile = json.dumps({k: recorded[k] for k in keys if k in recorded})
+        source = json.dumps({"uri": spec.file})
+        return DataInput(spec.name, recorded.get("md5", ""), source, "source", profile=profile)
+    recipe = json.dumps({"generator": GENERATOR, "params": spec.as_dict()}, sort_keys=True)
+    digest = hashlib.md5(recipe.encode()).hexdigest()
+    return DataInput(spec.name, digest, recipe, "source", source_type="code")
 
 
 @dataclass(frozen=True)
@@ -154,7 +181,8 @@ def dataset_inputs(inputs: Sequence[DataInput]) -> list:
 
     return [
         DatasetInput(
-            Dataset(i.name, i.digest, i.source_type, i.source), [InputTag(CONTEXT_TAG, i.context)]
+            Dataset(i.name, i.digest, i.source_type, i.source, profile=i.profile),
+            [InputTag(CONTEXT_TAG, i.context)],
         )
         for i in inputs
     ]

@@ -26,8 +26,9 @@ from bnmodels.training.block import Norm
 from bnmodels.training.group import Group, Init
 from bnmodels.training.landscape import probe_group
 from bnmodels.training.norms import BN_KEYS
-from bnmodels.training.precise_bn import precise_group_metrics
+from bnmodels.training.precise_bn import precise_group_metrics, precise_shared_metrics
 from bnmodels.training.result import RunMetrics, RunResult, batch_slices, history_columns
+from bnmodels.training.shared_rows import SHARED_ELEMENTS, SharedRows, evaluate_shared
 
 RUN_PAD = 32  # CPU groups are padded to a multiple of this many runs (see train_group)
 # From this width on, runs of different norms train in separate groups. A group computes
@@ -55,16 +56,17 @@ def group_key(cfg: RunConfig, data: Split) -> tuple:
     )
 
 
-def _perms(cfgs: Sequence[RunConfig], n_train: int, epochs: int, device):
+def _perms(cfgs: Sequence[RunConfig], n_train: int, epochs: int, device, expand: bool = True):
     """Each run's per-epoch permutations from its own generator (SPEC 4), drawn once per
-    distinct seed on the CPU and expanded on the device. Yields (R, n_train) indices."""
+    distinct seed on the CPU. Yields (R, n_train) indices, or with `expand` False the
+    (U, n_train) permutations of the U distinct seeds and each run's row of them (R,)."""
     seeds = sorted({c.seed for c in cfgs})
     col = {s: i for i, s in enumerate(seeds)}
     run_idx = torch.tensor([col[c.seed] for c in cfgs], device=device)
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     for _ in range(epochs):
         uniq = torch.stack([torch.randperm(n_train, generator=g) for g in gens])  # (U, n)
-        yield uniq.to(device)[run_idx]
+        yield uniq.to(device)[run_idx] if expand else (uniq.to(device), run_idx)
 
 
 class _GraphedStep:
@@ -123,9 +125,18 @@ def train_group(
     total = c0.total_steps(n_train)  # a steps budget may end within the last epoch
     full = c0.batch_size
     graphed = None
-    x_train = group.x_train[group.data_idx]  # (R, n_train, F)
-    y_train = group.y_train[group.data_idx]
-    x_test, y_test = group.x_test[group.data_idx], group.y_test[group.data_idx]
+    # Large data: every run reads its rows from the data held once (SharedRows), never
+    # from a copy of its own; the steps are the same bit for bit, the evaluations sum
+    # over chunks of rows. Small data: one copy per run, gathered once per epoch.
+    shared = R * n_train * ds[0].x_train.shape[1] > SHARED_ELEMENTS
+    if shared:
+        train = SharedRows(group.x_train, group.y_train, group.data_idx)
+        test = SharedRows(group.x_test, group.y_test, group.data_idx)
+    else:
+        x_train = group.x_train[group.data_idx]  # (R, n_train, F)
+        y_train = group.y_train[group.data_idx]
+        x_test, y_test = group.x_test[group.data_idx], group.y_test[group.data_idx]
+        train, test = (x_train, y_train), (x_test, y_test)
     rows = torch.arange(R, device=dev).unsqueeze(1)  # (R, 1)
     # History stays on the device until the end: no synchronization per epoch.
     cols = history_columns(c0.depth, group.num_class, probes)
@@ -137,13 +148,18 @@ def train_group(
     last_grads = None
     clock("setup")
 
-    for epoch, perm in enumerate(_perms(cs, n_train, c0.epochs, dev)):
-        # Each run's rows in its own epoch order, so that batches are plain slices.
-        xp, yp = x_train[rows, perm], y_train[rows, perm]  # (R, n_train, F), (R, n_train, 1)
+    for epoch, perm in enumerate(_perms(cs, n_train, c0.epochs, dev, expand=not shared)):
+        if not shared:
+            # Each run's rows in its own epoch order, so that batches are plain slices.
+            xp, yp = x_train[rows, perm], y_train[rows, perm]  # (R, n_train, F), (R, n_train, 1)
         done = epoch * len(slices)  # steps before this epoch
         epoch_slices = slices[: total - done]
         for k, (s, e) in enumerate(epoch_slices):
-            xb, yb = xp[:, s:e], yp[:, s:e]
+            if shared:
+                uniq, run_idx = perm
+                xb, yb = train.batch(uniq[:, s:e][run_idx])  # (R, B, F), the same values
+            else:
+                xb, yb = xp[:, s:e], yp[:, s:e]
             if probes and k == 0:  # before the epoch's first step, on its batch
                 for name, v in probe_group(group, xb, yb).items():
                     hist[name][:, epoch] = v
@@ -154,12 +170,11 @@ def train_group(
                 graphed(xb, yb)
             else:
                 group.sgd_step(xb, yb)
-        train, test = (x_train, y_train), (x_test, y_test)
         ok[:, epoch] = _record_epoch(group, epoch, hist, last_grads, train, test)
         hist["step"][:, epoch] = done + len(epoch_slices)
 
     clock("training")
-    res = _group_results(group, len(cfgs), hist, ok, last_grads, total, x_train, x_test, y_test)
+    res = _group_results(group, len(cfgs), hist, ok, last_grads, total, train, test)
     by_data = {id(d): baselines(d) for d in datas}  # once per distinct split
     out = [
         BatchedRunResult(c, res, r, by_data[id(d)])
@@ -186,13 +201,17 @@ def _padded(cfgs: Sequence[RunConfig], datas: Sequence[Split], device):
     return cs, ds
 
 
-def _group_results(group: Group, n, hist, ok, last_grads, total, x_train, x_test, y_test):
+def _group_results(group: Group, n, hist, ok, last_grads, total, train, test):
     """The first n runs' results, moved to the CPU once; a run is diverged from its first
     bad epoch on (SPEC 4), and has no precise-BN numbers then."""
     bad = (~ok).cumsum(dim=1) > 0
     hist = {c: torch.where(bad, math.nan, v).double().cpu() for c, v in hist.items()}
-    with_bn = group.batch_norm_state
-    precise = precise_group_metrics(group, x_train, x_test, y_test) if with_bn else {}
+    if not group.batch_norm_state:
+        precise = {}
+    elif isinstance(train, SharedRows):
+        precise = precise_shared_metrics(group, train, test)
+    else:
+        precise = precise_group_metrics(group, train[0], *test)
     precise = {k: torch.where(bad[:, -1], math.nan, v).double().cpu() for k, v in precise.items()}
     return _GroupResults(group, n, hist, bad[:, -1].cpu(), last_grads, total, precise)
 
@@ -200,8 +219,8 @@ def _group_results(group: Group, n, hist, ok, last_grads, total, x_train, x_test
 def _record_epoch(group: Group, epoch: int, hist: dict, last_grads, train, test):
     """Evaluate every run after an epoch and write its history columns (on the device:
     no synchronization per epoch). Returns which runs are still finite, (R,) bool."""
-    train_metrics, acts = group.evaluate(*train)
-    test_metrics, _ = group.evaluate(*test)
+    train_metrics, dead = _evaluate(group, train)
+    test_metrics, _ = _evaluate(group, test)
     # A non-finite loss makes the step's gradients, hence the weights, non-finite;
     # so a run is bad once a parameter or a metric is (SPEC 4: divergence).
     good = torch.ones(group.R, dtype=torch.bool, device=group.device)
@@ -217,10 +236,18 @@ def _record_epoch(group: Group, epoch: int, hist: dict, last_grads, train, test)
         norm = w.flatten(1).norm(dim=1)  # (R,)
         hist[f"weight_norm_l{j}"][:, epoch] = norm
         hist[f"grad_ratio_l{j}"][:, epoch] = grad_w.flatten(1).norm(dim=1) / norm
-    dead = torch.cat([(a <= 0).all(dim=1) for a in acts], dim=1)  # (R, depth * w)
     frac = dead.to(group.dtype).mean(dim=1)
     hist["dead_fraction"][:, epoch] = torch.where(group.relu_runs, frac, math.nan)
     return good
+
+
+def _evaluate(group: Group, data) -> tuple[dict, torch.Tensor]:
+    """Eval-mode metrics of every run on (x, y) or SharedRows, and which hidden units are
+    dead on every row, (R, depth * w) bool."""
+    if isinstance(data, SharedRows):
+        return evaluate_shared(group, data)
+    metrics, acts = group.evaluate(*data)
+    return metrics, torch.cat([(a <= 0).all(dim=1) for a in acts], dim=1)
 
 
 def _column_dtype(column: str, dtype):

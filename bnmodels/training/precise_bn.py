@@ -76,15 +76,66 @@ def precise_group_metrics(group, x_train, x_test, y_test) -> dict[str, torch.Ten
     return metrics
 
 
+def _batch_members(layer) -> list:
+    """The BatchNorm members of a position's layer (a norms.Chain, or one layer)."""
+    return [m for m in getattr(layer, "layers", [layer]) if getattr(m, "kind", None) == "batch"]
+
+
 def _precise_position(layer, apply):
     """A position's layer, the statistics of its BatchNorm members first set from its
     input's (the members' runs are disjoint: each run's BatchNorm sees its own input)."""
-    members = getattr(layer, "layers", [layer])  # a norms.Chain, or one layer
 
     def precise(x):
-        for m in members:
-            if getattr(m, "kind", None) == "batch":
-                _set_group_stats(m.state, x)
+        for m in _batch_members(layer):
+            _set_group_stats(m.state, x)
         return apply(x)
 
     return precise
+
+
+def _position_input(group, j: int, pos: str, x: torch.Tensor) -> torch.Tensor:
+    """The input of hidden layer j's norm at `pos`, eval mode, for the rows x (R, c, F)."""
+    h = x
+    for i in range(j):
+        h, _, _ = group.block_forward(i, h, False)
+    seen = {}
+
+    def capture(layer, apply):
+        def record(z):
+            seen["x"] = z
+            return apply(z)
+
+        return record
+
+    group.block_forward(j, h, False, *((capture, None) if pos == "pre" else (None, capture)))
+    return seen["x"]
+
+
+@torch.no_grad()
+def precise_shared_metrics(group, train, test) -> dict[str, torch.Tensor]:
+    """`precise_group_metrics` on rows held once (`SharedRows`): each BatchNorm's statistics
+    summed over chunks of rows, in two passes (the mean, then the unbiased variance about
+    it), layer by layer as there."""
+    from bnmodels.training.shared_rows import evaluate_shared
+
+    saved = group.snapshot()
+    for j in range(group.depth):
+        for pos in POSITIONS:
+            members = _batch_members(group.norms[pos][j])
+            if not members:
+                continue
+            total = None
+            for xc, _ in train.chunks(group.width):
+                v = _position_input(group, j, pos, xc).sum(dim=1, keepdim=True)
+                total = v if total is None else total + v
+            mean = total / train.n
+            sq = None
+            for xc, _ in train.chunks(group.width):
+                v = ((_position_input(group, j, pos, xc) - mean) ** 2).sum(dim=1, keepdim=True)
+                sq = v if sq is None else sq + v
+            for m in members:
+                m.state["running_mean"].copy_(mean)
+                m.state["running_var"].copy_(sq / (train.n - 1))
+    metrics, _ = evaluate_shared(group, test)
+    group.restore(saved)
+    return metrics
