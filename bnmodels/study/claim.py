@@ -35,6 +35,7 @@ COMMON_KEYS = (
     "says",
     "source",
     "hint",
+    "question",
     "primary",
     "sweep",
     "where",
@@ -95,6 +96,9 @@ class Claim:
     expect: str
     source: str = ""
     hint: str = ""  # shown when the claim is not supported: a variant worth trying
+    # the question it asks, shared by the claims that ask it on other data ("Does it
+    # transfer?": one row per question, one column per data set)
+    question: str = ""
     # a claim of the notes, fixed before the data: the primary family of Holm's correction;
     # the others are exploratory, corrected as their own family and shown apart
     primary: bool = False
@@ -347,7 +351,9 @@ def _claim(cid: str, d: Any, sweeps: SweepValues, known: set[str], err: _Counted
     for k in KIND_KEYS[kind]:
         if k not in d and k != "along":
             err.raw(f"{p}.{k}", "missing key")
-    says, source, hint = (_text(d, k, p, err, k == "says") for k in ("says", "source", "hint"))
+    says, source, hint, question = (
+        _text(d, k, p, err, k == "says") for k in ("says", "source", "hint", "question")
+    )
     primary = _primary(d, p, err)
     sweep = d.get("sweep")
     values = sweeps.get(sweep) if isinstance(sweep, str) else None
@@ -394,6 +400,7 @@ def _claim(cid: str, d: Any, sweeps: SweepValues, known: set[str], err: _Counted
         says=says,
         source=source,
         hint=hint,
+        question=question,
         primary=primary,
         sweep=sweep,
         metric=metric,

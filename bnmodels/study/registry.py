@@ -27,7 +27,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-WORDS = ("says", "source", "hint", "primary")  # not part of what a verdict depends on
+# not part of what a verdict depends on: its words, its family flag, the question it asks
+WORDS = ("says", "source", "hint", "primary", "question")
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,7 @@ def _diff(old: Mapping, new: Mapping) -> str:
     for k in dict.fromkeys([*old, *new]):
         if old.get(k) == new.get(k):
             continue
-        if k in ("says", "source", "hint"):
+        if k in ("says", "source", "hint", "question"):
             parts.append(f"{k} reworded")
         elif k not in old:
             parts.append(f"{k}: set to {_show(new[k])}")
