@@ -13,7 +13,7 @@ from bnmodels.atomic import atomic_write_text
 from bnmodels.errors import clean_errors
 from bnmodels.experiment.plan import make_plans, plan_text
 from bnmodels.shutdown import fast_exit
-from bnmodels.study.load import load_study
+from bnmodels.study.load import load_study, undecidable
 
 
 @click.command()
@@ -36,7 +36,8 @@ from bnmodels.study.load import load_study
 @clean_errors
 def main(params_file: str, processed: str, out: str):
     """Validate all of params.yaml (claims too), then write one plan per sweep."""
-    plans = make_plans(load_study(params_file).params, Path(processed), file=params_file)
+    study = load_study(params_file)
+    plans = make_plans(study.params, Path(processed), file=params_file)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.json"):
@@ -45,6 +46,8 @@ def main(params_file: str, processed: str, out: str):
     for name, plan in plans.items():
         atomic_write_text(out / f"{name}.json", plan_text(plan))
     click.echo(f"{len(plans)} sweeps, {sum(len(p['runs']) for p in plans.values())} runs planned")
+    for line in undecidable(study):  # before any training: what the seeds cannot decide
+        click.echo(f"warning: {line}", err=True)
 
 
 if __name__ == "__main__":

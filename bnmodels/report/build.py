@@ -31,6 +31,7 @@ from bnmodels.report.record_section import (
     limits_markdown,
     sensitivity_markdown,
 )
+from bnmodels.report.transfer_section import transfer_markdown
 from bnmodels.study.calibration import CALIBRATION_COLUMNS
 from bnmodels.study.cells import cells_frame
 from bnmodels.study.claim import Claim
@@ -222,6 +223,7 @@ def build_report(
                 "",
                 sensitivity_markdown(sensitivity(results, prepared)),
                 "",
+                transfer_markdown(results, prepared),
                 changes_markdown(registry or Registry(), [c.id for c in claims]),
                 "",
                 "## Method",

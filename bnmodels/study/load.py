@@ -8,6 +8,7 @@ none of their dependencies: editing how claims are judged retrains nothing.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,3 +54,35 @@ def validate_study(raw: Any, file: str = "params.yaml") -> Study:
 def load_study(path: str | Path = "params.yaml") -> Study:
     """Read and validate a params file, claims included."""
     return validate_study(read_yaml(path), file=str(path))
+
+
+ALPHA = 0.05  # the family-wise level of the report's verdicts (study.stats.ALPHA)
+
+
+def seeds_needed(family: int, same: bool = False) -> int:
+    """The fewest seeds whose exact sign-flip test can reach ALPHA / family at all: its
+    smallest p is 2 / 2^n two-sided (1 / 2^n for an equivalence's one-sided tests)."""
+    return math.ceil(math.log2((1 if same else 2) * family / ALPHA) - 1e-12)
+
+
+def undecidable(study: Study) -> list[str]:
+    """One line per claim whose sweep's seeds cannot reach its level whatever the runs
+    show (primary: ALPHA over the primary family's size, Holm's first step; exploratory:
+    ALPHA), with how many seeds would: said before any training."""
+    family = sum(c.primary for c in study.claims.values()) or 1
+    out = []
+    for cid, c in study.claims.items():
+        sweep = study.params.sweeps.get(c.sweep)
+        if sweep is None:
+            continue
+        n = len({r.seed for r in sweep.runs})
+        m = family if c.primary else 1
+        need = seeds_needed(m, c.expect == "same")
+        if n < need:
+            floor = (1 if c.expect == "same" else 2) / 2**n
+            out.append(
+                f"claim {cid}: sweep {c.sweep}'s {n} seeds cannot decide it: the exact test's "
+                f"smallest p, {floor:.3g}, times its family's {m} claim(s) is above {ALPHA:g}; "
+                f"{need} seeds could"
+            )
+    return out
