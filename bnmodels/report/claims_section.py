@@ -86,7 +86,7 @@ def _plain(r: ClaimResult) -> str:
     effect = r.effect + (" (net share of seeds)" if r.claim.metric.scale == "order" else "")
     return (
         f"- **{_sentence(r.claim.says)}** — {found}. Effect {effect}; {r.k_agree} of {r.n} "
-        f"seeds agree (the level needs {_needed(r)}){where}. `{r.claim.sweep}`, {r.budget}."
+        f"seeds agree{where}. `{r.claim.sweep}`, {r.budget}."
     )
 
 
@@ -97,7 +97,7 @@ def _table(results: Sequence[ClaimResult], primary: bool) -> str:
         "Comparison (paired by seed), sweep",
         "Expected",
         "Effect [95% CI]; where it lives",
-        "Seeds agreeing (needed)",
+        "Seeds agreeing (needed at equal sizes)",
         "p exact (Holm)" if primary else "p exact (uncorrected)",
         "Detectable at its level (80% power)",
         "Verdict" if primary else "Reading (not a verdict)",
@@ -190,7 +190,8 @@ def claims_markdown(results: Sequence[ClaimResult], not_judged: Sequence[str] = 
                 else ""
             )
             + f", {r.k_agree} agreeing; exact p {format_p(r.p, r.n)}, {family}; its level "
-            + f"{r.level:.2g} needs {_needed(r)} seeds agreeing; detectable there at 80% "
+            + f"{r.level:.2g} needs {_needed(r)} seeds agreeing (if all of one size); "
+            + "detectable there at 80% "
             + f"power: {_mde(r)}. "
             + r.detail
         )
