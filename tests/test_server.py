@@ -129,7 +129,7 @@ def repo(tmp_path_factory, server) -> Path:
     d = tmp_path_factory.mktemp("repo")
     for name in ("bnmodels", "stages"):
         shutil.copytree(ROOT / name, d / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
+    for name in ("dvc.yaml", "registry.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(ROOT / name, d / name)
     (d / "params.yaml").write_text(PARAMS)
     sh(["git", "init", "-q"], d)
