@@ -224,7 +224,11 @@ def build_report(
                 sensitivity_markdown(sensitivity(results, prepared)),
                 "",
                 transfer_markdown(results, prepared),
-                changes_markdown(registry or Registry(), [c.id for c in claims]),
+                changes_markdown(
+                    registry or Registry(),
+                    [c.id for c in claims],
+                    [c.id for c in claims if c.primary],
+                ),
                 "",
                 "## Method",
                 "",

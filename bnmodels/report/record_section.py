@@ -12,7 +12,9 @@ from bnmodels.study.registry import Registry
 from bnmodels.study.sensitivity import COLUMNS, MARGINS
 
 
-def changes_markdown(registry: Registry, claim_ids: Sequence[str]) -> str:
+def changes_markdown(
+    registry: Registry, claim_ids: Sequence[str], primary: Sequence[str] = ()
+) -> str:
     """'Changed after seeing the data': every claim or sweep edited after its sweep had
     results, by commit; then which of today's claims the registry proves were fixed
     before their runs."""
@@ -23,7 +25,9 @@ def changes_markdown(registry: Registry, claim_ids: Sequence[str]) -> str:
         "From `registry.yaml`, which `bnmodels registry` derives from git: a claim is primary "
         "only if its definition (everything but its words) was committed before its sweep "
         "first had results on any of the seeds it is judged on now. "
-        f"{len(pre)} of today's {len(claim_ids)} claims were; "
+        f"{len(pre)} of today's {len(claim_ids)} claims were (the {len(primary)} primary "
+        "ones among them: those params.yaml marks `primary: true`, the others exploratory "
+        "by choice, to keep the family small); "
         + (
             f"{len(claim_ids) - len(fixed)} are not in the registry (written or edited "
             "since it was made)"
@@ -35,8 +39,9 @@ def changes_markdown(registry: Registry, claim_ids: Sequence[str]) -> str:
     if registry.rules is not None:
         out.append(
             f"The verdict rules (bnmodels/study: run states, the guard, the tests) last "
-            f"changed at commit {registry.rules[0]} ({registry.rules[1]}); they were chosen "
-            "and revised while looking at the earlier sweeps' results (below), not before."
+            f"changed at commit {registry.rules[0]} ({registry.rules[1]}), before the "
+            "primary claims' runs; they were chosen and revised while looking at the earlier "
+            "sweeps' results (seeds 24-33, in git), not before those."
         )
     if not registry.changes:
         return "\n".join([*out, "", "No claim or sweep was changed after its results existed."])
