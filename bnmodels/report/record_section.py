@@ -40,8 +40,8 @@ def changes_markdown(
         out.append(
             f"The verdict rules (bnmodels/study: run states, the guard, the tests) last "
             f"changed at commit {registry.rules[0]} ({registry.rules[1]}), before the "
-            "primary claims' runs; they were chosen and revised while looking at the earlier "
-            "sweeps' results (seeds 24-33, in git), not before those."
+            "primary claims' runs; they were chosen and revised while looking at earlier "
+            "results (the table below lists what changed after them), not before those."
         )
     if not registry.changes:
         return "\n".join([*out, "", "No claim or sweep was changed after its results existed."])
