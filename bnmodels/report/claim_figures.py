@@ -84,16 +84,18 @@ def per_seed_figure(results: Sequence[ClaimResult]) -> Figure:
     nrows = max(1, math.ceil(len(rs) / ncols))
     fig, axes = plots.new_figure(nrows, ncols, panel_size=(2.6, 1.9))
     for ax, r in zip(axes.ravel(), rs, strict=False):
-        v = _shown(r, r.per_seed)
-        v = v[np.isfinite(v)]
+        raw = np.asarray(r.per_seed, dtype=float)
+        raw = raw[np.isfinite(raw)]
+        v = _shown(r, raw)
         x = np.linspace(-0.25, 0.25, len(v)) if len(v) > 1 else np.zeros(len(v))
         ax.plot(x, v, "o", color=PRIMARY_COLOR, markersize=4, alpha=0.8)
-        if len(v):
-            ax.plot([-0.35, 0.35], [v.mean()] * 2, color="black", linewidth=1.2)
+        if len(v):  # the mean on the claim's scale (a log ratio's: the geometric mean)
+            ax.plot([-0.35, 0.35], [_shown(r, raw.mean())] * 2, color="black", linewidth=1.2)
         log = r.claim.metric.scale == "log"
         ax.axhline(1.0 if log else 0.0, color="black", linewidth=0.8, linestyle=":")
         if log and len(v) and (v > 0).all():
             ax.set_yscale("log")
+            plots._log_axis_labels(ax)
         ax.set_xlim(-0.6, 0.6)
         ax.set_xticks([])
         ax.set_title(plots._wrap(r.claim.id, 30), fontsize=plots.FONT)
