@@ -25,9 +25,16 @@ setup: $(VENV)/.installed
 # Every transitive dependency from requirements.lock, each pinned with its hashes, so that
 # the committed report is reproducible to the byte; torch, pinned in pyproject.toml, is
 # installed on its own (its CPU and CUDA wheels differ by platform, so it has no hash).
+# uv installs the lock's ~200 wheels in seconds where pip takes ~80 s (same pins, same
+# hashes); where uv cannot be had, pip does it.
+UV_VERSION = 0.13.9
+LOCK_INSTALL = $(BIN)/python -m pip install -q "uv==$(UV_VERSION)" && $(BIN)/uv pip install -q \
+	--python $(BIN)/python --require-hashes --no-deps -r $(1) \
+	|| $(BIN)/python -m pip install -q --require-hashes --no-deps -r $(1)
+
 $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --require-hashes --no-deps -r requirements.lock
+	$(call LOCK_INSTALL,requirements.lock)
 	$(BIN)/python -m pip install -q --no-deps "$$(grep -o 'torch==[0-9.]*' pyproject.toml)"
 	$(BIN)/python -m pip install -q --no-deps -e .
 	$(BIN)/python -m pip check
@@ -38,7 +45,7 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 setup-ray: $(VENV)/.installed-ray
 
 $(VENV)/.installed-ray: $(VENV)/.installed requirements-ray.lock
-	$(BIN)/python -m pip install -q --require-hashes --no-deps -r requirements-ray.lock
+	$(call LOCK_INSTALL,requirements-ray.lock)
 	$(BIN)/python -m pip check
 	touch $@
 
