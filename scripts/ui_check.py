@@ -139,15 +139,17 @@ def chromium() -> str:
     return exe
 
 
-def browse(url: str, profile: Path, screenshot: Path, budget_ms: int = 60_000) -> str:
+def browse(
+    url: str, profile: Path, screenshot: Path, budget_ms: int = 60_000, flags: tuple = ()
+) -> str:
     """The page's DOM after `budget_ms` of virtual time, and its screenshot, from a
     headless Chromium that ends with the call. Virtual time stands still while requests
     are pending; the charts need ~60 s of it to fetch and draw their curves (30 s left
-    them spinning), ~20 s of real time."""
+    them spinning), ~20 s of real time. `flags`: more of Chromium's command line."""
     cmd = [chromium(), "--headless", "--disable-gpu", "--no-first-run", "--hide-scrollbars"]
     cmd += [f"--user-data-dir={profile}", "--window-size=1600,1000"]
     cmd += [f"--virtual-time-budget={budget_ms}", f"--screenshot={screenshot}", "--dump-dom"]
-    cmd.append(url)
+    cmd += [*flags, url]
     if os.geteuid() == 0:
         cmd.insert(1, "--no-sandbox")  # Chromium refuses to run as root with its sandbox
     proc = subprocess.Popen(
