@@ -15,10 +15,13 @@ PORT ?= 5000
 PG_PORT ?= 5433
 PG_BIN ?= /usr/lib/postgresql/15/bin
 WORKERS ?= 2
+# TLS: CERT= and KEY= (PEM) or, unset, a self-signed pair made at first start
+CERT ?=
+KEY ?=
 SERVER_ENV = SERVER_DIR=$(SERVER_DIR) HOST=$(HOST) PORT=$(PORT) PG_PORT=$(PG_PORT) \
-	PG_BIN=$(PG_BIN) WORKERS=$(WORKERS) MLFLOW=$(BIN)/mlflow
+	PG_BIN=$(PG_BIN) WORKERS=$(WORKERS) MLFLOW=$(BIN)/mlflow CERT=$(CERT) KEY=$(KEY)
 
-.PHONY: setup setup-ray run test test-fast ui ui-check bench bench-parallel lint clean lock server server-stop
+.PHONY: setup setup-ray run test test-fast ui ui-check bench bench-parallel lint clean lock server server-stop server-user
 
 setup: $(VENV)/.installed
 
@@ -79,8 +82,11 @@ UI_SHOT ?= docs/ui-landing.png
 ui-check: setup  ## check the MLflow landing views in a real browser
 	$(BIN)/python scripts/ui_check.py --out $(UI_SHOT)
 
-server: setup  ## PostgreSQL + mlflow server on http://$(HOST):$(PORT); state in $(SERVER_DIR)
+server: setup  ## PostgreSQL + mlflow server on https://$(HOST):$(PORT), with users; state in $(SERVER_DIR)
 	$(SERVER_ENV) bash scripts/server.sh start
+
+server-user:  ## a user of the server: NAME=... ROLE=reader|editor [EXPERIMENT=bnmodels/...]
+	$(SERVER_ENV) bash scripts/server.sh user "$(NAME)" "$(ROLE)" $(if $(EXPERIMENT),"$(EXPERIMENT)")
 
 server-stop:  ## stop both
 	$(SERVER_ENV) bash scripts/server.sh stop

@@ -141,15 +141,17 @@ def chromium() -> str:
     return exe
 
 
-def browse(url: str, profile: Path, screenshot: Path, budget_ms: int = 60_000) -> str:
+def browse(
+    url: str, profile: Path, screenshot: Path, budget_ms: int = 60_000, flags: tuple = ()
+) -> str:
     """The page's DOM after `budget_ms` of virtual time, and its screenshot, from a
     headless Chromium that ends with the call. Virtual time stands still while requests
     are pending; the charts need ~60 s of it to fetch and draw their curves (30 s left
-    them spinning), ~20 s of real time."""
+    them spinning), ~20 s of real time. `flags`: more of Chromium's command line."""
     cmd = [chromium(), "--headless", "--disable-gpu", "--no-first-run", "--hide-scrollbars"]
     cmd += [f"--user-data-dir={profile}", "--window-size=1600,1000"]
     cmd += [f"--virtual-time-budget={budget_ms}", f"--screenshot={screenshot}", "--dump-dom"]
-    cmd.append(url)
+    cmd += [*flags, url]
     if os.geteuid() == 0:
         cmd.insert(1, "--no-sandbox")  # Chromium refuses to run as root with its sandbox
     proc = subprocess.Popen(
@@ -166,6 +168,77 @@ def browse(url: str, profile: Path, screenshot: Path, budget_ms: int = 60_000) -
     if proc.returncode != 0:
         raise SystemExit(f"chromium failed ({proc.returncode}):\n{err[-2000:]}")
     return out
+
+
+def page_text(
+    url: str, headers: dict, profile: Path, wait_for: str, timeout_s: float = 120, flags=()
+) -> str:
+    """The text of the page at `url`, loaded by headless Chromium sending `headers` with
+    every request (e.g. basic auth: a URL with credentials in it breaks the UI's fetches),
+    once it holds `wait_for` or after `timeout_s`. Driven through the DevTools protocol
+    on a pipe (`--remote-debugging-pipe`: commands on fd 3, replies and events on fd 4,
+    NUL-separated JSON), so no port and no other package."""
+    import json
+
+    cmd = [chromium(), "--headless", "--disable-gpu", "--no-first-run", "--remote-debugging-pipe"]
+    cmd += [f"--user-data-dir={profile}", "--window-size=1600,1000", *flags, "about:blank"]
+    if os.geteuid() == 0:
+        cmd.insert(1, "--no-sandbox")
+    to_child, from_parent = os.pipe()
+    to_parent, from_child = os.pipe()
+
+    def on_pipe_fds():
+        a, b = os.dup(to_child), os.dup(from_child)
+        os.dup2(a, 3)
+        os.dup2(b, 4)
+
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        pass_fds=(3, 4), preexec_fn=on_pipe_fds,
+    )  # fmt: skip
+    os.close(to_child)
+    os.close(from_child)
+    replies = os.fdopen(to_parent, "rb")
+    buffer, ids = b"", iter(range(1, 10**6))
+
+    def send(method: str, session: str | None = None, **params) -> dict:
+        nonlocal buffer
+        i = next(ids)
+        msg = {"id": i, "method": method, "params": params}
+        if session:
+            msg["sessionId"] = session
+        os.write(from_parent, json.dumps(msg).encode() + b"\0")
+        while True:
+            while b"\0" not in buffer:
+                chunk = replies.read1(65536)
+                if not chunk:
+                    raise SystemExit(f"chromium closed its DevTools pipe ({method})")
+                buffer += chunk
+            raw, buffer = buffer.split(b"\0", 1)
+            reply = json.loads(raw)
+            if reply.get("id") == i:  # events (no id) are not needed here
+                if "error" in reply:
+                    raise SystemExit(f"chromium: {method}: {reply['error']}")
+                return reply.get("result", {})
+
+    try:
+        target = send("Target.createTarget", url="about:blank")["targetId"]
+        session = send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        send("Network.enable", session)
+        send("Network.setExtraHTTPHeaders", session, headers=headers)
+        send("Page.navigate", session, url=url)
+        deadline, text = time.monotonic() + timeout_s, ""
+        while time.monotonic() < deadline and wait_for not in text:
+            time.sleep(0.5)
+            got = send("Runtime.evaluate", session, expression="document.body.innerText")
+            text = got.get("result", {}).get("value") or ""
+        return text
+    finally:  # its whole group (renderer, GPU, zygote ...), also on a failure or Ctrl-C
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        replies.close()
+        os.close(from_parent)
 
 
 def expected(configs: list[RunConfig], metrics: list[str]) -> dict:

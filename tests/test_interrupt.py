@@ -110,9 +110,10 @@ def repo(tmp_path_factory) -> Path:
     return d
 
 
-def interrupted(repo: Path, stage: str, delay: float) -> str:
+def interrupted(repo: Path, stage: str, delay: float) -> tuple[str, int]:
     """`dvc repro -f -s <stage>`, Ctrl-C `delay` seconds in (unless it ended first); asserts
-    that it and every process it started are gone within EXIT_S. Returns its output."""
+    that it and every process it started are gone within EXIT_S. Returns its output and
+    exit status."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     env.pop("MLFLOW_TRACKING_URI", None)
     proc = subprocess.Popen(
@@ -122,6 +123,9 @@ def interrupted(repo: Path, stage: str, delay: float) -> str:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        # as a terminal starts a command: Ctrl-C not ignored, even when pytest itself was
+        # started with SIGINT ignored (`nohup`, a script's `&`), which children inherit
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         try:
@@ -150,17 +154,21 @@ def interrupted(repo: Path, stage: str, delay: float) -> str:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()  # reaped: DVC's lock names this pid, and a zombie would hold it
     print(f"{stage}, Ctrl-C at {delay} s: exit {proc.returncode} in {time.monotonic() - t:.1f} s")
-    return out
+    return out, proc.returncode
 
 
 @pytest.mark.slow
 def test_ctrl_c_at_six_moments_exits_within_seconds_leaves_nothing_and_reruns_once(repo):
     before = computed(repo / "runs" / "many")
     # from DVC's start-up, through the stage's imports, training, logging, to the end
+    statuses_ = []
     for delay in (0.5, 1.5, 2.5, 3.5, 4.5, 6.0):
-        out = interrupted(repo, "train@many", delay)
+        out, status = interrupted(repo, "train@many", delay)
+        statuses_.append(status)
         # the previous tables, or (interrupted after the stage) the new ones, whole
         assert computed(repo / "runs" / "many") == before, (delay, out)
+    # Ctrl-C did interrupt (a sweep that ignored it would finish: the same tables, exit 0)
+    assert statuses_[0] != 0, statuses_
     sh(["dvc", "repro", "train@many"], repo)
     runs = pd.read_csv(repo / "runs" / "many" / "runs.csv")
     assert len(runs) == N_RUNS and runs["mlflow_run_id"].is_unique
@@ -182,5 +190,5 @@ def test_ctrl_c_while_the_report_is_built_or_drawn_leaves_the_previous_report_wh
     assert any(name.startswith("figures/") for name in before)
     # the stage's imports, the report built while its figures are drawn in workers, writes
     for delay in (1.0, 2.0, 3.0, 4.0):
-        out = interrupted(repo, "aggregate", delay)
+        out, _ = interrupted(repo, "aggregate", delay)
         assert digest(repo / "reports") == before, (delay, out)

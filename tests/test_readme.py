@@ -8,6 +8,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,54 @@ def test_the_readme_says_how_to_compare_experiments():
     assert {"dvc exp show", "dvc exp diff", "dvc plots diff"} <= {
         " ".join(c.split()[:3]) for c in comparison_commands()
     }
+
+
+def team_setup() -> str:
+    """The fenced block of docs/tracking.md's team server section: its set-up in order."""
+    text = (ROOT / "docs" / "tracking.md").read_text()
+    section = text[text.index("## A tracking server for a team") :]
+    return re.search(r"```bash\n(.*?)```", section, flags=re.S).group(1)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not Path("/usr/lib/postgresql/15/bin/initdb").exists(), reason="no PostgreSQL 15 binaries"
+)
+def test_the_team_server_setup_in_docs_runs_as_written(tmp_path):
+    """Every line of the set-up (server, users, certificate, client, stop), run in order by
+    bash as written, on a server of its own: `make` with this test's state folder and
+    ports, `.server` and port 5000 replaced by them. The client's line must answer with
+    the editor's credentials (the pipeline itself through such a server:
+    tests/test_server.py)."""
+    import socket
+
+    block = team_setup()
+    assert [line.split()[:2] for line in block.splitlines() if line.startswith("make")] == [
+        ["make", "server"],
+        ["make", "server-user"],
+        ["make", "server-user"],
+        ["make", "server-stop"],
+    ]
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    # PostgreSQL runs as the postgres user when we are root: pytest's folders are private
+    state = Path(tempfile.mkdtemp(prefix="bnmodels-docs-server-"))
+    state.chmod(0o755)
+    script = block.replace("$PWD/.server", str(state)).replace(".server", str(state))
+    script = script.replace("127.0.0.1:5000", f"127.0.0.1:{ports[0]}")
+    make = f"make -s -C {ROOT} SERVER_DIR={state} PORT={ports[0]} PG_PORT={ports[1]}"
+    prelude = f'set -euo pipefail\nexport PATH="{ROOT / ".venv" / "bin"}:$PATH"\n'
+    prelude += f'make() {{ command {make} "$@"; }}\ntrap "make server-stop >/dev/null" EXIT\n'
+    out = subprocess.run(
+        ["bash", "-c", prelude + script], cwd=tmp_path, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    shutil.rmtree(state, ignore_errors=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"MLflow server: https://127.0.0.1:{ports[0]}" in out.stdout
+    assert f"Admin credentials: {state}/credentials" in out.stdout
+    assert "user alice: EDIT" in out.stdout and "user bob: READ" in out.stdout
+    assert "MLflow server and PostgreSQL stopped" in out.stdout

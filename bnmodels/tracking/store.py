@@ -154,6 +154,114 @@ def check_reachable(
     )
 
 
+def preflight(uri: str, sweep: str, timeout_s: float = 10.0) -> None:
+    """Before any training: a tracking server that would refuse this sweep's runs fails now,
+    with one line naming the server and what to do, and nothing changed on it.
+
+    Checks, with the credentials and certificate MLflow's client would use
+    (`MLFLOW_TRACKING_USERNAME`/`_PASSWORD`, else `~/.mlflow/credentials`;
+    `MLFLOW_TRACKING_SERVER_CERT_PATH`, `MLFLOW_TRACKING_INSECURE_TLS`): the certificate is
+    trusted, an `http://` URI does not point at a TLS server, the credentials are accepted
+    (HTTP 401), and the account may write the sweep's experiment if it exists (any account
+    may create one). The write check is a `set-experiment-tag` with an empty key: the
+    server checks the permission first (403), then refuses the request (400). Plain
+    `requests`, no MLflow: the stage forks its workers before importing MLflow. A server
+    that does not answer is left to `check_reachable` (it retries). Other URIs: no-op.
+    """
+    if not is_server(uri):
+        return
+    import requests
+
+    where = redact(uri)
+    user, password = _credentials()
+    auth = (user, password) if user and password else None
+    insecure = os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true"
+    verify = os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or not insecure
+    api = uri.rstrip("/") + "/api/2.0/mlflow/experiments/"
+    get = {"params": {"experiment_name": experiment_name(sweep)}}
+    try:
+        r = requests.get(api + "get-by-name", auth=auth, verify=verify, timeout=timeout_s, **get)
+        if r.status_code == 200:
+            exp_id = r.json()["experiment"]["experiment_id"]
+            probe = {"experiment_id": exp_id, "key": "", "value": ""}  # refused: changes nothing
+            w = requests.post(
+                api + "set-experiment-tag", json=probe, auth=auth, verify=verify, timeout=timeout_s
+            )
+            if w.status_code == 403:
+                raise TrackingError(
+                    f"MLflow tracking server {where}: user {user!r} may read but not write "
+                    f"experiment {experiment_name(sweep)} (HTTP 403): ask its admin for EDIT on "
+                    "it, or log as an editor (MLFLOW_TRACKING_USERNAME/PASSWORD)"
+                )
+    except requests.exceptions.SSLError as e:
+        raise TrackingError(
+            f"MLflow tracking server {where}: its TLS certificate is not trusted "
+            f"({_ssl_reason(e)}): set MLFLOW_TRACKING_SERVER_CERT_PATH to the server's "
+            "certificate (`make server` prints where it is)"
+        ) from None
+    except requests.exceptions.ConnectionError:
+        if uri.startswith("http://") and _speaks_tls(uri, timeout_s):
+            raise TrackingError(
+                f"MLflow tracking server {where} answers HTTPS only: set MLFLOW_TRACKING_URI "
+                f"to {where.replace('http://', 'https://', 1)}"
+            ) from None
+        return  # not answering: check_reachable retries, then names it
+    if r.status_code == 401:
+        given = f"the credentials of user {user!r}" if auth else "a request without credentials"
+        raise TrackingError(
+            f"MLflow tracking server {where} refused {given} (HTTP 401): set "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to your account on it "
+            "(its admin makes one: make server-user)"
+        )
+    if r.status_code == 403:
+        raise TrackingError(
+            f"MLflow tracking server {where}: user {user!r} may not read experiment "
+            f"{experiment_name(sweep)} (HTTP 403): ask its admin for EDIT on it"
+        )
+
+
+def _credentials() -> tuple[str | None, str | None]:
+    """What MLflow's client sends: the environment's, else `~/.mlflow/credentials`'."""
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    password = os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if user is None and password is None:
+        import configparser
+
+        config = configparser.ConfigParser()
+        config.read(Path("~/.mlflow/credentials").expanduser())
+        if config.has_section("mlflow"):
+            user = config["mlflow"].get("mlflow_tracking_username")
+            password = config["mlflow"].get("mlflow_tracking_password")
+    return user, password
+
+
+def _ssl_reason(e: BaseException) -> str:
+    text = str(e)
+    for reason in ("self-signed certificate", "certificate verify failed", "hostname mismatch"):
+        if reason in text:
+            return reason
+    return "certificate verify failed"
+
+
+def _speaks_tls(uri: str, timeout_s: float) -> bool:
+    """Whether host:port of an http:// URI completes a TLS handshake (certificate unchecked:
+    only to say which scheme to use)."""
+    import socket
+    import ssl
+
+    parts = urlsplit(uri)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    try:
+        with (
+            socket.create_connection((parts.hostname, parts.port or 80), timeout=timeout_s) as s,
+            context.wrap_socket(s),
+        ):
+            return True
+    except OSError:
+        return False
+
+
 def is_transient(e: BaseException) -> bool:
     """An error that a later try may not meet: the server or database unreachable or
     overloaded (connection refused, timeout, HTTP 5xx, SQLite busy), not a bad request."""

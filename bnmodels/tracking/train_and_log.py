@@ -111,6 +111,8 @@ def train_and_log(
     workers = cluster.workers() if cluster else workers_for(execution, device=device)
     train = trainer or (cluster.train_sweep if cluster else training.train_sweep)
     started = None
+    uri = uri or store.default_tracking_uri(Path.cwd())
+    store.preflight(uri, sweep)  # a server that would refuse the runs: fail before training
     # SIGTERM from here on unwinds (SystemExit), so the workers are stopped and the runs
     # marked KILLED; Python's default would end this process and orphan the workers.
     with sweep_run.sigterm_as_exit():
@@ -120,7 +122,6 @@ def train_and_log(
                 started = training.start_sweep(runs, splits, execution, probes, workers)
                 if started is not None:
                     train = functools.partial(train, started=started)
-            uri = uri or store.default_tracking_uri(Path.cwd())
             store.check_reachable(uri)  # a dead server fails fast; creates SQLite's schema
             tags = {
                 "dvc_stage": f"train@{sweep}",
