@@ -340,9 +340,9 @@ def test_the_ui_over_https_shows_the_landing_view_to_the_admin_and_refuses_no_cr
         flags=(trust,),
     )  # fmt: skip
     assert "viewing a shared view" in text and "8 matching runs" in text, text[-3000:]
-    for activation in ("relu", "tanh"):  # every configuration, its seeds grouped
-        for bn in ("none", "pre"):
-            assert f"Group: activation: {activation}, bn: {bn}" in text, text[-3000:]
+    for activation in ("relu", "tanh"):  # every configuration, its seeds grouped (the
+        for norm in ("norm: none, norm_at: none", "norm: batch, norm_at: pre"):  # bn: none|pre
+            assert f"Group: activation: {activation}, {norm}" in text, text[-3000:]
     # without credentials, the same page is refused (what the browser is sent)
     refused = requests.get(link, verify=server.cert, timeout=10)
     assert refused.status_code == 401 and refused.headers["WWW-Authenticate"].startswith("Basic")
