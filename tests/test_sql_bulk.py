@@ -47,7 +47,7 @@ from bnmodels.errors import TrackingError
 from bnmodels.tracking.store import check_reachable
 start = time.monotonic()
 try:
-    check_reachable(sys.argv[1], tries=3, backoff_s=5.0)
+    check_reachable(sys.argv[1], tries=3, backoff_s=60.0)
 except TrackingError as e:
     print(f"{time.monotonic() - start:.2f}", e)
 """
@@ -62,5 +62,7 @@ def test_a_foreign_schema_fails_at_once_saying_what_to_do(store):
         [sys.executable, "-c", CHECK, uri], capture_output=True, text=True, check=True
     ).stdout
     seconds, message = out.split(" ", 1)
-    assert float(seconds) < 4.5  # no retry (the first waits 5 s): it cannot fix a schema
+    # no retry: it cannot fix a schema. A retry would wait 60 s first; the check itself
+    # takes 1-5 s (4.75 s once on a loaded machine, which failed a bound of 4.5 s)
+    assert float(seconds) < 30
     assert "mlflow db upgrade" in message and "not reachable" not in message
