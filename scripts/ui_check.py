@@ -274,12 +274,39 @@ def check_page(dom: str, want: dict) -> list[str]:
     return missing
 
 
+def screenshot(uri: str, sweep: str, out: str) -> None:
+    """Serve an existing store (the pipeline's) and save `sweep`'s landing view to `out`:
+    the README's picture, taken from a real sweep of the defaults."""
+    tmp = Path(tempfile.mkdtemp(prefix="bnmodels-ui-shot-"))
+    try:
+        with mlflow_ui(uri, free_port(), tmp / "mlflow-ui.log") as ui:
+            link = sweep_links(uri, ui)[store.experiment_name(sweep)]
+            shot = tmp / "shot.png"
+            browse(link, tmp / "profile", shot, budget_ms=120_000)
+            Path(out).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(shot, out)
+        click.echo(f"{sweep}: {link} -> {out}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 @click.command()
 @click.option("--out", default="docs/ui-landing.png", show_default=True, type=click.Path())
 @click.option("--keep", is_flag=True, help="keep the store and the page dumps (printed)")
-def main(out: str, keep: bool):
+@click.option(
+    "--store",
+    "store_uri",
+    default=None,
+    help="only a screenshot of --sweep's view in this existing store (sqlite:///mlflow.db)",
+)
+@click.option("--sweep", default="batch_size", show_default=True, help="with --store")
+def main(out: str, keep: bool, store_uri: str | None, sweep: str):
     """Build a tiny store, serve it with `mlflow ui`, and check each sweep's landing view
-    in headless Chromium; save a screenshot of the first to OUT."""
+    in headless Chromium; save a screenshot of the first to OUT. With --store, only save
+    a screenshot of one sweep's view in an existing store."""
+    if store_uri:
+        screenshot(store_uri, sweep, out)
+        return
     started = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="bnmodels-ui-check-"))
     try:
