@@ -19,9 +19,10 @@ from pathlib import Path
 import click
 import numpy as np
 
+from bnmodels.experiment.checks import read_yaml
 from bnmodels.experiment.config import Execution, used_pairs
 from bnmodels.experiment.data import generate, normalize
-from bnmodels.experiment.params import read_yaml, validate
+from bnmodels.experiment.params import validate
 from bnmodels.training.sweep import train_sweep
 
 KEEP = (

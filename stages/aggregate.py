@@ -11,7 +11,7 @@ import pandas as pd
 
 from bnmodels.atomic import atomic_write_bytes, replace_dir
 from bnmodels.errors import clean_errors
-from bnmodels.experiment.params import read_yaml
+from bnmodels.experiment.checks import read_yaml
 from bnmodels.report.build import SweepData, build_report
 from bnmodels.report.drawing import Drawing
 from bnmodels.shutdown import fast_exit

@@ -16,8 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from bnmodels.experiment.config import FILE_SUFFIXES, NAME_RE, TASKS, FileSpec
-from bnmodels.experiment.params import (
+from bnmodels.experiment.checks import (
     ErrorList,
     check_draws,
     check_seed,
@@ -25,6 +24,7 @@ from bnmodels.experiment.params import (
     check_train_fraction,
     unknown_keys,
 )
+from bnmodels.experiment.config import FILE_SUFFIXES, NAME_RE, TASKS, FileSpec
 
 REQUIRED = ("file", "target", "task", "seed", "train_fraction")
 OPTIONAL = ("features", "draws")

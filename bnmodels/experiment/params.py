@@ -9,14 +9,26 @@ from __future__ import annotations
 
 import itertools
 import math
-import re
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bnmodels.errors import ParamsError
+from bnmodels.experiment.checks import (
+    ErrorList,
+    check_draws,
+    check_seed,
+    check_split_rows,
+    check_train_fraction,
+    int_at_least,
+    is_int,
+    is_num,
+    mapping_section,
+    one_of,
+    read_yaml,
+    show_value,
+    unknown_keys,
+)
 from bnmodels.experiment.config import (
     ACTIVATIONS,
     BN_MODES,
@@ -51,85 +63,8 @@ TOP_KEYS = ("datasets", "file_datasets", "defaults", "sweeps", "execution", "cla
 SWEEP_SETTINGS = ("probes",)
 
 
-# YAML: PyYAML follows YAML 1.1, where `1e-3` is a string; users (and DVC's own
-# YAML 1.2 parser) read it as a number, so resolve it as one.
-
-
-class _Loader(yaml.SafeLoader):
-    pass
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9_]+(?:[eE][-+][0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
-)
-
-
-def _no_duplicate_keys(loader, node, deep=False):
-    # Merge keys (`<<: *anchor`) may be overridden by explicit keys: not duplicates.
-    keys = [
-        loader.construct_object(k, deep=deep)
-        for k, _ in node.value
-        if k.tag != "tag:yaml.org,2002:merge"
-    ]
-    dup = sorted({str(k) for k in keys if keys.count(k) > 1})
-    if dup:
-        raise yaml.constructor.ConstructorError(
-            None, None, f"duplicate key(s) {', '.join(dup)}", node.start_mark
-        )
-    return loader.construct_mapping(node, deep)
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicate_keys)
-
-
-def read_yaml(path: str | Path) -> Any:
-    """Parse a YAML file; a syntax error becomes a ParamsError naming file, line and column."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ParamsError([f"{path}: cannot read the file ({e.strerror})"]) from None
-    try:
-        return yaml.load(text, Loader=_Loader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e)
-        raise ParamsError([f"{path}:{where}: invalid YAML: {problem}"]) from None
-
-
 # ---------------------------------------------------------------------------
 # Validation. Each checker returns None when the value is fine, else what is allowed.
-
-
-def _is_int(v):
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v):
-    if not isinstance(v, int | float) or isinstance(v, bool):
-        return False
-    try:
-        return math.isfinite(v)
-    except OverflowError:  # an integer too large for a float
-        return False
-
-
-def _choice(options):
-    return lambda v: None if v in options else "one of " + ", ".join(options)
-
-
-def _int_at_least(lo):
-    return lambda v: None if _is_int(v) and v >= lo else f"an integer >= {lo}"
 
 
 def _name(v):
@@ -137,34 +72,30 @@ def _name(v):
 
 
 def _lr(v):
-    return None if _is_num(v) and v > 0 else "a finite number > 0"
+    return None if is_num(v) and v > 0 else "a finite number > 0"
 
 
 def _momentum(v):
-    return None if _is_num(v) and 0 < v <= 1 else "a number in (0, 1]"
-
-
-def check_seed(v):
-    return None if _is_int(v) and 0 <= v < 2**63 else "an integer in [0, 2**63)"
+    return None if is_num(v) and 0 < v <= 1 else "a number in (0, 1]"
 
 
 RUN_CHECKS = {
     "dataset": _name,
-    "normalization": _choice(NORMALIZATIONS),
-    "activation": _choice(ACTIVATIONS),
-    "bn": _choice(BN_MODES),
-    "norm": _choice(NORMS),
-    "norm_at": _choice(NORM_PLACES),
-    "groups": _int_at_least(1),
-    "depth": _int_at_least(1),
-    "width": _int_at_least(1),
-    "init": _choice(INITS),
+    "normalization": one_of(NORMALIZATIONS),
+    "activation": one_of(ACTIVATIONS),
+    "bn": one_of(BN_MODES),
+    "norm": one_of(NORMS),
+    "norm_at": one_of(NORM_PLACES),
+    "groups": int_at_least(1),
+    "depth": int_at_least(1),
+    "width": int_at_least(1),
+    "init": one_of(INITS),
     "momentum": _momentum,
-    "batch_size": _int_at_least(2),
+    "batch_size": int_at_least(2),
     "lr": _lr,
-    "epochs": _int_at_least(1),
+    "epochs": int_at_least(1),
     "seed": check_seed,
-    "steps": _int_at_least(1),  # the other budget (BUDGET_KEYS): optional
+    "steps": int_at_least(1),  # the other budget (BUDGET_KEYS): optional
 }
 # every key a run's configuration may give; the normalization by `bn` (the shorthand)
 # or by NORM_KEYS, never both in one section (of these only `norm` is needed: norm_at
@@ -172,61 +103,16 @@ RUN_CHECKS = {
 RUN_KEYS = (*CONFIG_KEYS, *NORM_KEYS, "steps")
 
 
-class ErrorList:
-    """Problems of a params file, one readable line each (`bnmodels.study.claim` adds the
-    claims section's to the same list)."""
-
-    def __init__(self, file: str):
-        self.file, self.items = file, []
-
-    def add(self, path: str, value: Any, allowed: str):
-        self.items.append(f"{self.file}: {path}: {_show(value)} is not allowed; expected {allowed}")
-
-    def raw(self, path: str, message: str):
-        self.items.append(f"{self.file}: {path}: {message}")
-
-
-def _show(v: Any) -> str:
-    s = repr(v) if isinstance(v, str) else yaml.safe_dump(v, default_flow_style=True).strip()
-    s = s.removesuffix("\n...").strip()
-    return s if len(s) <= 60 else s[:57] + "..."
-
-
-def _section(raw: dict, key: str, err: ErrorList, required=True) -> dict | None:
-    if key not in raw:
-        if required:
-            err.raw(key, "missing section")
-        return None
-    v = raw[key]
-    if not isinstance(v, dict) or not v:
-        err.add(key, v, "a non-empty mapping")
-        return None
-    return v
-
-
-def unknown_keys(d: dict, allowed, path: str, err: ErrorList):
-    for k in d:
-        if k not in allowed:
-            err.raw(
-                f"{path}.{k}" if path else str(k),
-                f"unknown key; expected one of {', '.join(allowed)}",
-            )
-
-
-def check_train_fraction(v):
-    return None if _is_num(v) and 0 < v < 1 else "a number in (0, 1)"
-
-
 DATASET_CHECKS = {  # the required fields of a data set, in DATASET_KEYS order
-    "num_examples": _int_at_least(3),
+    "num_examples": int_at_least(3),
     "w": lambda v: (
         None
-        if isinstance(v, list) and v and all(map(_is_num, v))
+        if isinstance(v, list) and v and all(map(is_num, v))
         else "a non-empty list of finite numbers"
     ),
     "bias": lambda v: None if isinstance(v, bool) else "true or false",
-    "delta": lambda v: None if _is_num(v) and v >= 0 else "a finite number >= 0",
-    "deg": _int_at_least(1),
+    "delta": lambda v: None if is_num(v) and v >= 0 else "a finite number >= 0",
+    "deg": int_at_least(1),
     "seed": check_seed,
     "train_fraction": check_train_fraction,
 }
@@ -237,44 +123,23 @@ def _per_feature(d: dict, nf: int, p: str, err: ErrorList) -> dict[str, tuple[fl
     out = {}
     for k, default in (("feature_scale", 1.0), ("feature_shift", 0.0)):
         v = d.get(k, default)
-        v = [v] * nf if _is_num(v) else v
-        if not (isinstance(v, list) and len(v) == nf and all(map(_is_num, v))):
+        v = [v] * nf if is_num(v) else v
+        if not (isinstance(v, list) and len(v) == nf and all(map(is_num, v))):
             err.add(f"{p}.{k}", d.get(k), f"a finite number or a list of {nf} (one per feature)")
         out[k] = tuple(float(x) for x in v) if isinstance(v, list) else ()
     return out
 
 
 CLUSTER_CHECKS = {  # the required fields of a classification data set (SPEC 2b)
-    "num_class": _int_at_least(2),
-    "num_examples": _int_at_least(1),
-    "num_inputs": _int_at_least(1),
-    "mean": lambda v: None if _is_num(v) and v >= 0 else "a finite number >= 0",
-    "std": lambda v: None if _is_num(v) and v > 0 else "a finite number > 0",
+    "num_class": int_at_least(2),
+    "num_examples": int_at_least(1),
+    "num_inputs": int_at_least(1),
+    "mean": lambda v: None if is_num(v) and v >= 0 else "a finite number >= 0",
+    "std": lambda v: None if is_num(v) and v > 0 else "a finite number > 0",
     "seed": check_seed,
     "train_fraction": DATASET_CHECKS["train_fraction"],
 }
 OPTIONAL_DATASET_KEYS = ("feature_scale", "feature_shift", "draws")
-
-
-def check_draws(d: dict, p: str, err: ErrorList) -> dict[str, int]:
-    """`draws` (default 1): how many draws of the data set, draw k from seed + k."""
-    v = d.get("draws", 1)
-    if allowed := _int_at_least(1)(v):
-        err.add(f"{p}.draws", v, allowed)
-        return {}
-    if _is_int(d.get("seed")) and d["seed"] + v - 1 >= 2**63:
-        err.raw(f"{p}.draws", f"{v} draws need seeds up to seed + {v - 1}, beyond 2**63 - 1")
-    return {"draws": v}
-
-
-def check_split_rows(p: str, rows: int, train_fraction: float, what: str, err: ErrorList) -> None:
-    n_train = int(rows * train_fraction)
-    if n_train < 2 or rows - n_train < 1:
-        err.raw(
-            p,
-            f"{what} x train_fraction {train_fraction} leaves {n_train} train and "
-            f"{rows - n_train} test rows; need at least 2 and 1",
-        )
 
 
 def _fields(d: dict, checks: dict, p: str, err: ErrorList) -> None:
@@ -363,19 +228,19 @@ def _execution(d: Any, err: ErrorList) -> Execution:
     names = [f.name for f in fields(Execution)]
     unknown_keys(d, names, "execution", err)
     checks = {
-        "engine": _choice(ENGINES),
-        "device": _choice(DEVICES),
-        "threads": _int_at_least(1),
-        "dtype": _choice(DTYPES),
-        "max_runs": _int_at_least(1),
+        "engine": one_of(ENGINES),
+        "device": one_of(DEVICES),
+        "threads": int_at_least(1),
+        "dtype": one_of(DTYPES),
+        "max_runs": int_at_least(1),
         "log_workers": lambda v: (
-            None if v == "auto" or (_is_int(v) and v >= 1) else "auto or an integer >= 1"
+            None if v == "auto" or (is_int(v) and v >= 1) else "auto or an integer >= 1"
         ),
-        "log_retry_s": lambda v: None if _is_num(v) and v >= 0 else "a number of seconds >= 0",
+        "log_retry_s": lambda v: None if is_num(v) and v >= 0 else "a number of seconds >= 0",
         "workers": lambda v: (
-            None if v == "auto" or (_is_int(v) and v >= 1) else "auto or an integer >= 1"
+            None if v == "auto" or (is_int(v) and v >= 1) else "auto or an integer >= 1"
         ),
-        "cluster": _choice(CLUSTERS),
+        "cluster": one_of(CLUSTERS),
         "address": lambda v: None if isinstance(v, str) else "a string (host:port or ray://...)",
     }
     ok = {}
@@ -394,7 +259,7 @@ def _check_datasets(raw: dict, file: str) -> tuple[dict[str, DataSpec], list[str
     err, datasets = ErrorList(file), {}
     if raw.get("datasets") == {} and raw.get("file_datasets"):
         return datasets, err.items
-    for name, d in (_section(raw, "datasets", err) or {}).items():
+    for name, d in (mapping_section(raw, "datasets", err) or {}).items():
         if (spec := _dataset(name, d, err)) is not None:
             datasets[str(name)] = spec
     return datasets, err.items
@@ -479,7 +344,7 @@ def _check_defaults(raw: dict, datasets: dict[str, DataSpec], known_ds: set[str]
 
     Every key is required, with exactly one budget: epochs or steps."""
     err = ErrorList(file)
-    d = _section(raw, "defaults", err) or {}
+    d = mapping_section(raw, "defaults", err) or {}
     unknown_keys(d, RUN_KEYS, "defaults", err)
     ok = bool(d) and _budget(d, "defaults", err) and _norm_keys(d, "defaults", err)
     budget = next((k for k in BUDGET_KEYS if k in d), None)
@@ -529,7 +394,7 @@ def _axis(k: str, v: list, path: str, known_ds: set[str], err: ErrorList) -> boo
         if _coerce(k, x) in seen:
             err.raw(
                 f"{path}[{i}]",
-                f"{_show(x)} repeats an earlier value of the axis "
+                f"{show_value(x)} repeats an earlier value of the axis "
                 "(equal configurations are the same run)",
             )
             ok = False
@@ -608,7 +473,7 @@ def _check_sweep(name: str, s: dict, defaults: RunConfig | None, ctx: dict, err:
 def _check_sweeps(raw: dict, defaults: RunConfig | None, ctx: dict, file: str):
     """The `sweeps` section: each valid sweep with its runs."""
     err, sweeps = ErrorList(file), {}
-    for name, s in (_section(raw, "sweeps", err) or {}).items():
+    for name, s in (mapping_section(raw, "sweeps", err) or {}).items():
         name = str(name)
         if not NAME_RE.fullmatch(name):
             err.add(f"sweeps.{name}", name, "a sweep name of letters, digits, _ -")

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from bnmodels.errors import ParamsError
+from bnmodels.experiment.checks import ErrorList, read_yaml
 from bnmodels.experiment.config import Params
-from bnmodels.experiment.params import ErrorList, check, read_yaml
+from bnmodels.experiment.params import check
 from bnmodels.study.claim import Claim, validate_claims
 
 
