@@ -196,6 +196,34 @@ def test_a_run_alone_and_among_200_others_is_bit_for_bit_the_same(split):
     _same_bits(sub[0], together[-1])
 
 
+def test_wide_regression_runs_train_unpadded_with_the_same_bits_in_any_company(split, monkeypatch):
+    """Width a multiple of 32, regression, batch or no norm: no padding runs (run_pad 1),
+    and a run's numbers are those it has alone, in company, and padded to RUN_PAD."""
+    from bnmodels.training import batched
+
+    wide = [
+        cfg(width=32, activation=a, bn=b, seed=s, epochs=3)
+        for a, b, s in itertools.product(
+            ["sigmoid", "relu", "tanh"], ["none", "pre", "post"], [1, 2]
+        )
+    ]
+    datas = [split] * len(wide)
+    assert batched.run_pad(wide, datas, "cpu") == 1
+    assert batched.run_pad([cfg(width=16)], [split], "cpu") == batched.RUN_PAD
+    assert batched.run_pad([cfg(width=32, norm="layer")], [split], "cpu") == batched.RUN_PAD
+    klass = dataclasses.replace(split, num_class=2)
+    assert batched.run_pad([cfg(width=32)], [klass], "cpu") == batched.RUN_PAD
+    together = train_group(wide, datas)  # 18 runs, none of them padding
+    for k in (0, 7, 17):
+        _same_bits(train_group([wide[k]], [split])[0], together[k])
+    some = train_group(wide[5:12][::-1], datas[5:12])
+    _same_bits(some[0], together[11])
+    monkeypatch.setattr(batched, "run_pad", lambda *a: batched.RUN_PAD)
+    padded = train_group(wide, datas)  # padded to 32 runs as before run_pad
+    for a, b in zip(together, padded, strict=True):
+        _same_bits(a, b)
+
+
 def test_divergence_is_detected_per_run_and_does_not_touch_its_neighbours(split):
     calm = cfg(bn="pre", epochs=6)
     wild = cfg(bn="none", lr=1e4, epochs=6)

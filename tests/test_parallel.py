@@ -54,7 +54,24 @@ def test_shards_cover_every_run_once_within_one_group_and_at_most_64_runs(sweep,
     assert sorted(map(len, cut)) == [6, 13, 64]
     for shard in cut:
         assert len({group_key(runs[i], split) for i in shard}) == 1
-    assert [len(s) for s in parallel.shards(runs, [split] * len(runs), device="cuda")] == [77, 6]
+    on_gpu = parallel.shards(runs, [split] * len(runs), device="cuda")
+    assert sorted(map(len, on_gpu)) == [6, 77]  # a whole group each
+
+
+def test_shards_start_costliest_first_and_wide_nets_cost_more(split):
+    """The width sweep's shards: 256 units a layer is ~60x the multiply-adds of 16, so its
+    shards start first (counting steps alone started the 4-unit group first)."""
+    runs = [
+        run_config(width=w, bn=b, seed=s, depth=2)
+        for w in (4, 16, 64, 256)
+        for b in ("none", "pre")
+        for s in range(10)
+    ]
+    cut = parallel.shards(runs, [split] * len(runs))
+    widths = [runs[shard[0]].width for shard in cut]
+    assert widths[:2] == [256, 256] and widths[-1] == 4
+    costs = [parallel.shard_cost([runs[i] for i in s], [split] * len(s)) for s in cut]
+    assert costs == sorted(costs, reverse=True)
 
 
 def test_auto_workers_leave_a_quarter_of_the_cores_to_logging():
