@@ -33,10 +33,11 @@ from bnmodels.training.shared_rows import SHARED_ELEMENTS, SharedRows, evaluate_
 RUN_PAD = 32  # CPU groups are padded to a multiple of this many runs (see train_group)
 # From this width on, runs of different norms train in separate groups. A group computes
 # every norm its runs use for all of its runs (and selects per run): at width 4 a step is
-# per-op overhead and one mixed group is cheapest; at width 64 and more the wasted
-# arithmetic costs more than the extra groups' ops (benchmarks/widths.py). A run's
-# numbers do not depend on its group, so this changes speed only.
-SPLIT_NORMS_WIDTH = 32
+# per-op overhead and one mixed group is cheapest; from width 16 on the wasted arithmetic
+# costs more than the extra groups' ops (norm_family, 4 norms at width 16: 25.7 CPU-s
+# mixed, 17.6 split; benchmarks/widths.py at 64). A run's numbers do not depend on its
+# group, so this changes speed only (runs/norm_family's tables byte-identical).
+SPLIT_NORMS_WIDTH = 16
 
 
 def group_key(cfg: RunConfig, data: Split) -> tuple:
