@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -124,6 +125,14 @@ def registry(out: str, rules: str):
         raise click.ClickException("a shallow clone has no history to prove dates: fetch it all")
     last = _git("log", "-1", "--format=%H %cs", "--", rules, cwd=repo).split()
     derived = reg.derive(git_history(repo), (last[0][:10], last[1]) if last else None)
+    order = [c[:10] for c in _git("log", "--reverse", "--format=%H", cwd=repo).split()]
+    first = reg.first_primary_results(derived, order)
+    if first is not None:  # the rules' commits since: listed with the claims' changes
+        log = _git(
+            "log", "--reverse", "--format=%H %cs %s", f"{first}..HEAD", "--", rules, cwd=repo
+        )
+        since = [tuple(line.split(" ", 2)) for line in log.splitlines() if line.strip()]
+        derived = replace(derived, changes=derived.changes + reg.rule_changes(since))
     header = (
         "# Written by `bnmodels registry` from git history (do not edit by hand): when each\n"
         "# claim was fixed and when its sweep first had results (bnmodels/study/registry.py).\n"

@@ -138,3 +138,26 @@ def test_the_committed_registry_agrees_with_this_repositorys_history():
         assert got.preregistered == e.preregistered or got.results is not None, cid
         if e.preregistered and got.results is not None:
             assert got.results[1] >= e.fixed[1], cid
+
+
+def test_a_change_of_the_verdict_rules_after_primary_results_is_listed(history, monkeypatch):
+    """`fresh` is primary with results at commit f: a later commit to bnmodels/study is
+    listed as a change of the verdict rules, in its own words; one before f is not."""
+    rules = history / "bnmodels" / "study"
+    rules.mkdir(parents=True)
+    (rules / "rule.py").write_text("A = 1\n")
+    subprocess.run(["git", "add", "-A"], cwd=history, check=True)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm"]
+    subprocess.run([*git, "rules: a faster sum, no number moves"], cwd=history, check=True)
+    monkeypatch.chdir(history)
+    out = CliRunner().invoke(main, ["registry", "--out", "reg.yaml"])
+    assert out.exit_code == 0, out.output
+    written = reg.from_dict(yaml.safe_load((history / "reg.yaml").read_text()))
+    listed = [c for c in written.changes if c.subject == reg.RULES]
+    assert [c.what for c in listed] == ["rules: a faster sum, no number moves"]
+    assert written.rules[0] == listed[0].commit
+    from bnmodels.report.record_section import changes_markdown
+
+    text = changes_markdown(written, ["fresh"], ["fresh"])
+    assert "1 commit(s) changed them after the primary claims' runs" in text
+    assert "rules: a faster sum, no number moves" in text

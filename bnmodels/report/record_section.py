@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 
 from bnmodels.report.markdown import md_table
 from bnmodels.study.prepared import PreparedSweep, show
-from bnmodels.study.registry import Registry
+from bnmodels.study.registry import RULES, Registry
 from bnmodels.study.sensitivity import COLUMNS, MARGINS
 
 
@@ -36,7 +36,17 @@ def changes_markdown(
         )
         + "."
     )
-    if registry.rules is not None:
+    later = [c for c in registry.changes if c.subject == RULES]
+    if registry.rules is not None and later:
+        out.append(
+            f"The verdict rules (bnmodels/study: run states, the guard, the tests) last "
+            f"changed at commit {registry.rules[0]} ({registry.rules[1]}); {len(later)} "
+            "commit(s) changed them after the primary claims' runs existed, listed below "
+            "as 'verdict rules' in their own words (whether any verdict could move is for "
+            "the reader to check there: git has the diff). Before those runs, the rules "
+            "were chosen and revised while looking at earlier results."
+        )
+    elif registry.rules is not None:
         out.append(
             f"The verdict rules (bnmodels/study: run states, the guard, the tests) last "
             f"changed at commit {registry.rules[0]} ({registry.rules[1]}), before the "

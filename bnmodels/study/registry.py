@@ -72,6 +72,9 @@ class Entry:
     preregistered: bool
 
 
+RULES = "verdict rules"  # the subject of a Change to bnmodels/study (`rule_changes`)
+
+
 @dataclass(frozen=True)
 class Change:
     commit: str
@@ -191,6 +194,26 @@ def _changes(history: Sequence[Snapshot]) -> Iterable[Change]:
             kept = "; ".join(p for p in what.split("; ") if not p.endswith(" reworded"))
             if kept:  # rewording alone changes no verdict
                 yield Change(snap.commit, snap.date, f"claim {cid}", kept)
+
+
+def first_primary_results(reg: Registry, order: Sequence[str]) -> str | None:
+    """The earliest commit (in `order`, oldest first) at which a primary claim's sweep had
+    results: from then on, a change of the verdict rules could have been chosen by them."""
+    seen = {c: i for i, c in enumerate(order)}
+    firsts = [e.results[0] for e in reg.claims.values() if e.preregistered and e.results]
+    known = [c for c in firsts if c in seen]
+    return min(known, key=seen.__getitem__) if known else None
+
+
+def rule_changes(log: Sequence[tuple[str, str, str]]) -> tuple[Change, ...]:
+    """The commits (commit, date, message's first line) that changed the verdict rules
+    after the primary claims' runs existed, as Changes: listed beside the claims' own, in
+    the commit's words (a speed-up that moves no number says so there)."""
+
+    def short(text: str) -> str:
+        return text if len(text) <= 160 else text[:157].rstrip() + "..."
+
+    return tuple(Change(c[:10], d, RULES, short(msg)) for c, d, msg in log)
 
 
 def apply(claims: Sequence, raw: Mapping[str, Mapping[str, Any]], registry: Registry) -> list:
