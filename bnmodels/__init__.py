@@ -21,28 +21,3 @@ Data flows one way: data/raw (or a file under datasets/) -> data/processed -> da
 -> runs/<sweep> (+ MLflow) -> reports/. `study` reads what `training` wrote as tables,
 never its code.
 """
-
-import os as _os
-import sys as _sys
-
-
-def _one_blas_thread() -> None:
-    """numpy's OpenBLAS at one thread, unless the user set OPENBLAS_NUM_THREADS.
-
-    By default OpenBLAS starts a busy-waiting thread per core at its first matrix product,
-    and the stages fork workers onto every core (training, the calibration, the figures):
-    the two fought over the cores. The calibrate stage took 32.5 s with them, 12.2 s
-    without, on 2 cores; the matrices here are small and gain nothing from threads, and
-    every number is the same (the committed reports byte-identical). The variable works
-    only before numpy is imported; where numpy already is (a stage that imports pandas
-    first), threadpoolctl sets the loaded library instead.
-    """
-    if _os.environ.setdefault("OPENBLAS_NUM_THREADS", "1") != "1":
-        return
-    if "numpy" in _sys.modules:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(1, user_api="blas")
-
-
-_one_blas_thread()

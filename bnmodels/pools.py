@@ -33,13 +33,33 @@ def _start(initializer: Callable | None, initargs: tuple) -> None:
         initializer(*initargs)
 
 
+def one_blas_thread() -> None:
+    """numpy's OpenBLAS at one thread in this process and the workers it forks, unless the
+    user set OPENBLAS_NUM_THREADS.
+
+    By default OpenBLAS keeps a busy-waiting thread per core after its first product, and
+    those threads fight a pool's workers for the cores (two calibration workers ran slower
+    than one: docs/performance.md). The products here are small, so one thread loses
+    nothing, and the numbers are the same. The variable reaches a numpy loaded later (and
+    a forkserver's workers); threadpoolctl, the one loaded already.
+    """
+    if os.environ.get("OPENBLAS_NUM_THREADS", "1") != "1":
+        return
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1, user_api="blas")
+
+
 def fork_pool(
     workers: int,
     initializer: Callable | None = None,
     initargs: tuple = (),
     start_method: str = "fork",
 ) -> ProcessPoolExecutor:
-    """A pool of `workers` processes started with `start_method` (module doc)."""
+    """A pool of `workers` processes started with `start_method` (module doc), numpy's
+    BLAS at one thread in them and in the caller (`one_blas_thread`)."""
+    one_blas_thread()
     ctx = multiprocessing.get_context(start_method)
     return ProcessPoolExecutor(workers, ctx, initializer=_start, initargs=(initializer, initargs))
 

@@ -1,5 +1,5 @@
-"""numpy's OpenBLAS runs one thread once bnmodels is imported (bnmodels/__init__.py), whether
-numpy came first or not; a user's own OPENBLAS_NUM_THREADS is kept."""
+"""numpy's OpenBLAS runs one thread in a process that starts a worker pool and in its
+workers (`pools.one_blas_thread`); a user's own OPENBLAS_NUM_THREADS is kept."""
 
 import os
 import subprocess
@@ -7,27 +7,34 @@ import sys
 
 import pytest
 
-SHOW = (
-    "from threadpoolctl import threadpool_info; "
-    "print(sorted({i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas'}))"
-)
+CODE = """
+from threadpoolctl import threadpool_info
+import numpy
+from bnmodels.pools import finishing, fork_pool
+
+def blas():
+    return sorted({i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"})
+
+if __name__ == "__main__":
+    before = blas()
+    with finishing(fork_pool(1)) as pool:
+        worker = pool.submit(blas).result()
+    print(before, blas(), worker)
+"""
 
 
-def blas_threads(code: str, **env) -> str:
+def run(**env) -> str:
     base = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
     out = subprocess.run(
-        [sys.executable, "-c", f"{code}; {SHOW}"],
-        env={**base, **env},
-        capture_output=True,
-        text=True,
-        check=True,
+        [sys.executable, "-c", CODE], env={**base, **env}, capture_output=True, text=True
     )
+    assert out.returncode == 0, out.stderr
     return out.stdout.strip()
 
 
-@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: OpenBLAS uses one thread anyway")
-def test_openblas_runs_one_thread_after_bnmodels_whatever_came_first():
-    assert blas_threads("import numpy") != "[1]"  # the default this guards against
-    assert blas_threads("import bnmodels, numpy") == "[1]"
-    assert blas_threads("import numpy, bnmodels") == "[1]"  # threadpoolctl's path
-    assert blas_threads("import numpy, bnmodels", OPENBLAS_NUM_THREADS="2") == "[2]"
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: OpenBLAS has one thread anyway")
+def test_a_pool_runs_numpys_blas_at_one_thread_in_the_caller_and_its_workers():
+    before, *_ = run().split("] ")
+    assert before != "[1"  # OpenBLAS's default, which this guards against
+    assert run().endswith("[1] [1]")
+    assert run(OPENBLAS_NUM_THREADS="2") == "[2] [2] [2]"  # the user's setting stands

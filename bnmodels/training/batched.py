@@ -34,9 +34,8 @@ RUN_PAD = 32  # CPU groups are padded to a multiple of this many runs (see train
 # From this width on, runs of different norms train in separate groups. A group computes
 # every norm its runs use for all of its runs (and selects per run): at width 4 a step is
 # per-op overhead and one mixed group is cheapest; from width 16 on the wasted arithmetic
-# costs more than the extra groups' ops (norm_family, 4 norms at width 16: 25.7 CPU-s
-# mixed, 17.6 split; benchmarks/widths.py at 64). A run's numbers do not depend on its
-# group, so this changes speed only (runs/norm_family's tables byte-identical).
+# costs more than the extra groups' ops (docs/performance.md). A run's numbers do not
+# depend on its group, so this changes speed only.
 SPLIT_NORMS_WIDTH = 16
 
 
@@ -202,8 +201,7 @@ def run_pad(cfgs: Sequence[RunConfig], datas: Sequence[Split], device) -> int:
     of a classification group (exp, log on (R, B, classes)), layer and group
     normalization's per-example statistics and a CPU of more than one thread keep
     RUN_PAD. A lone run is padded to two (a (1, n) tensor's std is reduced whole, in
-    another order). At width 256 this trains 10 runs instead of 32, 3x faster with the
-    same bits (tests/test_engine.py trains runs alone, in company and padded).
+    another order). tests/test_engine.py trains runs alone, in company and padded.
     """
     if torch.device(device).type != "cpu":
         return 1

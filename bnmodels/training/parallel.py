@@ -70,9 +70,9 @@ def shard_cost(
     multiply-adds of the runs computed (a batched group's padded runs: `run_pad`; the
     reference engine's runs one by one).
 
-    Fitted on the width sweep: a step of a 2-layer group costs ~0.7 ms at width 4 (the
-    overhead) and grows with runs x width^2 to ~16 ms for 32 runs at width 256; counting
-    steps and layers alone scheduled a 256-unit shard like a 4-unit one.
+    STEP_OVERHEAD is fitted on the width sweep's groups (a step at width 4 is overhead, at
+    256 multiply-adds); counting steps and layers alone scheduled a 256-unit shard like a
+    4-unit one.
     """
 
     def one(c: RunConfig, d: Split, computed: int) -> int:
