@@ -172,7 +172,15 @@ credential() {  # credential username|password: the admin's, from $CREDENTIALS
     sed -n "s/^mlflow_tracking_$1 *= *//p" "$CREDENTIALS"
 }
 
-mlflow_running() { [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
+# A server killed a moment ago is a zombie until init reaps it, and a zombie answers kill -0:
+# without the State check, `make server` right after a crash said "already running".
+mlflow_running() {
+    [ -f "$PIDFILE" ] || return 1
+    local pid
+    pid=$(cat "$PIDFILE")
+    kill -0 "$pid" 2>/dev/null || return 1
+    ! grep -qs '^State:[[:space:]]*Z' "/proc/$pid/status"
+}
 
 start() {
     if [ "$AUTH$TLS" != onon ] && ! is_loopback "$HOST"; then
